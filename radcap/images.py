@@ -1,0 +1,83 @@
+"""Decode any real image file into the backbone's input."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+# Above this many pixels PIL refuses a file as a decompression bomb; real
+# scans can be large, so allow up to ~16k x 16k and decode lazily.
+MAX_PIXELS = 16_384 * 16_384
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; `reason` says why in a few words."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def _to_rgb8(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB; high bit depths scaled by their actual range."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        # Transparent pixels become black, like the background of a scan.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path, size: int = 224) -> np.ndarray:
+    """Read an image file as a float32 RGB array for the backbone.
+
+    Handles JPEG, PNG (8 and 16 bit), grayscale, RGBA, palette, CMYK and
+    GIF (first frame). 16-bit and 32-bit data are scaled by their actual
+    min..max range, not clipped. Very large JPEGs are decoded at reduced
+    resolution, so a 10000x10000 file does not exhaust memory.
+
+    Args:
+        path: Image file.
+        size: Side of the square output; the image is resized, not cropped.
+
+    Returns:
+        Array of shape `(size, size, 3)`, float32 in [0, 255], RGB order.
+
+    Raises:
+        ImageError: The file is missing, empty, truncated or not an image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    img.draft(img.mode if img.mode != "CMYK" else "CMYK", (size * 2, size * 2))
+                img.load()
+                rgb = _to_rgb8(img)
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image file (unknown format)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(path, f"image too large (over {MAX_PIXELS} pixels)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(path, f"truncated or corrupt image ({err})") from None
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(rgb, dtype=np.float32)
