@@ -160,11 +160,11 @@ class Config:
         return cls.from_dict(json.loads(path.read_text()))
 
 
-def preset(name: str, **overrides) -> Config:
+def preset(kind: str, /, **overrides) -> Config:
     """A ready configuration.
 
     Args:
-        name: `"demo"`: the synthetic dataset with random VGG16 weights and a
+        kind: `"demo"`: the synthetic dataset with random VGG16 weights and a
             small decoder; runs offline on 2 CPU cores in minutes.
             `"roco"`: ROCO with ImageNet weights and sizes for ~65k captions.
         **overrides: Fields to change on top of the preset.
@@ -183,6 +183,6 @@ def preset(name: str, **overrides) -> Config:
             early_stopping=4, beam=3,
         ),
     }
-    if name not in presets:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(presets)}.")
-    return Config(**{**presets[name], **overrides})
+    if kind not in presets:
+        raise ValueError(f"Unknown preset {kind!r}; choose one of {sorted(presets)}.")
+    return Config(**{**presets[kind], **overrides})

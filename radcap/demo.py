@@ -27,7 +27,7 @@ SIZES = ("small", "large")
 KINDS = ("nodule", "cyst")
 SPLIT_SHARES = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
 SIZE = 224
-VERSION = 1  # bump when the drawing changes, so old folders are regenerated
+VERSION = 2  # bump when the drawing changes, so old folders are regenerated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,15 +100,16 @@ def render(case: Case, rng: np.random.Generator) -> np.ndarray:
         # patient's right = image left
         sx = -1 if case.side == "right" else 1
         _, ocx, ory, orx = organs[0 if sx < 0 else 1]
-        radius = (6 if case.size == "small" else 15) * rng.uniform(0.9, 1.1)
+        radius = (8 if case.size == "small" else 19) * rng.uniform(0.92, 1.08)
         ly = c[0] + rng.uniform(-0.3, 0.3) * ory
         lx = ocx + rng.uniform(-0.25, 0.25) * orx
         spot = _ellipse(yy, xx, ly, lx, radius, radius)
         if case.kind == "nodule":
             img[spot] = 1.0
-        else:  # cyst: dark centre, bright rim
-            img[spot & ~_ellipse(yy, xx, ly, lx, radius - 3, radius - 3)] = 1.0
-            img[_ellipse(yy, xx, ly, lx, radius - 3, radius - 3)] = 0.02
+        else:  # cyst: dark centre, thin bright rim
+            inner = _ellipse(yy, xx, ly, lx, radius - 2.5, radius - 2.5)
+            img[spot & ~inner] = 1.0
+            img[inner] = 0.0
 
     # Modality look.
     if case.modality == "x-ray":

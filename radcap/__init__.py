@@ -1,0 +1,8 @@
+"""radcap: radiology image captioning with a frozen VGG16 and a merge-style LSTM decoder.
+
+Modules, in data-flow order: `config`, `demo`, `datasets`, `images`,
+`features`, `text`, `model`, `train`, `decode`, `evaluate`, `plots`, `cli`.
+Importing radcap loads no TensorFlow and touches no network.
+"""
+
+__version__ = "0.1.0"

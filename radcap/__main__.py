@@ -1,0 +1,3 @@
+from radcap.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,289 @@
+"""Batched greedy and beam search, and `Captioner`: a trained run folder that captions.
+
+The searches are written once, against a step function
+
+    step(tokens (B,), state) -> (log_probs (B, vocab_size), state, attention (B, R))
+
+where `state` is a tuple of arrays whose first axis is the batch. Search code
+only reorders states along that axis, so the same code drives the trained
+decoder (`radcap.model.DecoderStep`) and the scripted step functions of the
+tests. Every image in the batch advances together; each sequence stops at its
+own `<end>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from radcap.config import Config
+from radcap.text import Vocabulary
+
+
+@dataclasses.dataclass
+class Result:
+    """Search output for a batch.
+
+    Attributes:
+        tokens: Per image, the generated ids without `<start>`, ending with
+            `<end>` unless `max_len` was reached.
+        scores: Per image, the summed log-probability of `tokens`.
+        attention: Per image, `(len(tokens), R)` attention weights, one row
+            per generated token.
+    """
+
+    tokens: list[list[int]]
+    scores: np.ndarray
+    attention: list[np.ndarray]
+
+
+def _take(state, index):
+    return tuple(np.take(s, index, axis=0) for s in state)
+
+
+def greedy_search(step, state, batch_size: int, start_id: int, end_id: int,
+                  max_len: int) -> Result:
+    """Pick the most likely next token for every image until `<end>` or `max_len`.
+
+    Args:
+        step: Step function (see the module docstring).
+        state: Initial state for `batch_size` images.
+        batch_size: Number of images.
+        start_id: Id of `<start>`, fed first.
+        end_id: Id of `<end>`; a sequence that emits it is finished.
+        max_len: Most words per caption; a caption cut at `max_len` has no `<end>`.
+
+    Returns:
+        A `Result`.
+    """
+    tokens = np.full(batch_size, start_id, np.int32)
+    out = np.zeros((batch_size, max_len), np.int32)
+    scores = np.zeros(batch_size, np.float64)
+    lengths = np.full(batch_size, max_len, np.int64)
+    done = np.zeros(batch_size, bool)
+    weights = []
+    for t in range(max_len):
+        log_probs, state, attention = step(tokens, state)  # (B, V), ..., (B, R)
+        tokens = np.argmax(log_probs, axis=-1).astype(np.int32)  # (B,)
+        scores += np.where(done, 0.0, log_probs[np.arange(batch_size), tokens])
+        out[:, t] = tokens
+        weights.append(attention)
+        ended = ~done & (tokens == end_id)
+        lengths[ended] = t + 1
+        done |= ended
+        if done.all():
+            break
+    weights = np.stack(weights, 1)  # (B, steps, R)
+    seqs = [out[i, : lengths[i]].tolist() for i in range(batch_size)]
+    return Result(seqs, scores, [weights[i, : len(s)] for i, s in enumerate(seqs)])
+
+
+def beam_search(step, state, batch_size: int, start_id: int, end_id: int,
+                max_len: int, beam: int = 3, length_penalty: float = 0.0) -> Result:
+    """Keep the `beam` best partial captions per image; pick the best finished one.
+
+    Beams of all images run as one batch of `batch_size * beam` sequences. A
+    finished beam carries on with `<end>` at no cost, so it competes with
+    the open ones on its final score. At the end each image's beams are
+    ranked by `log_prob / length ** length_penalty` (length counts `<end>`);
+    `length_penalty=0` ranks by log-probability alone. With `beam=1` this is
+    exactly greedy search.
+
+    Args:
+        step: Step function (see the module docstring).
+        state: Initial state for `batch_size` images (not yet repeated).
+        batch_size: Number of images.
+        start_id: Id of `<start>`.
+        end_id: Id of `<end>`.
+        max_len: Most words per caption.
+        beam: Beam width.
+        length_penalty: Exponent of the length normalisation.
+
+    Returns:
+        A `Result` with each image's best beam.
+    """
+    k = int(beam)
+    state = _take(state, np.repeat(np.arange(batch_size), k))
+    tokens = np.full(batch_size * k, start_id, np.int32)
+    scores = np.full((batch_size, k), -np.inf)
+    scores[:, 0] = 0.0  # one live beam at first, so the k beams start distinct
+    seqs = np.zeros((batch_size, k, 0), np.int32)
+    weights = None
+    done = np.zeros((batch_size, k), bool)
+    lengths = np.full((batch_size, k), max_len, np.int64)
+    rows = np.arange(batch_size)[:, None]
+    for t in range(max_len):
+        log_probs, state, attention = step(tokens, state)  # (B*k, V), ..., (B*k, R)
+        vocab_size = log_probs.shape[-1]
+        log_probs = log_probs.reshape(batch_size, k, vocab_size).astype(np.float64)
+        log_probs[done] = -np.inf
+        log_probs[done, end_id] = 0.0
+        candidates = (scores[..., None] + log_probs).reshape(batch_size, k * vocab_size)
+        best = np.argsort(-candidates, axis=1, kind="stable")[:, :k]  # (B, k)
+        parent, token = best // vocab_size, (best % vocab_size).astype(np.int32)
+        scores = np.take_along_axis(candidates, best, axis=1)
+        was_done = done[rows, parent]
+        lengths = np.where(was_done, lengths[rows, parent], max_len)
+        done = was_done | (token == end_id)
+        lengths = np.where(done & ~was_done, t + 1, lengths)
+        seqs = np.concatenate([seqs[rows, parent], token[..., None]], axis=2)
+        attention = attention.reshape(batch_size, k, -1)[rows, parent][:, :, None]
+        weights = attention if weights is None else np.concatenate(
+            [weights[rows, parent], attention], axis=2)  # (B, k, t + 1, R)
+        flat = (rows * k + parent).reshape(-1)
+        state = _take(state, flat)
+        tokens = token.reshape(-1)
+        if done.all():
+            break
+    final = scores / np.power(lengths, length_penalty)
+    pick = np.argmax(final, axis=1)  # (B,)
+    out = [seqs[i, pick[i], : lengths[i, pick[i]]].tolist() for i in range(batch_size)]
+    return Result(out, scores[np.arange(batch_size), pick],
+                  [weights[i, pick[i], : len(o)] for i, o in enumerate(out)])
+
+
+class RunError(FileNotFoundError):
+    """A folder that is not a usable radcap run folder."""
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """Return `run_dir` as a Path, or say clearly why it is not a run folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"Run folder {run_dir} does not exist. Train one first with "
+                       "`radcap demo` or `radcap train`, or pass the right --run.")
+    missing = [n for n in ("config.json", "vocab.json", "best.keras")
+               if not (run_dir / n).is_file()]
+    if missing:
+        raise RunError(
+            f"{run_dir} is not a radcap run folder: it lacks {', '.join(missing)}. "
+            "A run folder is made by `radcap train` (or `radcap demo`) and holds "
+            "config.json, vocab.json and best.keras."
+        )
+    return run_dir
+
+
+class Captioner:
+    """A trained captioner: model, vocabulary and config from one run folder.
+
+    Args:
+        model: Model from `radcap.model.build_model`, trained.
+        vocab: Its vocabulary.
+        config: The run's config.
+    """
+
+    def __init__(self, model, vocab: Vocabulary, config: Config):
+        from radcap.model import DecoderStep
+
+        self.model = model
+        self.vocab = vocab
+        self.config = config
+        self.step = DecoderStep(model)
+        self._extractor = None
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Captioner:
+        """Load `config.json`, `vocab.json` and `best.keras` from a run folder."""
+        import keras
+
+        import radcap.model  # noqa: F401  (registers the custom layers)
+
+        run_dir = check_run_dir(run_dir)
+        config = Config.load(run_dir / "config.json")
+        vocab = Vocabulary.load(run_dir / "vocab.json")
+        model = keras.saving.load_model(run_dir / "best.keras", compile=False)
+        return cls(model, vocab, config)
+
+    @property
+    def attention(self) -> bool:
+        return self.step.attention
+
+    def search(self, features, grid=None, beam: int = 1,
+               length_penalty: float | None = None, batch_size: int = 64) -> Result:
+        """Run greedy (`beam=1`) or beam search over cached features, in batches.
+
+        Args:
+            features: `(N, 4096)` fc2 features.
+            grid: `(N, R, 512)` grid features, for attention models.
+            beam: Beam width; 1 is greedy search.
+            length_penalty: Beam length normalisation; default from the config.
+            batch_size: Images decoded together.
+        """
+        if length_penalty is None:
+            length_penalty = self.config.length_penalty
+        parts = []
+        for s in range(0, len(features), batch_size):
+            f = np.asarray(features[s:s + batch_size], np.float32)
+            g = None if grid is None else np.asarray(grid[s:s + batch_size], np.float32)
+            state = self.step.start(f, g)
+            args = dict(batch_size=len(f), start_id=self.vocab.start_id,
+                        end_id=self.vocab.end_id, max_len=self.vocab.max_len)
+            if beam == 1:
+                parts.append(greedy_search(self.step, state, **args))
+            else:
+                parts.append(beam_search(self.step, state, beam=beam,
+                                         length_penalty=length_penalty, **args))
+        return Result(
+            [t for p in parts for t in p.tokens],
+            np.concatenate([p.scores for p in parts]) if parts else np.zeros(0),
+            [a for p in parts for a in p.attention],
+        )
+
+    def caption_features(self, features, grid=None, beam: int = 1, **kwargs) -> list[str]:
+        """Captions for cached features (see `search` for the arguments)."""
+        result = self.search(features, grid, beam=beam, **kwargs)
+        return [self.vocab.decode(t) for t in result.tokens]
+
+    def image_features(self, paths) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Run the run's backbone over image files.
+
+        Returns:
+            `(features, grid or None, errors)` where `errors` maps the index
+            of each unreadable image to its reason (its rows are zeros).
+        """
+        from radcap.features import Extractor, layers_for
+
+        if self._extractor is None:
+            self._extractor = Extractor(self.config, layers_for(self.config))
+        paths = [str(p) for p in paths]
+        outputs = [[] for _ in self._extractor.layers]
+        errors = {}
+
+        def on_batch(start, batch_outputs, batch_errors):
+            for store, out in zip(outputs, batch_outputs):
+                store.append(out)
+            errors.update({start + i: r for i, r in batch_errors.items()})
+
+        self._extractor.run(paths, on_batch, desc="images")
+        arrays = [np.concatenate(o) for o in outputs]
+        return arrays[0], (arrays[1] if len(arrays) > 1 else None), errors
+
+    def caption(self, images, beam: int = 1, return_attention: bool = False, **kwargs):
+        """Caption image files.
+
+        Args:
+            images: Paths of image files.
+            beam: Beam width; 1 is greedy search.
+            return_attention: Return dicts with the caption, its words and
+                their attention maps `(words, R)` instead of strings.
+
+        Returns:
+            One caption per image; an unreadable image gets `None` (strings),
+            or a dict whose `error` says why.
+        """
+        images = [images] if isinstance(images, (str, Path)) else list(images)
+        features, grid, errors = self.image_features(images)
+        result = self.search(features, grid, beam=beam, **kwargs)
+        out = []
+        for i, tokens in enumerate(result.tokens):
+            text = None if i in errors else self.vocab.decode(tokens)
+            if not return_attention:
+                out.append(text)
+                continue
+            words = [] if text is None else text.split()
+            out.append({"path": str(images[i]), "caption": text, "words": words,
+                        "attention": result.attention[i][: len(words)],
+                        "error": errors.get(i)})
+        return out
