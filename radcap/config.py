@@ -171,9 +171,9 @@ def preset(kind: str, /, **overrides) -> Config:
     """
     presets = {
         "demo": dict(
-            name="demo", dataset="demo", source="demo", weights=None,
+            name="demo", dataset="demo", source="demo", weights=None, demo_size=600,
             min_count=1, max_len=20, embed_dim=64, units=256, attention_units=128,
-            dropout=0.2, batch_size=32, epochs=40, learning_rate=2e-3,
+            dropout=0.3, batch_size=32, epochs=40, learning_rate=2e-3,
             early_stopping=8, beam=3,
         ),
         "roco": dict(

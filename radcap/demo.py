@@ -27,7 +27,7 @@ SIZES = ("small", "large")
 KINDS = ("nodule", "cyst")
 SPLIT_SHARES = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
 SIZE = 224
-VERSION = 2  # bump when the drawing changes, so old folders are regenerated
+VERSION = 3  # bump when the drawing changes, so old folders are regenerated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +89,7 @@ def render(case: Case, rng: np.random.Generator) -> np.ndarray:
         organs = [(c[0] + 15, c[1] + s * 50, 26, 17) for s in (-1, 1)]
     img[body] = 0.55
     for cy, cx, ry, rx in organs:
-        img[_ellipse(yy, xx, cy, cx, ry, rx)] = 0.25 if case.region == "chest" else 0.7
+        img[_ellipse(yy, xx, cy, cx, ry, rx)] = 0.25 if case.region == "chest" else 0.4
     if case.region == "brain":  # skull ring
         ring = body & ~_ellipse(yy, xx, c[0], c[1], 87, 72)
         img[ring] = 1.0

@@ -157,7 +157,7 @@ class Extractor:
         outputs = self._forward(preprocess(batch))
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        return [np.asarray(o) for o in outputs]
+        return [np.array(o) for o in outputs]  # writable copies
 
     def _decode(self, paths: list[str], pool) -> tuple[np.ndarray, dict[int, str]]:
         """Decode a batch in parallel; failed images become zeros plus a reason."""

@@ -1,0 +1,46 @@
+"""Config validation, presets and the JSON round trip."""
+
+import pytest
+
+from radcap.config import Config, preset
+
+
+def test_round_trip(tmp_path):
+    config = preset("demo", units=128, attention=True, name="x")
+    config.save(tmp_path / "config.json")
+    assert Config.load(tmp_path) == config
+    assert Config.load(tmp_path / "config.json").units == 128
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("units", 0, "Config.units=0"),
+    ("cell", "rnn", "Config.cell='rnn'"),
+    ("dropout", 1.5, "Config.dropout=1.5"),
+    ("image_size", 256, "Config.image_size=256"),
+    ("name", "a/b", "Config.name='a/b'"),
+    ("early_stopping", -1, "Config.early_stopping=-1"),
+])
+def test_invalid_values_name_field_and_value(field, value, words):
+    with pytest.raises(ValueError) as err:
+        Config(**{field: value})
+    assert words in str(err.value)
+
+
+def test_unknown_fields_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="Unknown config field.*'colour'"):
+        Config.from_dict({"colour": "red"})
+    with pytest.raises(ValueError, match="no field"):
+        preset("demo").replace(colour="red")
+    with pytest.raises(ValueError, match="Unknown preset 'big'"):
+        preset("big")
+
+
+def test_presets():
+    demo, roco = preset("demo"), preset("roco")
+    assert demo.weights is None and roco.weights == "imagenet"
+    assert demo.units < roco.units and demo.source == "demo" and roco.source == "roco"
+
+
+def test_load_missing_says_what(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run folder"):
+        Config.load(tmp_path)

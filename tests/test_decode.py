@@ -1,0 +1,124 @@
+"""Greedy and beam search on scripted step functions: exact expected sequences."""
+
+import numpy as np
+import pytest
+
+from radcap.decode import Captioner, RunError, beam_search, greedy_search
+
+PAD, START, END, A, B, C = range(6)
+VOCAB = 6
+
+
+def scripted(table):
+    """A step function whose next-token distribution depends on the last token only."""
+
+    def step(tokens, state):
+        (steps,) = state
+        log_probs = np.full((len(tokens), VOCAB), -1e9)
+        for i, token in enumerate(tokens):
+            for nxt, p in table.get(int(token), {END: 1.0}).items():
+                log_probs[i, nxt] = np.log(p)
+        attention = np.tile(np.eye(1, 4, int(steps[0]) % 4), (len(tokens), 1))
+        return log_probs, (steps + 1,), attention
+
+    return step
+
+
+# Greedy takes A (0.5), then B (0.4), then END: p = 0.18.
+# Beam 2 keeps B (0.45 total path "B END" = 0.36) and wins.
+TABLE = {
+    START: {A: 0.5, B: 0.4, C: 0.1},
+    A: {B: 0.4, C: 0.3, END: 0.3},
+    B: {END: 0.9, C: 0.1},
+    C: {END: 1.0},
+    END: {END: 1.0},
+}
+
+
+def run(search, batch=2, **kwargs):
+    state = (np.zeros(batch),)
+    return search(scripted(TABLE), state, batch_size=batch, start_id=START,
+                  end_id=END, **kwargs)
+
+
+def test_greedy_exact_sequence_and_score():
+    result = run(greedy_search, max_len=5)
+    assert result.tokens == [[A, B, END], [A, B, END]]
+    np.testing.assert_allclose(result.scores, np.log(0.5 * 0.4 * 0.9))
+
+
+def test_beam_finds_the_better_sequence():
+    result = run(beam_search, max_len=5, beam=2)
+    assert result.tokens == [[B, END], [B, END]]
+    np.testing.assert_allclose(result.scores, np.log(0.4 * 0.9))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_one_equals_greedy_on_random_steps(seed):
+    rng = np.random.default_rng(seed)
+    table = rng.dirichlet(np.ones(VOCAB) * 0.3, size=(VOCAB, VOCAB))  # (prev2, prev, next)
+
+    def step(tokens, state):
+        (prev,) = state
+        probs = table[prev, tokens]
+        return np.log(probs + 1e-12), (np.asarray(tokens),), np.zeros((len(tokens), 1))
+
+    start = (np.zeros(7, np.int64),)
+    kwargs = dict(batch_size=7, start_id=START, end_id=END, max_len=12)
+    greedy = greedy_search(step, start, **kwargs)
+    beam = beam_search(step, start, beam=1, **kwargs)
+    assert greedy.tokens == beam.tokens
+    np.testing.assert_allclose(greedy.scores, beam.scores)
+
+
+def test_length_penalty_prefers_the_longer_caption():
+    table = {
+        START: {A: 0.5, B: 0.45, C: 0.05},
+        A: {C: 0.8, END: 0.2},
+        B: {END: 1.0},
+        C: {END: 1.0},
+        END: {END: 1.0},
+    }
+    kwargs = dict(batch_size=1, start_id=START, end_id=END, max_len=5, beam=2)
+    state = (np.zeros(1),)
+    assert beam_search(scripted(table), state, length_penalty=0.0, **kwargs).tokens == [
+        [B, END]]
+    assert beam_search(scripted(table), state, length_penalty=1.0, **kwargs).tokens == [
+        [A, C, END]]
+
+
+def test_max_len_cuts_captions_without_end():
+    table = {START: {A: 1.0}, A: {A: 0.9, END: 0.1}, END: {END: 1.0}}
+    for search, extra in ((greedy_search, {}), (beam_search, {"beam": 3})):
+        result = search(scripted(table), (np.zeros(1),), batch_size=1, start_id=START,
+                        end_id=END, max_len=4, **extra)
+        assert result.tokens == [[A, A, A, A]]
+
+
+def test_each_sequence_stops_at_its_own_end():
+    # Image 0 ends after one word, image 1 after three: driven by the state.
+    def step(tokens, state):
+        (t,) = state
+        log_probs = np.full((len(tokens), VOCAB), -1e9)
+        stop_at = np.array([1, 3])[: len(tokens)]
+        for i in range(len(tokens)):
+            log_probs[i, END if t[i] >= stop_at[i] else A] = 0.0
+        return log_probs, (t + 1,), np.ones((len(tokens), 2)) / 2
+
+    result = greedy_search(step, (np.zeros(2),), 2, START, END, max_len=10)
+    assert result.tokens == [[A, END], [A, A, A, END]]
+    assert [a.shape for a in result.attention] == [(2, 2), (4, 2)]
+
+
+def test_beam_attention_follows_the_chosen_beam():
+    result = run(beam_search, batch=1, max_len=5, beam=2)
+    # One attention row per generated token, from the step that produced it.
+    np.testing.assert_array_equal(result.attention[0], np.eye(4)[:2])
+
+
+def test_captioner_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RunError, match="not a radcap run folder.*vocab.json"):
+        Captioner.load(tmp_path)
+    with pytest.raises(RunError, match="does not exist"):
+        Captioner.load(tmp_path / "nope")

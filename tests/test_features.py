@@ -1,0 +1,133 @@
+"""The VGG16 feature cache: one pass, resumable, settings-checked, bad files reported."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radcap.config import preset
+from radcap.demo import make_demo
+from radcap.features import (Extractor, FeatureCacheError, WeightsError, cache_dir,
+                             extract, load_features)
+
+N, BATCH = 22, 4
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    frame = pd.read_csv(make_demo(root, n=N, seed=1))
+    paths = [str(root / p) for p in frame["image"]]
+    (root / "empty.png").write_bytes(b"")
+    (root / "text.jpg").write_text("not an image")
+    paths[3], paths[9] = str(root / "empty.png"), str(root / "text.jpg")
+    return pd.DataFrame({"image_id": [f"img{i}" for i in range(N)], "path": paths})
+
+
+@pytest.fixture(scope="module")
+def extractors():
+    merge = preset("demo", extract_batch_size=BATCH)
+    att = merge.replace(attention=True)
+    return {False: Extractor(merge), True: Extractor(att)}
+
+
+def counted(extractor):
+    calls = []
+    forward = extractor.forward
+
+    def wrapper(batch):
+        calls.append(len(batch))
+        return forward(batch)
+
+    extractor.forward = wrapper
+    return calls
+
+
+@pytest.fixture(scope="module")
+def full(images, extractors, tmp_path_factory):
+    """Uninterrupted extraction, with and without the attention grid."""
+    out = {}
+    for attention, extractor in extractors.items():
+        root = tmp_path_factory.mktemp(f"full{attention}")
+        config = extractor.config
+        out[attention] = (root, extract(config, images, "train", root,
+                                        extractor=extractor))
+    return out
+
+
+def test_shapes_dtype_and_files(full):
+    root, cached = full[False]
+    fc2 = cached["fc2"]
+    assert fc2.array.shape == (N, 4096) and fc2.array.dtype == np.float16
+    assert fc2.ids == [f"img{i}" for i in range(N)]
+    folder = root / "features/demo/vgg16-fc2"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "meta.json", "train.ids", "train.npy", "train.skipped.csv"]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["weights"] == "random(seed=0)" and meta["layer"] == "fc2"
+    assert meta["image_size"] == 224 and "radcap_version" in meta
+
+
+def test_unreadable_images_are_reported_not_fatal(full):
+    fc2 = full[False][1]["fc2"]
+    assert fc2.skipped["image_id"].tolist() == ["img3", "img9"]
+    reasons = fc2.skipped["reason"].tolist()
+    assert "empty file" in reasons[0] and "not an image" in reasons[1]
+    assert not fc2.array[3].any() and not fc2.array[9].any()
+    assert fc2.array[4].any()
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_resume_gives_the_same_array(images, extractors, full, tmp_path, attention):
+    extractor = extractors[attention]
+    config = extractor.config
+    assert extract(config, images, "train", tmp_path, max_batches=2,
+                   extractor=extractor) is None
+    folder = cache_dir(config, "fc2", tmp_path)
+    assert json.loads((folder / "train.progress.json").read_text())["done"] == 2 * BATCH
+    calls = counted(extractor)
+    resumed = extract(config, images, "train", tmp_path, extractor=extractor)
+    extractor.forward = type(extractor).forward.__get__(extractor)
+    assert len(calls) == -(-(N - 2 * BATCH) // BATCH)  # only the missing batches
+    for layer, features in full[attention][1].items():
+        np.testing.assert_array_equal(np.asarray(resumed[layer].array),
+                                      np.asarray(features.array))
+    assert resumed["fc2"].skipped["image_id"].tolist() == ["img3", "img9"]
+    assert not (folder / "train.partial.npy").exists()
+
+
+def test_attention_runs_the_backbone_once_per_image(images, extractors, tmp_path):
+    extractor = extractors[True]
+    calls = counted(extractor)
+    cached = extract(extractor.config, images, "train", tmp_path, extractor=extractor)
+    extractor.forward = type(extractor).forward.__get__(extractor)
+    assert sum(calls) == -(-N // BATCH) * BATCH and len(calls) == -(-N // BATCH)
+    assert cached["block5_pool"].array.shape == (N, 49, 512)
+    assert set(cached) == {"fc2", "block5_pool"}
+
+
+def test_attention_fc2_matches_plain_fc2(full):
+    np.testing.assert_array_equal(np.asarray(full[True][1]["fc2"].array),
+                                  np.asarray(full[False][1]["fc2"].array))
+
+
+def test_a_cache_from_other_settings_is_refused(images, full):
+    root = full[False][0]
+    other = preset("demo", extract_batch_size=BATCH, seed=7)
+    with pytest.raises(FeatureCacheError, match="other settings.*weights"):
+        extract(other, images, "train", root)
+    with pytest.raises(FeatureCacheError, match="other settings"):
+        load_features(other, "train", root=root)
+
+
+def test_a_changed_dataset_is_refused(images, full):
+    root, _ = full[False]
+    more = pd.concat([images, pd.DataFrame({"image_id": ["new"], "path": ["x.png"]})])
+    with pytest.raises(FeatureCacheError, match="lacks 1 of the 23 images"):
+        extract(preset("demo", extract_batch_size=BATCH), more, "train", root)
+
+
+def test_missing_weights_file_names_the_ways_out(tmp_path):
+    with pytest.raises(WeightsError, match="not found.*'imagenet'.*None"):
+        Extractor(preset("demo", weights=str(tmp_path / "nope.h5")))

@@ -1,0 +1,109 @@
+"""The merge decoder and its layers: shapes, serialization, stepping."""
+
+import keras
+import numpy as np
+import pytest
+
+from radcap.config import preset
+from radcap.model import (BahdanauAttention, DecoderStep, FeatureNormalization,
+                          build_model, feature_stats)
+
+VOCAB = 30
+
+
+def make(attention=False, cell="lstm", seed=0):
+    config = preset("demo", attention=attention, cell=cell, dropout=0.0, units=32,
+                    embed_dim=16, attention_units=8)
+    rng = np.random.default_rng(seed)
+    stats = {"fc2": (rng.random(4096), rng.random(4096) + 0.1),
+             "grid": (rng.random(512), rng.random(512) + 0.1)}
+    keras.utils.set_random_seed(seed)
+    model = build_model(config, VOCAB, stats)
+    inputs = {
+        "features": rng.random((3, 4096)).astype("float32"),
+        "tokens": np.array([[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0], [1, 9, 9, 9, 9, 2]],
+                           "int32"),
+    }
+    if attention:
+        inputs["grid"] = rng.random((3, 49, 512)).astype("float32")
+    return model, inputs
+
+
+@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_output_shape(attention, cell):
+    model, inputs = make(attention, cell)
+    logits = model(inputs)
+    assert tuple(logits.shape) == (3, 6, VOCAB)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_save_load_identical_outputs(tmp_path, attention):
+    model, inputs = make(attention)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(model(inputs).numpy(), loaded(inputs).numpy())
+
+
+@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stepping_matches_teacher_forcing(attention, cell):
+    model, inputs = make(attention, cell)
+    logits = model(inputs).numpy()
+    expected = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    step = DecoderStep(model)
+    state = step.start(inputs["features"], inputs.get("grid"))
+    got = []
+    for t in range(inputs["tokens"].shape[1]):
+        log_probs, state, weights = step(inputs["tokens"][:, t], state)
+        got.append(log_probs)
+        assert weights.shape == ((3, 49) if attention else (3, 1))
+    real = inputs["tokens"] != 0  # padded steps are masked in training
+    np.testing.assert_allclose(np.stack(got, 1)[real], expected[real], atol=1e-4)
+
+
+def test_padding_does_not_change_earlier_steps():
+    model, inputs = make()
+    short = model(inputs).numpy()
+    padded = dict(inputs, tokens=np.pad(inputs["tokens"], ((0, 0), (0, 4))))
+    np.testing.assert_allclose(model(padded).numpy()[:, :6], short, atol=1e-5)
+
+
+def test_attention_weights_are_a_distribution_per_step():
+    layer = BahdanauAttention(8)
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(2, 5, 16)).astype("float32")
+    keys = rng.normal(size=(2, 49, 12)).astype("float32")
+    context, weights = layer(query, keys, return_weights=True)
+    weights = weights.numpy()
+    assert context.shape == (2, 5, 12) and weights.shape == (2, 5, 49)
+    assert (weights >= 0).all()
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    # The context is the weighted sum of the values.
+    np.testing.assert_allclose(context.numpy(), np.einsum("bsr,brd->bsd", weights, keys),
+                               atol=1e-5)
+
+
+def test_get_config_round_trips():
+    layer = BahdanauAttention(7, name="att")
+    clone = BahdanauAttention.from_config(layer.get_config())
+    assert clone.units == 7 and clone.name == "att"
+    norm = FeatureNormalization([1.0, 2.0], [0.5, 0.0], floor=0.2)
+    clone = FeatureNormalization.from_config(norm.get_config())
+    x = np.array([[2.0, 2.0]], "float32")
+    np.testing.assert_allclose(clone(x).numpy(), norm(x).numpy())
+
+
+def test_feature_normalization_floors_the_scale():
+    # mean std = 0.5; the constant second feature is scaled by 0.1 * 0.5, not by 0.
+    norm = FeatureNormalization([0.0, 3.0], [1.0, 0.0], floor=0.1)
+    out = norm(np.array([[2.0, 3.1]], "float32")).numpy()
+    np.testing.assert_allclose(out, [[2.0, 0.1 / 0.05]], rtol=1e-4)
+
+
+def test_feature_stats_chunks_match_numpy():
+    x = np.random.default_rng(0).normal(size=(50, 3, 4)).astype("float16")
+    mean, std = feature_stats(x, np.arange(0, 50, 2), chunk=7)
+    flat = x[::2].astype(np.float64).reshape(-1, 4)
+    np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, flat.std(0), rtol=1e-4)
