@@ -173,3 +173,23 @@ def make_demo(root: str | Path, n: int = 500, seed: int = 0) -> Path:
     )
     stamp_path.write_text(json.dumps(stamp))
     return csv_path
+
+
+def lesion_half_share(attention: np.ndarray, side: str) -> float:
+    """Share of one word's attention on the image half that holds a `side` lesion.
+
+    Args:
+        attention: `(regions,)` weights over a square grid (49 for 7x7).
+        side: The patient's side, `"left"` or `"right"`; the patient's right
+            is the image's left.
+
+    Returns:
+        Mass on that half, the middle column counted half: 0.5 means no
+        preference, 1.0 all of it on the lesion's half.
+    """
+    side_len = int(round(np.sqrt(attention.shape[-1])))
+    grid = np.asarray(attention, np.float64).reshape(side_len, side_len)
+    columns = grid.sum(0) / grid.sum()
+    weight = np.clip(side_len / 2 - np.arange(side_len), 0, 1)  # image-left half
+    left = float((columns * weight).sum())
+    return left if side == "right" else 1.0 - left

@@ -1,0 +1,78 @@
+"""End to end on the demo: `radcap demo` as a new user runs it, then what it claims.
+
+These train real models (a few minutes on 2 CPU cores) and share the session's
+working folder with the notebooks, which then find the features cached.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from radcap import cli
+from radcap.decode import Captioner
+from radcap.demo import Case, render
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def demo_run(workdir):
+    assert cli.main(["demo", "--root", str(workdir)]) == 0
+    return workdir / "checkpoints" / "demo"
+
+
+@pytest.fixture(scope="session")
+def attention_run(workdir):
+    assert cli.main(["demo", "--attention", "--root", str(workdir)]) == 0
+    return workdir / "checkpoints" / "demo-attention"
+
+
+def metrics_of(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("run", ["demo_run", "attention_run"])
+def test_demo_scores(run, request):
+    metrics = metrics_of(request.getfixturevalue(run))
+    greedy, beam = metrics["results"]["greedy"], metrics["results"]["beam-3"]
+    assert metrics["split"] == "test" and metrics["decoding"] == "greedy"
+    for key in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr", "distinct"):
+        assert key in metrics
+    assert metrics["BLEU-4"] >= 0.9
+    assert beam["BLEU-4"] >= greedy["BLEU-4"] - 0.005
+    # The model uses the image: it writes nearly as many distinct captions as there are.
+    assert metrics["distinct"] >= 0.8 * metrics["reference_distinct"]
+
+
+def test_lesion_side_changes_the_side_word(demo_run, tmp_path):
+    captioner = Captioner.load(demo_run)
+    paths, agree = [], 0
+    cases = [Case(m, r, True, side, "large", "nodule")
+             for m in ("ct", "mri", "x-ray") for r in ("chest", "brain", "abdomen")
+             for side in ("left", "right")]
+    for i, case in enumerate(cases):
+        seed = i // 2  # the two sides of a pair share everything else
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(render(case, np.random.default_rng(seed))).save(path)
+        paths.append(path)
+    captions = captioner.caption(paths)
+    for i in range(0, len(cases), 2):
+        left, right = captions[i].split(), captions[i + 1].split()
+        assert left != right
+        agree += ("left" in left) + ("right" in right)
+    assert agree >= 0.8 * len(cases)
+
+
+def test_caption_command_prints_one_caption_per_image(demo_run, workdir, capsys):
+    images = sorted((workdir / "data/demo/images").glob("*.png"))[:3]
+    assert cli.main(["caption", "--run", str(demo_run), *map(str, images)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    assert all(" shows " in line.split("\t")[1] for line in lines)
+
+
+def test_caption_command_on_a_folder_that_is_no_run(tmp_path, capsys):
+    assert cli.main(["caption", "--run", str(tmp_path), "x.png"]) == 2
+    assert "is not a radcap run folder" in capsys.readouterr().err

@@ -1,0 +1,94 @@
+"""Training: length-bucketed batches, the run folder, resume after an interruption."""
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from radcap.config import preset
+from radcap.datasets import load_demo
+from radcap.demo import make_demo
+from radcap.train import Batches, train
+
+
+def test_batches_cover_every_caption_once_and_trim_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 12, size=50)
+    tokens = np.zeros((50, 14), np.int32)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = rng.integers(3, 9, size=n)
+    rows = rng.integers(0, 5, size=50)
+    features = rng.normal(size=(5, 4)).astype(np.float16)
+    batches = Batches(tokens, rows, {"features": features}, batch_size=8, shuffle=True)
+    seen = []
+    for index in batches.plan(epoch=0):
+        inputs, targets = batches.batch(index)
+        width = inputs["tokens"].shape[1] + 1
+        assert width % 4 == 0 or width == 14
+        assert width - 4 < lengths[index].max() <= width  # cut to the longest caption
+        np.testing.assert_array_equal(inputs["tokens"], tokens[index, : width - 1])
+        np.testing.assert_array_equal(targets, tokens[index, 1:width])
+        np.testing.assert_array_equal(inputs["features"],
+                                      features[rows[index]].astype(np.float32))
+        seen += index.tolist()
+    assert sorted(seen) == list(range(50))
+    # The order depends on the epoch only: a resumed run sees the same batches.
+    again = Batches(tokens, rows, {"features": features}, 8, True)
+    assert [b.tolist() for b in again.plan(3)] == [b.tolist() for b in batches.plan(3)]
+    assert [b.tolist() for b in batches.plan(3)] != [b.tolist() for b in batches.plan(4)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    make_demo(root / "data/demo", n=40, seed=0)
+    config = preset("demo", demo_size=40, epochs=3, early_stopping=0, units=32,
+                    embed_dim=16, extract_batch_size=8, name="tiny")
+    return root, config, load_demo(root / "data/demo")
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+class FirstEpoch(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_interrupted_training_resumes_at_the_next_epoch(tiny):
+    root, config, dataset = tiny
+    run_dir = config.run_dir(root)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, dataset, root, callbacks=[StopAfterFirstEpoch()], verbose=False)
+    assert (run_dir / "backup").exists() and not (run_dir / "training.json").exists()
+    assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [0]
+
+    seen = FirstEpoch()
+    summary = train(config, dataset, root, callbacks=[seen], verbose=False)
+    assert seen.epochs == [1, 2]  # starts at the second epoch (0-based 1)
+    assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    assert summary["epochs_run"] == 3 and not (run_dir / "backup").exists()
+    for name in ("config.json", "vocab.json", "best.keras", "history.csv",
+                 "training.json"):
+        assert (run_dir / name).is_file()
+    assert json.loads((run_dir / "config.json").read_text())["name"] == "tiny"
+
+    # A finished run is not trained again.
+    seen = FirstEpoch()
+    train(config, dataset, root, callbacks=[seen], verbose=False)
+    assert seen.epochs == []
+
+
+def test_a_run_folder_with_another_config_is_refused(tiny):
+    root, config, dataset = tiny
+    train(config, dataset, root, verbose=False)
+    with pytest.raises(ValueError, match="another config.*units: saved 32, now 64"):
+        train(config.replace(units=64), dataset, root, verbose=False)
