@@ -1,4 +1,4 @@
-"""radcap: radiology image captioning with a frozen VGG16 and a merge-style LSTM decoder.
+"""radcap: radiology image captioning, frozen VGG16 and a merge-style LSTM decoder.
 
 Modules, in data-flow order: `config`, `demo`, `datasets`, `images`,
 `features`, `text`, `model`, `train`, `decode`, `evaluate`, `plots`, `cli`.

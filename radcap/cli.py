@@ -1,11 +1,11 @@
 """The `radcap` command: the notebook steps from a shell.
 
-    radcap demo [--run NAME] [--attention]     the whole pipeline on the synthetic demo
-    radcap extract --preset roco               cache VGG16 features of every split
-    radcap train --preset roco --run roco-1    train into checkpoints/roco-1
-    radcap evaluate --run roco-1               metrics.json for the test split
-    radcap caption --run roco-1 scan.png       one caption per image
-    radcap download roco --dest data/roco      fetch ROCO from Kaggle
+radcap demo [--run NAME] [--attention]     the whole pipeline on the synthetic demo
+radcap extract --preset roco               cache VGG16 features of every split
+radcap train --preset roco --run roco-1    train into checkpoints/roco-1
+radcap evaluate --run roco-1               metrics.json for the test split
+radcap caption --run roco-1 scan.png       one caption per image
+radcap download roco --dest data/roco      fetch ROCO from Kaggle
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def config_from_args(args) -> Config:
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=5.")
+            raise ValueError(
+                f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=5."
+            )
         changes[key] = _parse_value(value)
     if getattr(args, "attention", False):
         changes["attention"] = True
@@ -54,16 +56,31 @@ def run_path(run: str, root: str) -> Path:
 
 
 def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):
-    p.add_argument("--preset", default="demo", choices=("demo", "roco"),
-                   help="Starting configuration (default: demo).")
+    p.add_argument(
+        "--preset",
+        default="demo",
+        choices=("demo", "roco"),
+        help="Starting configuration (default: demo).",
+    )
     p.add_argument("--config", help="A config.json to start from instead of a preset.")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="Change one config field, e.g. --set epochs=5 (repeatable).")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="Change one config field, e.g. --set epochs=5 (repeatable).",
+    )
     p.add_argument("--run", help=run_help)
-    p.add_argument("--attention", action="store_true",
-                   help="Bahdanau attention over the VGG16 grid.")
-    p.add_argument("--root", default=".", help="Folder that data/, features/ and "
-                   "checkpoints/ live in (default: the current folder).")
+    p.add_argument(
+        "--attention",
+        action="store_true",
+        help="Bahdanau attention over the VGG16 grid.",
+    )
+    p.add_argument(
+        "--root",
+        default=".",
+        help="Folder that data/, features/ and "
+        "checkpoints/ live in (default: the current folder).",
+    )
 
 
 def cmd_extract(args) -> int:
@@ -82,8 +99,10 @@ def cmd_extract(args) -> int:
         started = time.perf_counter()
         cached = extract(config, images, split, args.root, extractor=extractor)
         f = cached[config.layer]
-        print(f"{split}: {len(f.ids)} images, {len(f.skipped)} unreadable, "
-              f"{time.perf_counter() - started:.0f} s")
+        print(
+            f"{split}: {len(f.ids)} images, {len(f.skipped)} unreadable, "
+            f"{time.perf_counter() - started:.0f} s"
+        )
     return 0
 
 
@@ -98,8 +117,9 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from radcap.evaluate import evaluate
 
-    evaluate(run_path(args.run, args.root), root=args.root, split=args.split,
-             beams=args.beam)
+    evaluate(
+        run_path(args.run, args.root), root=args.root, split=args.split, beams=args.beam
+    )
     return 0
 
 
@@ -112,8 +132,9 @@ def cmd_caption(args) -> int:
         p = Path(image)
         paths += sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
     status = 0
-    for path, text in zip(paths, captioner.caption(paths, beam=args.beam,
-                                                   return_attention=True)):
+    for path, text in zip(
+        paths, captioner.caption(paths, beam=args.beam, return_attention=True)
+    ):
         if text["error"]:
             print(f"{path}\tERROR: {text['error']}")
             status = 1
@@ -131,19 +152,23 @@ def cmd_demo(args) -> int:
     if args.size:
         config = config.replace(demo_size=args.size)
     if config.source != "demo":
-        raise ValueError("`radcap demo` runs the demo preset; use extract/train/evaluate "
-                         "for other datasets.")
+        raise ValueError(
+            "`radcap demo` runs the demo preset; use extract/train/evaluate "
+            "for other datasets."
+        )
     train(config, root=args.root)
     run_dir = config.run_dir(args.root)
     metrics = evaluate(run_dir, root=args.root, split="test")
     import pandas as pd
 
-    samples = pd.read_csv(run_dir / f"captions_test.csv").head(args.samples)
+    samples = pd.read_csv(run_dir / "captions_test.csv").head(args.samples)
     print("\nSample captions (test split):")
     for row in samples.itertuples():
         print(f"  reference: {row.references}\n  generated: {row.greedy}\n")
-    print(f"BLEU-4 {metrics['BLEU-4']:.3f}, CIDEr {metrics['CIDEr']:.3f}; run folder "
-          f"{run_dir}; total {time.perf_counter() - started:.0f} s")
+    print(
+        f"BLEU-4 {metrics['BLEU-4']:.3f}, CIDEr {metrics['CIDEr']:.3f}; run folder "
+        f"{run_dir}; total {time.perf_counter() - started:.0f} s"
+    )
     return 0
 
 
@@ -157,12 +182,17 @@ def cmd_download(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="radcap", description="Radiology image captioning: VGG16 features, a "
-        "merge LSTM decoder, beam search and caption metrics.")
+        prog="radcap",
+        description="Radiology image captioning: VGG16 features, a "
+        "merge LSTM decoder, beam search and caption metrics.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="Generate the synthetic demo, extract, train, "
-                       "evaluate; print metrics and sample captions.")
+    p = sub.add_parser(
+        "demo",
+        help="Generate the synthetic demo, extract, train, "
+        "evaluate; print metrics and sample captions.",
+    )
     _add_config_args(p, "Run name (default: demo, or demo-attention with --attention).")
     p.add_argument("--size", type=int, help="Number of demo images (default 500).")
     p.add_argument("--samples", type=int, default=5, help="Sample captions to print.")
@@ -170,8 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="Cache VGG16 features of the dataset's splits.")
     _add_config_args(p)
-    p.add_argument("--split", action="append", choices=SPLITS,
-                   help="Only this split (repeatable; default all).")
+    p.add_argument(
+        "--split",
+        action="append",
+        choices=SPLITS,
+        help="Only this split (repeatable; default all).",
+    )
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("train", help="Train a captioner into checkpoints/<run>.")
@@ -181,15 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="Score a trained run; writes metrics.json.")
     p.add_argument("--run", required=True, help="Run folder or run name.")
     p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--beam", type=int, action="append",
-                   help="Beam width to evaluate (repeatable; default 1 and the config's).")
+    p.add_argument(
+        "--beam",
+        type=int,
+        action="append",
+        help="Beam width to evaluate (repeatable; default 1 and the config's).",
+    )
     p.add_argument("--root", default=".", help="Folder the run's paths start from.")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("caption", help="Caption image files with a trained run.")
     p.add_argument("--run", required=True, help="Run folder or run name.")
     p.add_argument("images", nargs="+", help="Image files or folders of images.")
-    p.add_argument("--beam", type=int, default=1, help="Beam width (default 1: greedy).")
+    p.add_argument(
+        "--beam", type=int, default=1, help="Beam width (default 1: greedy)."
+    )
     p.add_argument("--root", default=".", help="Folder that checkpoints/ is in.")
     p.set_defaults(func=cmd_caption)
 
@@ -209,8 +249,14 @@ def main(argv=None) -> int:
     from radcap.features import FeatureCacheError, WeightsError
     from radcap.images import ImageError
 
-    known = (ValueError, RunError, FeatureCacheError, WeightsError, ImageError,
-             FileNotFoundError)
+    known = (
+        ValueError,
+        RunError,
+        FeatureCacheError,
+        WeightsError,
+        ImageError,
+        FileNotFoundError,
+    )
     try:
         from radcap.download import DownloadError
 
@@ -223,6 +269,9 @@ def main(argv=None) -> int:
         print(f"radcap {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nradcap {args.command}: interrupted. Run the same command again to "
-              "continue where it stopped.", file=sys.stderr)
+        print(
+            f"\nradcap {args.command}: interrupted. Run the same command again to "
+            "continue where it stopped.",
+            file=sys.stderr,
+        )
         return 130

@@ -89,7 +89,9 @@ class Config:
         def check(ok, field, allowed):
             if not ok:
                 value = getattr(self, field)
-                raise ValueError(f"Config.{field}={value!r} is invalid: expected {allowed}.")
+                raise ValueError(
+                    f"Config.{field}={value!r} is invalid: expected {allowed}."
+                )
 
         check(self.source in SOURCES, "source", f"one of {SOURCES}")
         check(self.backbone in BACKBONES, "backbone", f"one of {BACKBONES}")
@@ -102,19 +104,37 @@ class Config:
             "'imagenet', None or a path to a weights file",
         )
         check(self.image_size == 224, "image_size", "224 (VGG16's fc layers need it)")
-        for field in ("demo_size", "min_count", "max_len", "embed_dim", "units",
-                      "attention_units", "batch_size", "epochs", "beam",
-                      "extract_batch_size"):
+        for field in (
+            "demo_size",
+            "min_count",
+            "max_len",
+            "embed_dim",
+            "units",
+            "attention_units",
+            "batch_size",
+            "epochs",
+            "beam",
+            "extract_batch_size",
+        ):
             value = getattr(self, field)
-            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                  field, "a positive integer")
-        check(isinstance(self.early_stopping, int) and self.early_stopping >= 0,
-              "early_stopping", "an integer >= 0 (0 turns it off)")
+            check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                field,
+                "a positive integer",
+            )
+        check(
+            isinstance(self.early_stopping, int) and self.early_stopping >= 0,
+            "early_stopping",
+            "an integer >= 0 (0 turns it off)",
+        )
         check(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)")
         check(self.learning_rate > 0, "learning_rate", "a positive number")
         check(self.length_penalty >= 0, "length_penalty", "a number >= 0")
-        check(isinstance(self.name, str) and self.name and "/" not in self.name,
-              "name", "a non-empty folder name without '/'")
+        check(
+            isinstance(self.name, str) and self.name and "/" not in self.name,
+            "name",
+            "a non-empty folder name without '/'",
+        )
 
     # Derived paths; relative paths are taken from `root`.
     def run_dir(self, root: str | Path = ".") -> Path:
@@ -145,7 +165,8 @@ class Config:
         unknown = set(values) - known
         if unknown:
             raise ValueError(
-                f"Unknown config field(s) {sorted(unknown)}; known fields: {sorted(known)}."
+                f"Unknown config field(s) {sorted(unknown)}; "
+                f"known fields: {sorted(known)}."
             )
         return cls(**values)
 
@@ -156,7 +177,9 @@ class Config:
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"No config at {path}: is this a radcap run folder?")
+            raise FileNotFoundError(
+                f"No config at {path}: is this a radcap run folder?"
+            )
         return cls.from_dict(json.loads(path.read_text()))
 
 
@@ -171,16 +194,39 @@ def preset(kind: str, /, **overrides) -> Config:
     """
     presets = {
         "demo": dict(
-            name="demo", dataset="demo", source="demo", weights=None, demo_size=600,
-            min_count=1, max_len=20, embed_dim=64, units=256, attention_units=128,
-            dropout=0.3, batch_size=32, epochs=40, learning_rate=2e-3,
-            early_stopping=8, beam=3,
+            name="demo",
+            dataset="demo",
+            source="demo",
+            weights=None,
+            demo_size=600,
+            min_count=1,
+            max_len=20,
+            embed_dim=64,
+            units=256,
+            attention_units=128,
+            dropout=0.3,
+            batch_size=32,
+            epochs=40,
+            learning_rate=2e-3,
+            early_stopping=8,
+            beam=3,
         ),
         "roco": dict(
-            name="roco", dataset="roco", source="roco", weights="imagenet",
-            min_count=5, max_len=60, embed_dim=256, units=512, attention_units=256,
-            dropout=0.3, batch_size=64, epochs=20, learning_rate=1e-3,
-            early_stopping=4, beam=3,
+            name="roco",
+            dataset="roco",
+            source="roco",
+            weights="imagenet",
+            min_count=5,
+            max_len=60,
+            embed_dim=256,
+            units=512,
+            attention_units=256,
+            dropout=0.3,
+            batch_size=64,
+            epochs=20,
+            learning_rate=1e-3,
+            early_stopping=4,
+            beam=3,
         ),
     }
     if kind not in presets:

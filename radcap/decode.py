@@ -43,8 +43,9 @@ def _take(state, index):
     return tuple(np.take(s, index, axis=0) for s in state)
 
 
-def greedy_search(step, state, batch_size: int, start_id: int, end_id: int,
-                  max_len: int) -> Result:
+def greedy_search(
+    step, state, batch_size: int, start_id: int, end_id: int, max_len: int
+) -> Result:
     """Pick the most likely next token for every image until `<end>` or `max_len`.
 
     Args:
@@ -80,8 +81,16 @@ def greedy_search(step, state, batch_size: int, start_id: int, end_id: int,
     return Result(seqs, scores, [weights[i, : len(s)] for i, s in enumerate(seqs)])
 
 
-def beam_search(step, state, batch_size: int, start_id: int, end_id: int,
-                max_len: int, beam: int = 3, length_penalty: float = 0.0) -> Result:
+def beam_search(
+    step,
+    state,
+    batch_size: int,
+    start_id: int,
+    end_id: int,
+    max_len: int,
+    beam: int = 3,
+    length_penalty: float = 0.0,
+) -> Result:
     """Keep the `beam` best partial captions per image; pick the best finished one.
 
     Beams of all images run as one batch of `batch_size * beam` sequences. A
@@ -130,8 +139,11 @@ def beam_search(step, state, batch_size: int, start_id: int, end_id: int,
         lengths = np.where(done & ~was_done, t + 1, lengths)
         seqs = np.concatenate([seqs[rows, parent], token[..., None]], axis=2)
         attention = attention.reshape(batch_size, k, -1)[rows, parent][:, :, None]
-        weights = attention if weights is None else np.concatenate(
-            [weights[rows, parent], attention], axis=2)  # (B, k, t + 1, R)
+        weights = (
+            attention
+            if weights is None
+            else np.concatenate([weights[rows, parent], attention], axis=2)
+        )  # (B, k, t + 1, R)
         flat = (rows * k + parent).reshape(-1)
         state = _take(state, flat)
         tokens = token.reshape(-1)
@@ -140,8 +152,11 @@ def beam_search(step, state, batch_size: int, start_id: int, end_id: int,
     final = scores / np.power(lengths, length_penalty)
     pick = np.argmax(final, axis=1)  # (B,)
     out = [seqs[i, pick[i], : lengths[i, pick[i]]].tolist() for i in range(batch_size)]
-    return Result(out, scores[np.arange(batch_size), pick],
-                  [weights[i, pick[i], : len(o)] for i, o in enumerate(out)])
+    return Result(
+        out,
+        scores[np.arange(batch_size), pick],
+        [weights[i, pick[i], : len(o)] for i, o in enumerate(out)],
+    )
 
 
 class RunError(FileNotFoundError):
@@ -152,10 +167,15 @@ def check_run_dir(run_dir: str | Path) -> Path:
     """Return `run_dir` as a Path, or say clearly why it is not a run folder."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunError(f"Run folder {run_dir} does not exist. Train one first with "
-                       "`radcap demo` or `radcap train`, or pass the right --run.")
-    missing = [n for n in ("config.json", "vocab.json", "best.keras")
-               if not (run_dir / n).is_file()]
+        raise RunError(
+            f"Run folder {run_dir} does not exist. Train one first with "
+            "`radcap demo` or `radcap train`, or pass the right --run."
+        )
+    missing = [
+        n
+        for n in ("config.json", "vocab.json", "best.keras")
+        if not (run_dir / n).is_file()
+    ]
     if missing:
         raise RunError(
             f"{run_dir} is not a radcap run folder: it lacks {', '.join(missing)}. "
@@ -200,8 +220,14 @@ class Captioner:
     def attention(self) -> bool:
         return self.step.attention
 
-    def search(self, features, grid=None, beam: int = 1,
-               length_penalty: float | None = None, batch_size: int = 64) -> Result:
+    def search(
+        self,
+        features,
+        grid=None,
+        beam: int = 1,
+        length_penalty: float | None = None,
+        batch_size: int = 64,
+    ) -> Result:
         """Run greedy (`beam=1`) or beam search over cached features, in batches.
 
         Args:
@@ -215,23 +241,40 @@ class Captioner:
             length_penalty = self.config.length_penalty
         parts = []
         for s in range(0, len(features), batch_size):
-            f = np.asarray(features[s:s + batch_size], np.float32)
-            g = None if grid is None else np.asarray(grid[s:s + batch_size], np.float32)
+            f = np.asarray(features[s : s + batch_size], np.float32)
+            g = (
+                None
+                if grid is None
+                else np.asarray(grid[s : s + batch_size], np.float32)
+            )
             state = self.step.start(f, g)
-            args = dict(batch_size=len(f), start_id=self.vocab.start_id,
-                        end_id=self.vocab.end_id, max_len=self.vocab.max_len)
+            args = dict(
+                batch_size=len(f),
+                start_id=self.vocab.start_id,
+                end_id=self.vocab.end_id,
+                max_len=self.vocab.max_len,
+            )
             if beam == 1:
                 parts.append(greedy_search(self.step, state, **args))
             else:
-                parts.append(beam_search(self.step, state, beam=beam,
-                                         length_penalty=length_penalty, **args))
+                parts.append(
+                    beam_search(
+                        self.step,
+                        state,
+                        beam=beam,
+                        length_penalty=length_penalty,
+                        **args,
+                    )
+                )
         return Result(
             [t for p in parts for t in p.tokens],
             np.concatenate([p.scores for p in parts]) if parts else np.zeros(0),
             [a for p in parts for a in p.attention],
         )
 
-    def caption_features(self, features, grid=None, beam: int = 1, **kwargs) -> list[str]:
+    def caption_features(
+        self, features, grid=None, beam: int = 1, **kwargs
+    ) -> list[str]:
         """Captions for cached features (see `search` for the arguments)."""
         result = self.search(features, grid, beam=beam, **kwargs)
         return [self.vocab.decode(t) for t in result.tokens]
@@ -283,7 +326,13 @@ class Captioner:
                 out.append(text)
                 continue
             words = [] if text is None else text.split()
-            out.append({"path": str(images[i]), "caption": text, "words": words,
-                        "attention": result.attention[i][: len(words)],
-                        "error": errors.get(i)})
+            out.append(
+                {
+                    "path": str(images[i]),
+                    "caption": text,
+                    "words": words,
+                    "attention": result.attention[i][: len(words)],
+                    "error": errors.get(i),
+                }
+            )
         return out

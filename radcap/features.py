@@ -3,11 +3,11 @@
 A cache folder holds one backbone layer for one dataset:
 
 ```
-features/<dataset>/vgg16-fc2/           test.npy  (N, 4096) float16
-                                        test.ids  one image_id per line
-                                        test.skipped.csv  images that failed, with reasons
-                                        meta.json backbone, weights, layer, image size, version
-features/<dataset>/vgg16-block5_pool/   test.npy  (N, 49, 512) float16, for attention
+features/<dataset>/vgg16-fc2/          test.npy  (N, 4096) float16
+                                       test.ids  one image_id per line
+                                       test.skipped.csv  unreadable images, reasons
+                                       meta.json  backbone, weights, layer, size
+features/<dataset>/vgg16-block5_pool/  test.npy  (N, 49, 512) float16, for attention
 ```
 
 `fc2` and the attention grid come out of the same forward pass, so each image
@@ -50,7 +50,9 @@ class WeightsError(RuntimeError):
 
 def cache_dir(config: Config, layer: str, root: str | Path = ".") -> Path:
     """`features_dir/<dataset>/<backbone>-<layer>`."""
-    return Path(root) / config.features_dir / config.dataset / f"{config.backbone}-{layer}"
+    return (
+        Path(root) / config.features_dir / config.dataset / f"{config.backbone}-{layer}"
+    )
 
 
 def cache_meta(config: Config, layer: str) -> dict:
@@ -105,7 +107,8 @@ def build_backbone(config: Config, layers: list[str] | None = None):
     keras.utils.set_random_seed(config.seed)
     try:
         vgg = keras.applications.VGG16(
-            weights=weights, include_top=True,
+            weights=weights,
+            include_top=True,
             input_shape=(config.image_size, config.image_size, 3),
         )
     except Exception as err:  # download or file errors come in many types
@@ -142,8 +145,12 @@ class Extractor:
         workers: Threads that decode images while the backbone runs.
     """
 
-    def __init__(self, config: Config, layers: list[str] | None = None,
-                 workers: int | None = None):
+    def __init__(
+        self,
+        config: Config,
+        layers: list[str] | None = None,
+        workers: int | None = None,
+    ):
         import tensorflow as tf
 
         self.config = config
@@ -174,9 +181,15 @@ class Extractor:
         list(pool.map(one, range(len(paths))))
         return batch, errors
 
-    def run(self, paths: list[str], on_batch, start: int = 0, max_batches=None,
-            desc: str = "features"):
-        """Extract `paths[start:]` in batches, calling `on_batch(start, outputs, errors)`.
+    def run(
+        self,
+        paths: list[str],
+        on_batch,
+        start: int = 0,
+        max_batches=None,
+        desc: str = "features",
+    ):
+        """Extract `paths[start:]` in batches; `on_batch(start, outputs, errors)` each.
 
         The next batch is decoded while the backbone runs on the current one.
         The last batch is padded to full size, so the backbone is traced once.
@@ -185,20 +198,25 @@ class Extractor:
         starts = list(range(start, len(paths), bs))
         if max_batches is not None:
             starts = starts[:max_batches]
-        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool, tqdm(
-            total=len(paths), initial=start, desc=desc, unit="img"
-        ) as bar:
-            pending = pool.submit(self._decode, paths[starts[0]:starts[0] + bs], pool) \
-                if starts else None
+        with (
+            concurrent.futures.ThreadPoolExecutor(self.workers) as pool,
+            tqdm(total=len(paths), initial=start, desc=desc, unit="img") as bar,
+        ):
+            pending = (
+                pool.submit(self._decode, paths[starts[0] : starts[0] + bs], pool)
+                if starts
+                else None
+            )
             for j, s in enumerate(starts):
                 batch, errors = pending.result()
                 if j + 1 < len(starts):
                     nxt = starts[j + 1]
-                    pending = pool.submit(self._decode, paths[nxt:nxt + bs], pool)
+                    pending = pool.submit(self._decode, paths[nxt : nxt + bs], pool)
                 n = len(batch)
                 if n < bs:
-                    batch = np.concatenate([batch, np.zeros((bs - n, *batch.shape[1:]),
-                                                            np.float32)])
+                    batch = np.concatenate(
+                        [batch, np.zeros((bs - n, *batch.shape[1:]), np.float32)]
+                    )
                 outputs = [o[:n] for o in self.forward(batch)]
                 for i in errors:
                     for o in outputs:
@@ -234,10 +252,15 @@ def _check_meta(folder: Path, meta: dict) -> None:
     if not path.exists():
         return
     found = json.loads(path.read_text())
-    diff = {k: (found.get(k), v) for k, v in meta.items()
-            if k != "radcap_version" and found.get(k) != v}
+    diff = {
+        k: (found.get(k), v)
+        for k, v in meta.items()
+        if k != "radcap_version" and found.get(k) != v
+    }
     if diff:
-        lines = ", ".join(f"{k}: cache has {a!r}, asked for {b!r}" for k, (a, b) in diff.items())
+        lines = ", ".join(
+            f"{k}: cache has {a!r}, asked for {b!r}" for k, (a, b) in diff.items()
+        )
         raise FeatureCacheError(
             f"The feature cache in {folder} was made with other settings ({lines}). "
             "It is never mixed with new features: delete that folder to re-extract, "
@@ -245,8 +268,9 @@ def _check_meta(folder: Path, meta: dict) -> None:
         )
 
 
-def load_features(config: Config, split: str, layer: str | None = None,
-                  root: str | Path = ".") -> Features:
+def load_features(
+    config: Config, split: str, layer: str | None = None, root: str | Path = "."
+) -> Features:
     """Open a finished cache for one split (memory-mapped, nothing copied)."""
     folder = cache_dir(config, layer or config.layer, root)
     _check_meta(folder, cache_meta(config, layer or config.layer))
@@ -258,13 +282,22 @@ def load_features(config: Config, split: str, layer: str | None = None,
         )
     ids = (folder / f"{split}.ids").read_text().splitlines()
     skipped_path = folder / f"{split}.skipped.csv"
-    skipped = (pd.read_csv(skipped_path, dtype=str) if skipped_path.exists()
-               else pd.DataFrame(columns=["image_id", "path", "reason"]))
+    skipped = (
+        pd.read_csv(skipped_path, dtype=str)
+        if skipped_path.exists()
+        else pd.DataFrame(columns=["image_id", "path", "reason"])
+    )
     return Features(np.load(npy, mmap_mode="r"), ids, skipped)
 
 
-def extract(config: Config, images: pd.DataFrame, split: str, root: str | Path = ".",
-            max_batches: int | None = None, extractor: Extractor | None = None):
+def extract(
+    config: Config,
+    images: pd.DataFrame,
+    split: str,
+    root: str | Path = ".",
+    max_batches: int | None = None,
+    extractor: Extractor | None = None,
+):
     """Extract and cache the features of one split's images, resuming if interrupted.
 
     Args:
@@ -287,7 +320,9 @@ def extract(config: Config, images: pd.DataFrame, split: str, root: str | Path =
     ids = [str(i) for i in images["image_id"]]
     paths = [str(p) for p in images["path"]]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"Split {split!r} lists some image_id twice; pass one row per image.")
+        raise ValueError(
+            f"Split {split!r} lists some image_id twice; pass one row per image."
+        )
     for layer, folder in folders.items():
         _check_meta(folder, cache_meta(config, layer))
 
@@ -297,15 +332,17 @@ def extract(config: Config, images: pd.DataFrame, split: str, root: str | Path =
         missing = set(ids) - set(result[layers[0]].index)
         if missing:
             raise FeatureCacheError(
-                f"The {split} cache in {folders[layers[0]]} lacks {len(missing)} of the "
-                f"{len(ids)} images asked for (e.g. {sorted(missing)[:3]}): the dataset "
+                f"The {split} cache in {folders[layers[0]]} lacks {len(missing)} of "
+                f"the {len(ids)} images asked for (e.g. {sorted(missing)[:3]}): the dataset "
                 "changed since extraction. Delete the cache folder to extract again."
             )
         return result
 
     for layer, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "meta.json").write_text(json.dumps(cache_meta(config, layer), indent=2))
+        (folder / "meta.json").write_text(
+            json.dumps(cache_meta(config, layer), indent=2)
+        )
 
     progress_path = folders[layers[0]] / f"{split}.progress.json"
     progress = {"ids": ids, "done": 0, "skipped": []}
@@ -318,7 +355,9 @@ def extract(config: Config, images: pd.DataFrame, split: str, root: str | Path =
     mode = "r+" if progress["done"] else "w+"
     partial = {
         layer: np.lib.format.open_memmap(
-            folder / f"{split}.partial.npy", mode=mode, dtype=np.float16,
+            folder / f"{split}.partial.npy",
+            mode=mode,
+            dtype=np.float16,
             shape=(len(ids), *FEATURE_SHAPES[layer]),
         )
         for layer, folder in folders.items()
@@ -326,7 +365,7 @@ def extract(config: Config, images: pd.DataFrame, split: str, root: str | Path =
 
     def on_batch(start, outputs, errors):
         for layer, out in zip(layers, outputs):
-            partial[layer][start:start + len(out)] = out.astype(np.float16)
+            partial[layer][start : start + len(out)] = out.astype(np.float16)
             partial[layer].flush()
         for i, reason in sorted(errors.items()):
             progress["skipped"].append([ids[start + i], paths[start + i], reason])
@@ -336,8 +375,13 @@ def extract(config: Config, images: pd.DataFrame, split: str, root: str | Path =
         os.replace(tmp, progress_path)
 
     extractor = extractor or Extractor(config, layers)
-    extractor.run(paths, on_batch, start=progress["done"], max_batches=max_batches,
-                  desc=f"{split} features")
+    extractor.run(
+        paths,
+        on_batch,
+        start=progress["done"],
+        max_batches=max_batches,
+        desc=f"{split} features",
+    )
     if progress["done"] < len(ids):
         return None
     skipped = pd.DataFrame(progress["skipped"], columns=["image_id", "path", "reason"])

@@ -69,7 +69,9 @@ def load_image(path: str | Path, size: int = 224) -> np.ndarray:
             ImageFile.LOAD_TRUNCATED_IMAGES = False
             with Image.open(path) as img:
                 if img.format == "JPEG":
-                    img.draft(img.mode if img.mode != "CMYK" else "CMYK", (size * 2, size * 2))
+                    img.draft(
+                        img.mode if img.mode != "CMYK" else "CMYK", (size * 2, size * 2)
+                    )
                 img.load()
                 rgb = _to_rgb8(img)
     except UnidentifiedImageError:

@@ -1,9 +1,9 @@
 """The merge-style captioner: an LSTM over the words, the image merged in at every step.
 
 ```
-features (B, 4096) ─ FeatureNormalization ─ Dropout ─ Dense(units, relu) ─┐ image
-tokens (B, T) ─ Embedding ─ Dropout ─ LSTM/GRU ─ (B, T, units) ────────────┤ add ─ Dropout
-grid (B, R, 512) ─ FeatureNormalization ─ Dense(units, relu) ─ Bahdanau ───┘ context (optional)
+features (B, 4096) ─ FeatureNormalization ─ Dropout ─ Dense(units) ─┐ image
+tokens (B, T) ─ Embedding ─ Dropout ─ LSTM/GRU ─ (B, T, units) ───────┤ add ─ Dropout
+grid (B, R, 512) ─ FeatureNormalization ─ Dense(units) ─ Bahdanau ────┘ context
         ─ Dense(units, relu) ─ Dense(vocab_size) → logits (B, T, vocab_size)
 ```
 
@@ -58,8 +58,12 @@ class FeatureNormalization(keras.layers.Layer):
         return (x - self._mean) * self._inv_scale
 
     def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std,
-                "floor": self.floor}
+        return {
+            **super().get_config(),
+            "mean": self.mean,
+            "std": self.std,
+            "floor": self.floor,
+        }
 
 
 @keras.saving.register_keras_serializable(package="radcap")
@@ -111,7 +115,9 @@ class BahdanauAttention(keras.layers.Layer):
         k = self.key_dense(keys)[:, None, :, :]  # (batch, 1, regions, units)
         scores = self.score_dense(ops.tanh(q + k))[..., 0]  # (batch, steps, regions)
         weights = ops.softmax(scores, axis=-1)  # (batch, steps, regions)
-        context = ops.einsum("bsr,brd->bsd", weights, values)  # (batch, steps, value_dim)
+        context = ops.einsum(
+            "bsr,brd->bsd", weights, values
+        )  # (batch, steps, value_dim)
         return (context, weights) if return_weights else context
 
     def compute_output_shape(self, query_shape, keys_shape, values_shape=None):
@@ -158,10 +164,13 @@ def build_model(config: Config, vocab_size: int, stats: dict) -> keras.Model:
 
     image = FeatureNormalization(mean, std, name="fc2_norm")(features)
     image = keras.layers.Dropout(config.dropout, name="image_dropout")(image)
-    image = keras.layers.Dense(config.units, activation="relu", name="image_proj")(image)
+    image = keras.layers.Dense(config.units, activation="relu", name="image_proj")(
+        image
+    )
 
-    words = keras.layers.Embedding(vocab_size, config.embed_dim, mask_zero=True,
-                                   name="embedding")(tokens)  # (B, T, embed_dim)
+    words = keras.layers.Embedding(
+        vocab_size, config.embed_dim, mask_zero=True, name="embedding"
+    )(tokens)  # (B, T, embed_dim)
     words = keras.layers.Dropout(config.dropout, name="word_dropout")(words)
     rnn = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[config.cell]
     seq = rnn(config.units, return_sequences=True, name="rnn")(words)  # (B, T, units)
@@ -172,10 +181,12 @@ def build_model(config: Config, vocab_size: int, stats: dict) -> keras.Model:
         grid = keras.Input((None, len(gmean)), name="grid")
         inputs["grid"] = grid
         regions = FeatureNormalization(gmean, gstd, name="grid_norm")(grid)
-        regions = keras.layers.Dense(config.units, activation="relu",
-                                     name="grid_proj")(regions)  # (B, R, units)
+        regions = keras.layers.Dense(config.units, activation="relu", name="grid_proj")(
+            regions
+        )  # (B, R, units)
         context = BahdanauAttention(config.attention_units, name="attention")(
-            seq, regions)  # (B, T, units)
+            seq, regions
+        )  # (B, T, units)
         merged = keras.layers.Add(name="merge_context")([merged, context])
 
     x = keras.layers.Dropout(config.dropout, name="merge_dropout")(merged)
@@ -184,8 +195,9 @@ def build_model(config: Config, vocab_size: int, stats: dict) -> keras.Model:
     return keras.Model(inputs, logits, name="merge_captioner")
 
 
-def feature_stats(array: np.ndarray, rows: np.ndarray | None = None,
-                  chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def feature_stats(
+    array: np.ndarray, rows: np.ndarray | None = None, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over the last axis' features, in chunks (memory-mapped input).
 
     Args:
@@ -197,7 +209,7 @@ def feature_stats(array: np.ndarray, rows: np.ndarray | None = None,
     total_sq = np.zeros(array.shape[-1], np.float64)
     count = 0
     for s in range(0, len(rows), chunk):
-        x = np.asarray(array[np.sort(rows[s:s + chunk])], np.float64)
+        x = np.asarray(array[np.sort(rows[s : s + chunk])], np.float64)
         x = x.reshape(-1, x.shape[-1])
         total += x.sum(0)
         total_sq += (x * x).sum(0)
@@ -232,8 +244,11 @@ class DecoderStep:
 
         def start(features, grid):
             image = get("image_proj")(get("fc2_norm")(features))  # (B, units)
-            regions = (get("grid_proj")(get("grid_norm")(grid))  # (B, R, units)
-                       if self.attention else ops.zeros((ops.shape(features)[0], 1, 1)))
+            regions = (
+                get("grid_proj")(get("grid_norm")(grid))  # (B, R, units)
+                if self.attention
+                else ops.zeros((ops.shape(features)[0], 1, 1))
+            )
             return image, regions
 
         def step(tokens, h, c, image, regions):
@@ -243,8 +258,9 @@ class DecoderStep:
             out, new = self.cell(x, states, training=False)  # (B, units)
             merged = out + image
             if self.attention:
-                context, weights = get("attention")(out[:, None, :], regions,
-                                                    return_weights=True)
+                context, weights = get("attention")(
+                    out[:, None, :], regions, return_weights=True
+                )
                 merged = merged + context[:, 0]
                 weights = weights[:, 0]  # (B, R)
             else:
@@ -262,7 +278,9 @@ class DecoderStep:
         features = np.asarray(features, np.float32)
         if self.attention:
             if grid is None:
-                raise ValueError("This model uses attention: pass the grid features too.")
+                raise ValueError(
+                    "This model uses attention: pass the grid features too."
+                )
             grid = np.asarray(grid, np.float32)
         else:
             grid = np.zeros((len(features), 1, 1), np.float32)
@@ -281,7 +299,11 @@ class DecoderStep:
             `(log_probs (B, vocab_size), new_state, attention (B, R))`.
         """
         h, c, image, regions = state
-        log_probs, h, c, weights = self._step(np.asarray(tokens, np.int32), h, c,
-                                              image, regions)
-        return np.asarray(log_probs), (np.asarray(h), np.asarray(c), image, regions), \
-            np.asarray(weights)
+        log_probs, h, c, weights = self._step(
+            np.asarray(tokens, np.int32), h, c, image, regions
+        )
+        return (
+            np.asarray(log_probs),
+            (np.asarray(h), np.asarray(c), image, regions),
+            np.asarray(weights),
+        )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import collections
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -53,9 +53,13 @@ class Vocabulary:
     @classmethod
     def build(cls, captions: Iterable[str], min_count: int = 1, max_len: int = 40):
         """Build from (train split) captions, most frequent words first."""
-        counts = collections.Counter(w for c in captions for w in clean_caption(c).split())
-        words = sorted((w for w, n in counts.items() if n >= min_count),
-                       key=lambda w: (-counts[w], w))
+        counts = collections.Counter(
+            w for c in captions for w in clean_caption(c).split()
+        )
+        words = sorted(
+            (w for w, n in counts.items() if n >= min_count),
+            key=lambda w: (-counts[w], w),
+        )
         return cls(words, max_len)
 
     def __len__(self) -> int:
@@ -66,7 +70,7 @@ class Vocabulary:
         return len(self.words)
 
     def encode(self, caption: str) -> list[int]:
-        """`<start>` + word ids (unknown words as `<unk>`, at most `max_len`) + `<end>`."""
+        """`<start>`, word ids (unknown as `<unk>`, at most `max_len`), `<end>`."""
         ids = [self.index.get(w, self.unk_id) for w in clean_caption(caption).split()]
         return [self.start_id] + ids[: self.max_len] + [self.end_id]
 
@@ -96,11 +100,15 @@ class Vocabulary:
         return sum(w in self.index for w in words) / max(len(words), 1)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"max_len": self.max_len, "words": self.words}))
+        Path(path).write_text(
+            json.dumps({"max_len": self.max_len, "words": self.words})
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         data = json.loads(Path(path).read_text())
         if data["words"][: len(SPECIALS)] != list(SPECIALS):
-            raise ValueError(f"{path} is not a radcap vocabulary (special tokens differ).")
+            raise ValueError(
+                f"{path} is not a radcap vocabulary (special tokens differ)."
+            )
         return cls(data["words"][len(SPECIALS) :], data["max_len"])

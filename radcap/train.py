@@ -43,8 +43,9 @@ class Batches:
             so a resumed run sees the same batches as an uninterrupted one.
     """
 
-    def __init__(self, tokens, rows, arrays: dict, batch_size: int, shuffle: bool,
-                 seed: int = 0):
+    def __init__(
+        self, tokens, rows, arrays: dict, batch_size: int, shuffle: bool, seed: int = 0
+    ):
         self.tokens = np.asarray(tokens, np.int32)
         self.rows = np.asarray(rows, np.int64)
         self.arrays = arrays
@@ -59,16 +60,16 @@ class Batches:
         n, bs = len(self.tokens), self.batch_size
         if not self.shuffle:
             order = np.argsort(self.lengths, kind="stable")
-            return [order[s:s + bs] for s in range(0, n, bs)]
+            return [order[s : s + bs] for s in range(0, n, bs)]
         rng = np.random.default_rng(self.seed + epoch)
         order = rng.permutation(n)
         # Sort by length inside chunks of 50 batches: similar lengths, still random.
         chunk = bs * 50
         batches = []
         for s in range(0, n, chunk):
-            part = order[s:s + chunk]
+            part = order[s : s + chunk]
             part = part[np.argsort(self.lengths[part], kind="stable")]
-            batches += [part[i:i + bs] for i in range(0, len(part), bs)]
+            batches += [part[i : i + bs] for i in range(0, len(part), bs)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def batch(self, index: np.ndarray):
@@ -97,12 +98,17 @@ class Batches:
         """A `tf.data.Dataset` over this generator, prefetching one batch ahead."""
         import tensorflow as tf
 
-        signature = {name: tf.TensorSpec((None, *a.shape[1:]), tf.float32)
-                     for name, a in self.arrays.items()}
+        signature = {
+            name: tf.TensorSpec((None, *a.shape[1:]), tf.float32)
+            for name, a in self.arrays.items()
+        }
         signature["tokens"] = tf.TensorSpec((None, None), tf.int32)
         data = tf.data.Dataset.from_generator(
-            self, output_signature=(signature, tf.TensorSpec((None, None), tf.int32)))
-        return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
+            self, output_signature=(signature, tf.TensorSpec((None, None), tf.int32))
+        )
+        return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(
+            2
+        )
 
 
 def _callback_classes():
@@ -128,13 +134,15 @@ def _callback_classes():
 
         def on_epoch_begin(self, epoch, logs=None):
             if self.bar is None:
-                self.bar = tqdm(total=self.epochs, initial=epoch, desc="training",
-                                unit="epoch")
+                self.bar = tqdm(
+                    total=self.epochs, initial=epoch, desc="training", unit="epoch"
+                )
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()
-                                  if k in ("loss", "val_loss")})
+            self.bar.set_postfix(
+                {k: f"{v:.3f}" for k, v in logs.items() if k in ("loss", "val_loss")}
+            )
             self.bar.update(1)
 
         def on_train_end(self, logs=None):
@@ -144,8 +152,9 @@ def _callback_classes():
     return EpochSeed, Progress
 
 
-def split_data(config: Config, dataset, split: str, vocab: Vocabulary,
-               root: str | Path = ".") -> dict:
+def split_data(
+    config: Config, dataset, split: str, vocab: Vocabulary, root: str | Path = "."
+) -> dict:
     """Cached features and encoded captions of one split.
 
     Images whose file could not be decoded are left out here, and listed.
@@ -188,8 +197,13 @@ def _check_config(run_dir: Path, config: Config) -> None:
         )
 
 
-def train(config: Config, dataset=None, root: str | Path = ".", callbacks=(),
-          verbose: bool = True) -> dict:
+def train(
+    config: Config,
+    dataset=None,
+    root: str | Path = ".",
+    callbacks=(),
+    verbose: bool = True,
+) -> dict:
     """Train a captioner into `config.run_dir(root)`, resuming if interrupted.
 
     Skips work already done: a finished run is not trained again (delete
@@ -198,7 +212,8 @@ def train(config: Config, dataset=None, root: str | Path = ".", callbacks=(),
 
     Args:
         config: The run configuration.
-        dataset: A `radcap.datasets.Dataset`; default `radcap.datasets.load(config, root)`.
+        dataset: A `radcap.datasets.Dataset`; default
+            `radcap.datasets.load(config, root)`.
         root: Folder that the config's relative paths start from.
         callbacks: Extra Keras callbacks, run after radcap's own.
         verbose: Print what was skipped and where the model went.
@@ -219,8 +234,10 @@ def train(config: Config, dataset=None, root: str | Path = ".", callbacks=(),
         summary = json.loads(summary_path.read_text())
         if summary.get("epochs") == config.epochs:
             if verbose:
-                print(f"{run_dir} is already trained ({summary['epochs_run']} epochs); "
-                      "skipping. Delete training.json to train again.")
+                print(
+                    f"{run_dir} is already trained ({summary['epochs_run']} epochs); "
+                    "skipping. Delete training.json to train again."
+                )
             return summary
     config.save(run_dir / "config.json")
 
@@ -232,8 +249,9 @@ def train(config: Config, dataset=None, root: str | Path = ".", callbacks=(),
     if vocab_path.exists():
         vocab = Vocabulary.load(vocab_path)
     else:
-        vocab = Vocabulary.build(dataset.split("train")["caption"], config.min_count,
-                                 config.max_len)
+        vocab = Vocabulary.build(
+            dataset.split("train")["caption"], config.min_count, config.max_len
+        )
         vocab.save(vocab_path)
     train_data = split_data(config, dataset, "train", vocab, root)
     val_data = split_data(config, dataset, "validation", vocab, root)
@@ -245,8 +263,10 @@ def train(config: Config, dataset=None, root: str | Path = ".", callbacks=(),
         )
     for name, data in (("train", train_data), ("validation", val_data)):
         if verbose and len(data["skipped"]):
-            print(f"{name}: {len(data['skipped'])} unreadable images left out "
-                  f"(listed in the feature cache's {name}.skipped.csv)")
+            print(
+                f"{name}: {len(data['skipped'])} unreadable images left out "
+                f"(listed in the feature cache's {name}.skipped.csv)"
+            )
 
     used = np.unique(train_data["rows"])
     stats = {"fc2": feature_stats(train_data["arrays"]["features"], used)}
@@ -257,12 +277,25 @@ def train(config: Config, dataset=None, root: str | Path = ".", callbacks=(),
     model = build_model(config, vocab.size, stats)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=0
+        ),
     )
-    train_batches = Batches(train_data["tokens"], train_data["rows"],
-                            train_data["arrays"], config.batch_size, True, config.seed)
-    val_batches = Batches(val_data["tokens"], val_data["rows"], val_data["arrays"],
-                          config.batch_size, False)
+    train_batches = Batches(
+        train_data["tokens"],
+        train_data["rows"],
+        train_data["arrays"],
+        config.batch_size,
+        True,
+        config.seed,
+    )
+    val_batches = Batches(
+        val_data["tokens"],
+        val_data["rows"],
+        val_data["arrays"],
+        config.batch_size,
+        False,
+    )
 
     history_path = run_dir / "history.csv"
     backup_dir = run_dir / "backup"
@@ -278,22 +311,33 @@ def train(config: Config, dataset=None, root: str | Path = ".", callbacks=(),
     callback_list = [
         EpochSeed(train_batches),
         keras.callbacks.ModelCheckpoint(
-            run_dir / "best.keras", monitor="val_loss", save_best_only=True,
+            run_dir / "best.keras",
+            monitor="val_loss",
+            save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
         keras.callbacks.CSVLogger(history_path, append=True),
         keras.callbacks.BackupAndRestore(backup_dir),
     ]
     if config.early_stopping:
-        callback_list.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.early_stopping))
+        callback_list.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.early_stopping
+            )
+        )
     if verbose:
         callback_list.append(Progress(config.epochs))
     callback_list += list(callbacks)
 
     started = time.perf_counter()
-    model.fit(train_batches.dataset(), validation_data=val_batches.dataset(),
-              epochs=config.epochs, callbacks=callback_list, shuffle=False, verbose=0)
+    model.fit(
+        train_batches.dataset(),
+        validation_data=val_batches.dataset(),
+        epochs=config.epochs,
+        callbacks=callback_list,
+        shuffle=False,
+        verbose=0,
+    )
     seconds = time.perf_counter() - started
 
     history = pd.read_csv(history_path)
@@ -312,6 +356,8 @@ def train(config: Config, dataset=None, root: str | Path = ".", callbacks=(),
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(backup_dir, ignore_errors=True)
     if verbose:
-        print(f"best model (epoch {summary['best_epoch']}, val_loss "
-              f"{summary['best_val_loss']:.3f}): {run_dir / 'best.keras'}")
+        print(
+            f"best model (epoch {summary['best_epoch']}, val_loss "
+            f"{summary['best_val_loss']:.3f}): {run_dir / 'best.keras'}"
+        )
     return summary

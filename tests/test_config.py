@@ -12,14 +12,17 @@ def test_round_trip(tmp_path):
     assert Config.load(tmp_path / "config.json").units == 128
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("units", 0, "Config.units=0"),
-    ("cell", "rnn", "Config.cell='rnn'"),
-    ("dropout", 1.5, "Config.dropout=1.5"),
-    ("image_size", 256, "Config.image_size=256"),
-    ("name", "a/b", "Config.name='a/b'"),
-    ("early_stopping", -1, "Config.early_stopping=-1"),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("units", 0, "Config.units=0"),
+        ("cell", "rnn", "Config.cell='rnn'"),
+        ("dropout", 1.5, "Config.dropout=1.5"),
+        ("image_size", 256, "Config.image_size=256"),
+        ("name", "a/b", "Config.name='a/b'"),
+        ("early_stopping", -1, "Config.early_stopping=-1"),
+    ],
+)
 def test_invalid_values_name_field_and_value(field, value, words):
     with pytest.raises(ValueError) as err:
         Config(**{field: value})

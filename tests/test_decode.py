@@ -37,8 +37,9 @@ TABLE = {
 
 def run(search, batch=2, **kwargs):
     state = (np.zeros(batch),)
-    return search(scripted(TABLE), state, batch_size=batch, start_id=START,
-                  end_id=END, **kwargs)
+    return search(
+        scripted(TABLE), state, batch_size=batch, start_id=START, end_id=END, **kwargs
+    )
 
 
 def test_greedy_exact_sequence_and_score():
@@ -56,7 +57,9 @@ def test_beam_finds_the_better_sequence():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_beam_one_equals_greedy_on_random_steps(seed):
     rng = np.random.default_rng(seed)
-    table = rng.dirichlet(np.ones(VOCAB) * 0.3, size=(VOCAB, VOCAB))  # (prev2, prev, next)
+    table = rng.dirichlet(
+        np.ones(VOCAB) * 0.3, size=(VOCAB, VOCAB)
+    )  # (prev2, prev, next)
 
     def step(tokens, state):
         (prev,) = state
@@ -82,16 +85,25 @@ def test_length_penalty_prefers_the_longer_caption():
     kwargs = dict(batch_size=1, start_id=START, end_id=END, max_len=5, beam=2)
     state = (np.zeros(1),)
     assert beam_search(scripted(table), state, length_penalty=0.0, **kwargs).tokens == [
-        [B, END]]
+        [B, END]
+    ]
     assert beam_search(scripted(table), state, length_penalty=1.0, **kwargs).tokens == [
-        [A, C, END]]
+        [A, C, END]
+    ]
 
 
 def test_max_len_cuts_captions_without_end():
     table = {START: {A: 1.0}, A: {A: 0.9, END: 0.1}, END: {END: 1.0}}
     for search, extra in ((greedy_search, {}), (beam_search, {"beam": 3})):
-        result = search(scripted(table), (np.zeros(1),), batch_size=1, start_id=START,
-                        end_id=END, max_len=4, **extra)
+        result = search(
+            scripted(table),
+            (np.zeros(1),),
+            batch_size=1,
+            start_id=START,
+            end_id=END,
+            max_len=4,
+            **extra,
+        )
         assert result.tokens == [[A, A, A, A]]
 
 

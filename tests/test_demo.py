@@ -8,9 +8,11 @@ from radcap.demo import Case, make_demo, render
 
 def test_caption_follows_the_case():
     assert Case("ct", "chest", True, "right", "small", "nodule").caption == (
-        "axial ct of the chest shows a small nodule in the right lung")
+        "axial ct of the chest shows a small nodule in the right lung"
+    )
     assert Case("x-ray", "abdomen", False).caption == (
-        "frontal x-ray of the abdomen shows no abnormality")
+        "frontal x-ray of the abdomen shows no abnormality"
+    )
 
 
 def test_patient_right_is_image_left():
@@ -20,7 +22,9 @@ def test_patient_right_is_image_left():
         bright = render(lesion, np.random.default_rng(3)) > 230
         left, right = bright[:, :112].sum(), bright[:, 112:].sum()
         assert (left > 10 * right) if half == "left" else (right > 10 * left)
-    assert (render(Case("ct", "chest", False), np.random.default_rng(3)) > 230).sum() < 20
+    assert (
+        render(Case("ct", "chest", False), np.random.default_rng(3)) > 230
+    ).sum() < 20
 
 
 def test_deterministic_splits_and_labelled_synthetic(tmp_path):
@@ -29,8 +33,13 @@ def test_deterministic_splits_and_labelled_synthetic(tmp_path):
     a, b = pd.read_csv(csv), pd.read_csv(again)
     pd.testing.assert_frame_equal(a, b)
     assert (tmp_path / "a/images/demo_00007.png").read_bytes() == (
-        tmp_path / "b/images/demo_00007.png").read_bytes()
-    assert a["split"].value_counts().to_dict() == {"train": 28, "validation": 6, "test": 6}
+        tmp_path / "b/images/demo_00007.png"
+    ).read_bytes()
+    assert a["split"].value_counts().to_dict() == {
+        "train": 28,
+        "validation": 6,
+        "test": 6,
+    }
     assert "SYNTHETIC" in (tmp_path / "a/README.txt").read_text()
     other = pd.read_csv(make_demo(tmp_path / "c", n=40, seed=6))
     assert not a["caption"].equals(other["caption"])

@@ -49,9 +49,12 @@ def test_demo_scores(run, request):
 def test_lesion_side_changes_the_side_word(demo_run, tmp_path):
     captioner = Captioner.load(demo_run)
     paths, agree = [], 0
-    cases = [Case(m, r, True, side, "large", "nodule")
-             for m in ("ct", "mri", "x-ray") for r in ("chest", "brain", "abdomen")
-             for side in ("left", "right")]
+    cases = [
+        Case(m, r, True, side, "large", "nodule")
+        for m in ("ct", "mri", "x-ray")
+        for r in ("chest", "brain", "abdomen")
+        for side in ("left", "right")
+    ]
     for i, case in enumerate(cases):
         seed = i // 2  # the two sides of a pair share everything else
         path = tmp_path / f"{i}.png"

@@ -1,4 +1,4 @@
-"""The VGG16 feature cache: one pass, resumable, settings-checked, bad files reported."""
+"""The VGG16 feature cache: one pass, resumable, settings-checked, bad files listed."""
 
 import json
 
@@ -8,8 +8,14 @@ import pytest
 
 from radcap.config import preset
 from radcap.demo import make_demo
-from radcap.features import (Extractor, FeatureCacheError, WeightsError, cache_dir,
-                             extract, load_features)
+from radcap.features import (
+    Extractor,
+    FeatureCacheError,
+    WeightsError,
+    cache_dir,
+    extract,
+    load_features,
+)
 
 N, BATCH = 22, 4
 
@@ -51,8 +57,10 @@ def full(images, extractors, tmp_path_factory):
     for attention, extractor in extractors.items():
         root = tmp_path_factory.mktemp(f"full{attention}")
         config = extractor.config
-        out[attention] = (root, extract(config, images, "train", root,
-                                        extractor=extractor))
+        out[attention] = (
+            root,
+            extract(config, images, "train", root, extractor=extractor),
+        )
     return out
 
 
@@ -63,7 +71,11 @@ def test_shapes_dtype_and_files(full):
     assert fc2.ids == [f"img{i}" for i in range(N)]
     folder = root / "features/demo/vgg16-fc2"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "meta.json", "train.ids", "train.npy", "train.skipped.csv"]
+        "meta.json",
+        "train.ids",
+        "train.npy",
+        "train.skipped.csv",
+    ]
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["weights"] == "random(seed=0)" and meta["layer"] == "fc2"
     assert meta["image_size"] == 224 and "radcap_version" in meta
@@ -82,8 +94,10 @@ def test_unreadable_images_are_reported_not_fatal(full):
 def test_resume_gives_the_same_array(images, extractors, full, tmp_path, attention):
     extractor = extractors[attention]
     config = extractor.config
-    assert extract(config, images, "train", tmp_path, max_batches=2,
-                   extractor=extractor) is None
+    assert (
+        extract(config, images, "train", tmp_path, max_batches=2, extractor=extractor)
+        is None
+    )
     folder = cache_dir(config, "fc2", tmp_path)
     assert json.loads((folder / "train.progress.json").read_text())["done"] == 2 * BATCH
     calls = counted(extractor)
@@ -91,8 +105,9 @@ def test_resume_gives_the_same_array(images, extractors, full, tmp_path, attenti
     extractor.forward = type(extractor).forward.__get__(extractor)
     assert len(calls) == -(-(N - 2 * BATCH) // BATCH)  # only the missing batches
     for layer, features in full[attention][1].items():
-        np.testing.assert_array_equal(np.asarray(resumed[layer].array),
-                                      np.asarray(features.array))
+        np.testing.assert_array_equal(
+            np.asarray(resumed[layer].array), np.asarray(features.array)
+        )
     assert resumed["fc2"].skipped["image_id"].tolist() == ["img3", "img9"]
     assert not (folder / "train.partial.npy").exists()
 
@@ -108,8 +123,9 @@ def test_attention_runs_the_backbone_once_per_image(images, extractors, tmp_path
 
 
 def test_attention_fc2_matches_plain_fc2(full):
-    np.testing.assert_array_equal(np.asarray(full[True][1]["fc2"].array),
-                                  np.asarray(full[False][1]["fc2"].array))
+    np.testing.assert_array_equal(
+        np.asarray(full[True][1]["fc2"].array), np.asarray(full[False][1]["fc2"].array)
+    )
 
 
 def test_a_cache_from_other_settings_is_refused(images, full):

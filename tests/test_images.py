@@ -56,11 +56,14 @@ def test_huge_jpeg_is_decoded_reduced(tmp_path):
     assert out.shape == (32, 32, 3) and abs(out.mean() - 90) < 2
 
 
-@pytest.mark.parametrize("content, reason", [
-    (None, "file not found"),
-    (b"", "empty file (0 bytes)"),
-    (b"this is text, not a picture", "not an image file"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (None, "file not found"),
+        (b"", "empty file (0 bytes)"),
+        (b"this is text, not a picture", "not an image file"),
+    ],
+)
 def test_unusable_files_raise_with_reason(tmp_path, content, reason):
     path = tmp_path / "x.jpg"
     if content is not None:

@@ -5,24 +5,39 @@ import numpy as np
 import pytest
 
 from radcap.config import preset
-from radcap.model import (BahdanauAttention, DecoderStep, FeatureNormalization,
-                          build_model, feature_stats)
+from radcap.model import (
+    BahdanauAttention,
+    DecoderStep,
+    FeatureNormalization,
+    build_model,
+    feature_stats,
+)
 
 VOCAB = 30
 
 
 def make(attention=False, cell="lstm", seed=0):
-    config = preset("demo", attention=attention, cell=cell, dropout=0.0, units=32,
-                    embed_dim=16, attention_units=8)
+    config = preset(
+        "demo",
+        attention=attention,
+        cell=cell,
+        dropout=0.0,
+        units=32,
+        embed_dim=16,
+        attention_units=8,
+    )
     rng = np.random.default_rng(seed)
-    stats = {"fc2": (rng.random(4096), rng.random(4096) + 0.1),
-             "grid": (rng.random(512), rng.random(512) + 0.1)}
+    stats = {
+        "fc2": (rng.random(4096), rng.random(4096) + 0.1),
+        "grid": (rng.random(512), rng.random(512) + 0.1),
+    }
     keras.utils.set_random_seed(seed)
     model = build_model(config, VOCAB, stats)
     inputs = {
         "features": rng.random((3, 4096)).astype("float32"),
-        "tokens": np.array([[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0], [1, 9, 9, 9, 9, 2]],
-                           "int32"),
+        "tokens": np.array(
+            [[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0], [1, 9, 9, 9, 9, 2]], "int32"
+        ),
     }
     if attention:
         inputs["grid"] = rng.random((3, 49, 512)).astype("float32")
@@ -80,8 +95,9 @@ def test_attention_weights_are_a_distribution_per_step():
     assert (weights >= 0).all()
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
     # The context is the weighted sum of the values.
-    np.testing.assert_allclose(context.numpy(), np.einsum("bsr,brd->bsd", weights, keys),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        context.numpy(), np.einsum("bsr,brd->bsd", weights, keys), atol=1e-5
+    )
 
 
 def test_get_config_round_trips():
@@ -107,3 +123,21 @@ def test_feature_stats_chunks_match_numpy():
     flat = x[::2].astype(np.float64).reshape(-1, 4)
     np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-5)
     np.testing.assert_allclose(std, flat.std(0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_beam_one_equals_greedy_through_the_model(attention):
+    from radcap.decode import beam_search, greedy_search
+
+    model, inputs = make(attention, seed=3)
+    step = DecoderStep(model)
+    state = step.start(inputs["features"], inputs.get("grid"))
+    kwargs = dict(batch_size=3, start_id=1, end_id=2, max_len=8)
+    greedy = greedy_search(step, state, **kwargs)
+    beam = beam_search(step, state, beam=1, **kwargs)
+    assert greedy.tokens == beam.tokens
+    np.testing.assert_allclose(greedy.scores, beam.scores, rtol=1e-5)
+    for g, b in zip(greedy.attention, beam.attention):
+        np.testing.assert_allclose(g, b, atol=1e-6)
+        if attention:
+            np.testing.assert_allclose(g.sum(-1), 1.0, atol=1e-5)

@@ -30,22 +30,33 @@ def test_batches_cover_every_caption_once_and_trim_padding():
         assert width - 4 < lengths[index].max() <= width  # cut to the longest caption
         np.testing.assert_array_equal(inputs["tokens"], tokens[index, : width - 1])
         np.testing.assert_array_equal(targets, tokens[index, 1:width])
-        np.testing.assert_array_equal(inputs["features"],
-                                      features[rows[index]].astype(np.float32))
+        np.testing.assert_array_equal(
+            inputs["features"], features[rows[index]].astype(np.float32)
+        )
         seen += index.tolist()
     assert sorted(seen) == list(range(50))
     # The order depends on the epoch only: a resumed run sees the same batches.
     again = Batches(tokens, rows, {"features": features}, 8, True)
     assert [b.tolist() for b in again.plan(3)] == [b.tolist() for b in batches.plan(3)]
-    assert [b.tolist() for b in batches.plan(3)] != [b.tolist() for b in batches.plan(4)]
+    assert [b.tolist() for b in batches.plan(3)] != [
+        b.tolist() for b in batches.plan(4)
+    ]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     make_demo(root / "data/demo", n=40, seed=0)
-    config = preset("demo", demo_size=40, epochs=3, early_stopping=0, units=32,
-                    embed_dim=16, extract_batch_size=8, name="tiny")
+    config = preset(
+        "demo",
+        demo_size=40,
+        epochs=3,
+        early_stopping=0,
+        units=32,
+        embed_dim=16,
+        extract_batch_size=8,
+        name="tiny",
+    )
     return root, config, load_demo(root / "data/demo")
 
 
@@ -76,8 +87,13 @@ def test_interrupted_training_resumes_at_the_next_epoch(tiny):
     assert seen.epochs == [1, 2]  # starts at the second epoch (0-based 1)
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [0, 1, 2]
     assert summary["epochs_run"] == 3 and not (run_dir / "backup").exists()
-    for name in ("config.json", "vocab.json", "best.keras", "history.csv",
-                 "training.json"):
+    for name in (
+        "config.json",
+        "vocab.json",
+        "best.keras",
+        "history.csv",
+        "training.json",
+    ):
         assert (run_dir / name).is_file()
     assert json.loads((run_dir / "config.json").read_text())["name"] == "tiny"
 
