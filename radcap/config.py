@@ -10,7 +10,7 @@ BACKBONES = ("vgg16",)
 LAYERS = ("fc2",)
 GRID_LAYERS = ("block5_pool", "block5_conv3")
 CELLS = ("lstm", "gru")
-SOURCES = ("demo", "csv", "roco")
+SOURCES = ("demo", "csv", "roco", "rocov2", "iu_xray", "coco")
 
 
 @dataclasses.dataclass
@@ -23,7 +23,8 @@ class Config:
     Attributes:
         name: Run name; the run folder is `checkpoints_dir/name`.
         dataset: Dataset name; raw data lives in `data_dir/dataset`.
-        source: Loader: `"demo"`, `"csv"` or `"roco"`.
+        source: Loader: `"demo"`, `"csv"`, `"roco"`, `"rocov2"`, `"iu_xray"` or
+            `"coco"` (see `radcap.datasets.load`).
         data_dir: Folder of raw datasets.
         features_dir: Folder of feature caches.
         checkpoints_dir: Folder of run folders.

@@ -268,6 +268,14 @@ def _check_meta(folder: Path, meta: dict) -> None:
         )
 
 
+def is_cached(config: Config, split: str, root: str | Path = ".") -> bool:
+    """Whether every layer the config needs is cached for `split`."""
+    return all(
+        (cache_dir(config, layer, root) / f"{split}.npy").exists()
+        for layer in layers_for(config)
+    )
+
+
 def load_features(
     config: Config, split: str, layer: str | None = None, root: str | Path = "."
 ) -> Features:

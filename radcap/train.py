@@ -153,7 +153,12 @@ def _callback_classes():
 
 
 def split_data(
-    config: Config, dataset, split: str, vocab: Vocabulary, root: str | Path = "."
+    config: Config,
+    dataset,
+    split: str,
+    vocab: Vocabulary,
+    root: str | Path = ".",
+    extractor=None,
 ) -> dict:
     """Cached features and encoded captions of one split.
 
@@ -165,7 +170,7 @@ def split_data(
     from radcap.features import extract
 
     images = dataset.images(split)
-    cached = extract(config, images, split, root)
+    cached = extract(config, images, split, root, extractor=extractor)
     fc2 = cached[config.layer]
     failed = set(fc2.skipped["image_id"].astype(str))
     rows = dataset.split(split)
@@ -224,6 +229,7 @@ def train(
     """
     import keras
 
+    from radcap.features import Extractor, is_cached
     from radcap.model import build_model, feature_stats
 
     run_dir = config.run_dir(root)
@@ -253,8 +259,11 @@ def train(
             dataset.split("train")["caption"], config.min_count, config.max_len
         )
         vocab.save(vocab_path)
-    train_data = split_data(config, dataset, "train", vocab, root)
-    val_data = split_data(config, dataset, "validation", vocab, root)
+    extractor = None
+    if not all(is_cached(config, s, root) for s in ("train", "validation")):
+        extractor = Extractor(config)  # one backbone for both splits
+    train_data = split_data(config, dataset, "train", vocab, root, extractor)
+    val_data = split_data(config, dataset, "validation", vocab, root, extractor)
     if len(train_data["tokens"]) == 0 or len(val_data["tokens"]) == 0:
         raise ValueError(
             f"Nothing to train on: {len(train_data['tokens'])} train and "
