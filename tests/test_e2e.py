@@ -76,6 +76,11 @@ def test_caption_command_prints_one_caption_per_image(demo_run, workdir, capsys)
     assert all(" shows " in line.split("\t")[1] for line in lines)
 
 
-def test_caption_command_on_a_folder_that_is_no_run(tmp_path, capsys):
-    assert cli.main(["caption", "--run", str(tmp_path), "x.png"]) == 2
-    assert "is not a radcap run folder" in capsys.readouterr().err
+def test_caption_command_reports_an_unreadable_image(demo_run, tmp_path, capsys):
+    good = sorted((demo_run.parents[1] / "data/demo/images").glob("*.png"))[0]
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert cli.main(["caption", "--run", str(demo_run), str(empty), str(good)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"{empty}\tERROR: empty file (0 bytes)"
+    assert " shows " in lines[1]

@@ -1,0 +1,55 @@
+"""The `radcap` command: help, and clear errors instead of tracebacks."""
+
+import subprocess
+import sys
+
+import pytest
+
+from radcap import cli
+
+
+@pytest.mark.parametrize(
+    "command", ["demo", "extract", "train", "evaluate", "caption", "download"]
+)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: radcap {command}" in out and "--" in out
+
+
+def test_python_dash_m_works():
+    result = subprocess.run(
+        [sys.executable, "-m", "radcap", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert "caption" in result.stdout and "evaluate" in result.stdout
+
+
+def test_caption_on_a_folder_that_is_no_run(tmp_path, capsys):
+    assert cli.main(["caption", "--run", str(tmp_path), "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a radcap run folder" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "colour=red"], "no field(s) ['colour']"),
+        (["--set", "epochs"], "expected KEY=VALUE"),
+        (["--set", "units=0"], "Config.units=0 is invalid"),
+    ],
+)
+def test_bad_settings_are_reported(args, message, tmp_path, capsys):
+    assert cli.main(["train", "--root", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_from_args_applies_run_and_attention():
+    args = cli.build_parser().parse_args(["train", "--attention", "--set", "epochs=3"])
+    config = cli.config_from_args(args)
+    assert config.attention and config.epochs == 3 and config.name == "demo-attention"
+    args = cli.build_parser().parse_args(["train", "--run", "mine", "--preset", "roco"])
+    config = cli.config_from_args(args)
+    assert config.name == "mine" and config.weights == "imagenet"
