@@ -1,0 +1,252 @@
+"""Getting ROCO: the Kaggle input mount, a local copy, or a download from Kaggle.
+
+Only `download_roco` goes to the network, through the `kaggle` package, which
+is imported inside it: importing `kaggle` without credentials exits the program.
+Everything else here (finding credentials, checking a folder's layout,
+unzipping) works offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+from radcap.datasets import ROCO_SHORT, SPLITS, roco_caption_csv
+
+DATASET = "virajbagal/roco-dataset"
+# Where Kaggle notebooks mount the dataset once it is added as an input.
+KAGGLE_INPUT = Path("/kaggle/input/roco-dataset")
+ARCHIVE = "roco-dataset.zip"  # the name the kaggle package downloads to
+STAMP = ".complete"  # written once a download is unzipped and checked
+
+
+class DownloadError(RuntimeError):
+    """A download that cannot run or did not finish; the message says what to do."""
+
+
+def ways_out(dest: str | Path) -> str:
+    """The ways to get ROCO when the download cannot run, as one paragraph."""
+    return (
+        "Ways to fix it: (1) create an API token on kaggle.com (Settings > API > "
+        "Create New Token) and save it as ~/.kaggle/kaggle.json (chmod 600); "
+        "(2) or set the KAGGLE_USERNAME and KAGGLE_KEY environment variables; "
+        f"(3) in a Kaggle notebook, Add Input > {DATASET}: radcap reads it from "
+        f"{KAGGLE_INPUT} without downloading; (4) download the archive from "
+        f"https://www.kaggle.com/datasets/{DATASET} and unzip it into {dest}; "
+        "(5) or run everything offline on the synthetic demo (preset 'demo')."
+    )
+
+
+def _config_dirs() -> list[Path]:
+    if os.environ.get("KAGGLE_CONFIG_DIR"):
+        return [Path(os.environ["KAGGLE_CONFIG_DIR"])]
+    home = Path.home()
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle"
+    return [home / ".kaggle", xdg]
+
+
+def kaggle_credentials() -> dict | None:
+    """Find Kaggle API credentials the way the `kaggle` package does, offline.
+
+    Looks at the `KAGGLE_USERNAME` and `KAGGLE_KEY` environment variables,
+    then `KAGGLE_API_TOKEN`, then `kaggle.json` (or an `access_token` file) in
+    `$KAGGLE_CONFIG_DIR`, else in `~/.kaggle` and `~/.config/kaggle`.
+
+    Returns:
+        `{"username": str | None, "source": where they were found}`, or None
+        when there are none. The key itself is not returned.
+
+    Raises:
+        DownloadError: A `kaggle.json` exists but is not valid JSON or lacks
+            `username` or `key`.
+    """
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return {
+            "username": os.environ["KAGGLE_USERNAME"],
+            "source": "KAGGLE_USERNAME and KAGGLE_KEY",
+        }
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return {"username": None, "source": "KAGGLE_API_TOKEN"}
+    for folder in _config_dirs():
+        path = folder / "kaggle.json"
+        if path.is_file():
+            try:
+                values = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                values = None
+            if not isinstance(values, dict) or not all(
+                values.get(k) for k in ("username", "key")
+            ):
+                raise DownloadError(
+                    f"{path} is not a Kaggle token: expected JSON with 'username' "
+                    "and 'key'. Download a new one from kaggle.com (Settings > API "
+                    "> Create New Token) and replace the file."
+                )
+            return {"username": values["username"], "source": str(path)}
+        token = folder / "access_token"
+        if token.is_file() and token.read_text().strip():
+            return {"username": None, "source": str(token)}
+    return None
+
+
+def check_roco_layout(root: str | Path) -> list[str]:
+    """What the Kaggle ROCO layout lacks in `root`; an empty list when complete.
+
+    Args:
+        root: The folder holding `all_data`, or `all_data` itself.
+
+    Returns:
+        One entry per missing piece, e.g. `"all_data/test/radiology/images/"`,
+        relative to `root`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return [f"{root} (no such folder)"]
+    base = root / "all_data" if (root / "all_data").is_dir() else root
+    missing = []
+    for split in SPLITS:
+        folder = base / split
+        if roco_caption_csv(base, split) is None:
+            short = ROCO_SHORT[split]
+            missing.append(
+                f"{(folder / f'radiology{short}data.csv').relative_to(root)} "
+                f"(or {(folder / 'radiology' / f'{short}data.csv').relative_to(root)})"
+            )
+        images = folder / "radiology" / "images"
+        if not images.is_dir():
+            missing.append(f"{images.relative_to(root)}/")
+        else:
+            with os.scandir(images) as entries:
+                if next(entries, None) is None:
+                    missing.append(f"{images.relative_to(root)}/ (empty)")
+    return missing
+
+
+def find_roco(
+    local_dir: str | Path | None = None, kaggle_input: str | Path | None = None
+) -> Path | None:
+    """A complete ROCO copy already on this machine, without downloading.
+
+    Args:
+        local_dir: A folder to try after the Kaggle input mount.
+        kaggle_input: The Kaggle mount to try first; default `KAGGLE_INPUT`.
+
+    Returns:
+        The first folder that passes `check_roco_layout`, or None.
+    """
+    candidates = [Path(kaggle_input or KAGGLE_INPUT)]
+    if local_dir is not None:
+        candidates.append(Path(local_dir))
+    for folder in candidates:
+        if folder.is_dir() and not check_roco_layout(folder):
+            return folder
+    return None
+
+
+def unzip(archive: str | Path, dest: str | Path) -> int:
+    """Unpack a zip archive into `dest`, refusing members that would land outside.
+
+    Returns:
+        The number of members unpacked.
+
+    Raises:
+        DownloadError: The archive is damaged (an interrupted download) or
+            holds paths outside `dest`.
+    """
+    dest = os.path.abspath(dest)
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            names = zipped.namelist()
+            for name in names:
+                target = os.path.abspath(os.path.join(dest, name))
+                if os.path.commonpath([dest, target]) != dest:
+                    raise DownloadError(
+                        f"{archive} holds {name!r}, which would land outside "
+                        f"{dest}: refusing to unzip it."
+                    )
+            zipped.extractall(dest)
+    except zipfile.BadZipFile as err:
+        raise DownloadError(
+            f"{archive} is not a complete zip archive ({err}), probably an "
+            "interrupted download: delete it and download again."
+        ) from None
+    return len(names)
+
+
+def _kaggle_api():
+    """An authenticated `KaggleApi`; the import exits without credentials."""
+    try:
+        from kaggle.api.kaggle_api_extended import KaggleApi
+
+        api = KaggleApi()
+        api.authenticate()
+    except ImportError:
+        raise DownloadError(
+            "The kaggle package is not installed: pip install kaggle."
+        ) from None
+    except (Exception, SystemExit) as err:
+        raise DownloadError(
+            f"Kaggle did not accept the credentials ({err!r}). "
+            + ways_out("the dataset folder")
+        ) from None
+    return api
+
+
+def download_roco(
+    dest: str | Path, force: bool = False, kaggle_input: str | Path | None = None
+) -> Path:
+    """Download ROCO from Kaggle into `dest`, unzip it and check the layout.
+
+    Idempotent: a complete copy (with its `.complete` stamp) is not fetched
+    again, and inside a Kaggle notebook with the dataset attached the mounted
+    input is returned instead of downloading.
+
+    Args:
+        dest: Target folder; the data lands in `dest/all_data`.
+        force: Download again even if a complete copy exists.
+        kaggle_input: The Kaggle input mount to use; default `KAGGLE_INPUT`.
+
+    Returns:
+        The folder holding ROCO (`dest`, or the Kaggle mount).
+
+    Raises:
+        DownloadError: No credentials, a failed download or an incomplete
+            archive; the message says how to fix it.
+    """
+    dest = Path(dest)
+    if not force:
+        if (dest / STAMP).is_file() and not check_roco_layout(dest):
+            return dest
+        mounted = find_roco(kaggle_input=kaggle_input)
+        if mounted is not None:
+            return mounted
+    if kaggle_credentials() is None:
+        raise DownloadError(
+            f"No Kaggle API credentials found, so {DATASET} cannot be downloaded "
+            f"into {dest}. " + ways_out(dest)
+        )
+    api = _kaggle_api()
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        api.dataset_download_files(DATASET, path=str(dest), force=force, quiet=False)
+    except Exception as err:  # network and HTTP errors come in many types
+        raise DownloadError(
+            f"Downloading {DATASET} into {dest} failed ({err}). Check the internet "
+            "connection, then run the same command again."
+        ) from err
+    archive = dest / ARCHIVE
+    if archive.is_file():
+        unzip(archive, dest)
+        archive.unlink()
+    missing = check_roco_layout(dest)
+    if missing:
+        raise DownloadError(
+            f"{dest} is incomplete after the download; missing: {missing}. "
+            "Run again with force=True (radcap download roco --force)."
+        )
+    stamp = {"dataset": DATASET, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (dest / STAMP).write_text(json.dumps(stamp) + "\n")
+    return dest
