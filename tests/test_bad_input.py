@@ -5,7 +5,6 @@ or in a skip report with its reason; nothing stops the rest.
 """
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
