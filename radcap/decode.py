@@ -304,20 +304,26 @@ class Captioner:
         return arrays[0], (arrays[1] if len(arrays) > 1 else None), errors
 
     def caption(self, images, beam: int = 1, return_attention: bool = False, **kwargs):
-        """Caption image files.
+        """Caption image files, or cached features.
 
         Args:
-            images: Paths of image files.
+            images: Paths of image files, or an `(N, 4096)` array of cached
+                `fc2` features (then pass `grid=` for attention models).
             beam: Beam width; 1 is greedy search.
             return_attention: Return dicts with the caption, its words and
                 their attention maps `(words, R)` instead of strings.
+            **kwargs: `grid`, and `length_penalty`/`batch_size` for `search`.
 
         Returns:
             One caption per image; an unreadable image gets `None` (strings),
             or a dict whose `error` says why.
         """
-        images = [images] if isinstance(images, (str, Path)) else list(images)
-        features, grid, errors = self.image_features(images)
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            features, grid, errors = images, kwargs.pop("grid", None), {}
+            images = [None] * len(features)
+        else:
+            images = [images] if isinstance(images, (str, Path)) else list(images)
+            features, grid, errors = self.image_features(images)
         result = self.search(features, grid, beam=beam, **kwargs)
         out = []
         for i, tokens in enumerate(result.tokens):
@@ -328,7 +334,7 @@ class Captioner:
             words = [] if text is None else text.split()
             out.append(
                 {
-                    "path": str(images[i]),
+                    "path": None if images[i] is None else str(images[i]),
                     "caption": text,
                     "words": words,
                     "attention": result.attention[i][: len(words)],

@@ -84,3 +84,14 @@ def test_caption_command_reports_an_unreadable_image(demo_run, tmp_path, capsys)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == f"{empty}\tERROR: empty file (0 bytes)"
     assert " shows " in lines[1]
+
+
+def test_caption_takes_files_or_cached_features(demo_run, workdir):
+    from radcap.features import load_features
+
+    captioner = Captioner.load(demo_run)
+    fc2 = load_features(captioner.config, "test", root=workdir)
+    from_features = captioner.caption(np.asarray(fc2.array[:4]), beam=3)
+    paths = [workdir / "data/demo/images" / f"{i}.png" for i in fc2.ids[:4]]
+    assert from_features == captioner.caption(paths, beam=3)
+    assert from_features == captioner.caption_features(fc2.array[:4], beam=3)
