@@ -1,0 +1,259 @@
+"""Evaluation: hand-computed diversity and ImageCLEF figures, baselines, controls."""
+
+import collections
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from radcap.config import preset
+from radcap.datasets import load
+from radcap.decode import Captioner
+from radcap.evaluate import (
+    CONTROLS,
+    METRICS,
+    baseline_captions,
+    caption_controls,
+    compare_runs,
+    diversity,
+    evaluate,
+    imageclef_normalize,
+    metrics_table,
+    most_frequent_caption,
+    nearest_neighbours,
+    score,
+)
+from radcap.features import Extractor, Features, extract
+from radcap.train import train
+
+
+def test_diversity_by_hand():
+    generated = ["a b", "A b.", "c d e", "x y"]
+    train_captions = ["a b", "x", "c d e f"]
+    # distinct after cleaning: {"a b", "c d e", "x y"} -> 3 of 4
+    # words: a b c d e x y -> 7; copied: "a b" twice -> 2 of 4
+    # lengths 2 + 2 + 3 + 2 = 9 over 4
+    assert diversity(generated, train_captions) == {
+        "distinct": 0.75,
+        "words_used": 7,
+        "copied": 0.5,
+        "mean_length": 2.25,
+    }
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (
+            "Axial T2-weighted MRI (arrow): a 3.5 cm mass.",
+            "axial tnumberweighted mri arrow a numbernumber cm mass",
+        ),
+        ("CT scan, 12/2019:  L1 fracture!", "ct scan numbernumber lnumber fracture"),
+        ("No   abnormality\nseen", "no abnormality seen"),
+        # Only ASCII punctuation goes, as in the task's evaluator: the en dash stays.
+        ("C5–C6 disc", "cnumber–cnumber disc"),
+        ("100% [sic]", "number sic"),
+    ],
+)
+def test_imageclef_normalisation_by_hand(raw, expected):
+    assert imageclef_normalize(raw) == expected
+
+
+def test_imageclef_scoring_averages_per_caption():
+    references = {"a": ["a b c"], "b": ["p q"]}
+    candidates = {"a": "a b c", "b": "x y"}
+    # COCO: corpus BLEU-1 = 3 matched words of 5 = 0.6 (same lengths, no penalty).
+    coco = score(references, candidates, meteor=False)
+    assert coco["BLEU-1"] == pytest.approx(0.6, abs=1e-6)
+    # ImageCLEF: per caption 1.0 and 0.0, averaged: 0.5.
+    clef = score(references, candidates, meteor=False, scoring="imageclef")
+    assert clef["BLEU-1"] == pytest.approx(0.5, abs=1e-6)
+    assert clef["distinct"] == 1.0
+
+    # Numbers are one word under ImageCLEF, distinct words under COCO.
+    references, candidates = {"a": ["a 3.5 cm mass"]}, {"a": "a 4.2 cm mass"}
+    assert score(references, candidates, False)["BLEU-1"] == pytest.approx(0.75)
+    clef = score(references, candidates, False, "imageclef")
+    assert clef["BLEU-1"] == pytest.approx(1.0)
+
+
+def test_unknown_scoring_is_refused():
+    with pytest.raises(ValueError, match="scoring='bleu'.*'coco'.*'imageclef'"):
+        score({"a": ["x"]}, {"a": "x"}, meteor=False, scoring="bleu")
+
+
+def test_most_frequent_caption_counts_cleaned_captions():
+    captions = ["No abnormality.", "a mass", "no abnormality", "a mass", "A mass"]
+    assert most_frequent_caption(captions) == "a mass"  # 3 against 2
+    assert most_frequent_caption(["b", "a"]) == "b"  # a tie: first seen
+
+
+def test_nearest_neighbours_equals_a_brute_force_search():
+    rng = np.random.default_rng(0)
+    train_features = rng.normal(size=(50, 16)).astype(np.float16)
+    queries = rng.normal(size=(9, 16)).astype(np.float32)
+    for center in (True, False):
+        found = nearest_neighbours(train_features, queries, center=center, chunk=7)
+        x = train_features.astype(np.float32)
+        mean = x.mean(0) if center else 0.0
+        for q, j in zip(queries, found):
+            sims = [
+                np.dot(q - mean, t - mean)
+                / np.linalg.norm(q - mean)
+                / np.linalg.norm(t - mean)
+                for t in x
+            ]
+            assert j == int(np.argmax(sims))
+
+
+def test_nearest_neighbour_baseline_returns_a_planted_duplicates_caption():
+    rng = np.random.default_rng(1)
+    ids = [f"img{i}" for i in range(40)]
+    array = rng.normal(size=(40, 4096)).astype(np.float16)
+    array[5] = 0  # an unreadable training image: zeros, listed as skipped
+    skipped = pd.DataFrame(
+        {"image_id": ["img5"], "path": ["img5.png"], "reason": ["empty file"]}
+    )
+    train_features = Features(array, ids, skipped)
+    references = {k: [f"caption of {k}", "a second caption"] for k in ids}
+    queries = np.stack([array[17], array[3], np.zeros(4096)]).astype(np.float16)
+    captions = baseline_captions(train_features, references, queries)
+    assert captions["nearest_neighbour"][:2] == ["caption of img17", "caption of img3"]
+    assert captions["nearest_neighbour"][2] != "caption of img5"
+    assert captions["frequency"] == ["a second caption"] * 3
+
+
+def test_compare_runs_puts_every_run_and_decoding_in_one_table(tmp_path):
+    row = dict(zip(METRICS, [0.5] * 7), distinct=0.2, copied=1.0)
+    for name, cider in (("merge", 1.0), ("attention", 2.0)):
+        results = {"greedy": {**row, "CIDEr": cider}, "beam-3": row}
+        baselines = {"frequency": {**row, "CIDEr": 0.1 * cider}}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(
+            json.dumps({"results": results, "baselines": baselines})
+        )
+    table = compare_runs([tmp_path / "merge", tmp_path / "attention"])
+    assert list(table.index) == [
+        "merge greedy",
+        "merge beam-3",
+        "attention greedy",
+        "attention beam-3",
+        "baseline: frequency",
+    ]
+    assert table["CIDEr"].tolist() == [1.0, 0.5, 2.0, 0.5, 0.1]
+    with pytest.raises(FileNotFoundError, match="evaluate that run first"):
+        compare_runs([tmp_path])
+
+
+# Trained tiny models of every type on a 40-image demo, sharing one feature cache.
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    config = preset(
+        "demo",
+        demo_size=40,
+        epochs=2,
+        early_stopping=0,
+        units=32,
+        embed_dim=16,
+        attention_units=16,
+        extract_batch_size=8,
+        beam=2,
+    )
+    dataset = load(config, root)
+    # The attention config caches fc2 and the grid in one pass; merge runs reuse fc2.
+    with_grid = config.replace(attention=True)
+    extractor = Extractor(with_grid)
+    for split in ("train", "validation", "test"):
+        extract(with_grid, dataset.images(split), split, root, extractor=extractor)
+    return root, config, dataset
+
+
+@pytest.fixture(scope="module")
+def runs(demo):
+    root, config, dataset = demo
+    made = {}
+
+    def run(attention: bool, cell: str):
+        name = f"{'attention' if attention else 'merge'}-{cell}"
+        if name not in made:
+            run_config = config.replace(name=name, attention=attention, cell=cell)
+            train(run_config, dataset, root, verbose=False)
+            made[name] = run_config.run_dir(root)
+        return made[name]
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "attention, cell",
+    [(False, "lstm"), (False, "gru"), (True, "lstm"), (True, "gru")],
+)
+def test_controls_run_for_every_model_type(runs, attention, cell, tmp_path):
+    captioner = Captioner.load(runs(attention, cell))
+    assert captioner.attention == attention
+    captions = caption_controls(captioner, tmp_path)
+    assert list(captions) == list(CONTROLS)
+    assert all(isinstance(text, str) for text in captions.values())
+    pixels = {n: np.asarray(Image.open(tmp_path / f"{n}.png")) for n in CONTROLS}
+    assert pixels["black"].shape == (224, 224) and pixels["black"].max() == 0
+    assert pixels["white"].min() == 255
+    assert 100 < pixels["noise"].mean() < 155 and pixels["noise"].std() > 60
+
+
+def test_evaluate_writes_metrics_report_baselines_and_controls(runs, demo):
+    root, _, dataset = demo
+    run_dir = runs(False, "lstm")
+    metrics = evaluate(run_dir, root, dataset=dataset, verbose=False, meteor=False)
+    assert metrics == json.loads((run_dir / "metrics.json").read_text())
+
+    # The keys of the core pipeline are kept.
+    n = len(dataset.images("test"))
+    for key in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr", "distinct", "results"):
+        assert key in metrics
+    assert (metrics["split"], metrics["images"], metrics["decoding"]) == (
+        "test",
+        n,
+        "greedy",
+    )
+    assert list(metrics["results"]) == ["greedy", "beam-2"]
+
+    # Baselines carry the same metric keys as the model's rows.
+    metric_keys = {k for k in metrics["results"]["greedy"] if k != "decoding"}
+    assert set(metrics["baselines"]) == {"frequency", "nearest_neighbour"}
+    for name, row in metrics["baselines"].items():
+        assert metric_keys <= set(row), name
+        assert row["copied"] == 1.0  # both copy training captions
+    frequency = metrics["baselines"]["frequency"]
+    train_counts = collections.Counter(dataset.split("train")["caption"])
+    assert train_counts[frequency["caption"]] == max(train_counts.values())
+    assert frequency["distinct"] == pytest.approx(1 / n)
+
+    assert list(metrics["controls"]) == ["black", "white", "noise"]
+    assert set(metrics["beats_baselines"]) == {"BLEU-4", "CIDEr"}
+    assert metrics["diversity"]["reference_mean_length"] > 5
+
+    table = metrics_table(metrics)
+    assert list(table.index) == [
+        "greedy",
+        "beam-2",
+        "baseline: frequency",
+        "baseline: nearest_neighbour",
+    ]
+    assert [c for c in METRICS if c != "METEOR"] + ["distinct", "copied"] == list(
+        table.columns
+    )
+
+    report = (run_dir / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    assert len(rows) == 5  # the header and four rows
+    assert "| merge-lstm greedy |" in report and "| baseline: frequency |" in report
+    assert "## Controls" in report and "- black: " in report
+    assert "## Samples" in report and report.count("- references: ") == 5
+    samples = pd.read_csv(run_dir / "captions_test.csv")
+    assert {"greedy", "beam-2", "frequency", "nearest_neighbour"} <= set(samples)
+    assert len(samples) == n
