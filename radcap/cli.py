@@ -118,7 +118,12 @@ def cmd_evaluate(args) -> int:
     from radcap.evaluate import evaluate
 
     evaluate(
-        run_path(args.run, args.root), root=args.root, split=args.split, beams=args.beam
+        run_path(args.run, args.root),
+        root=args.root,
+        split=args.split,
+        beams=args.beam,
+        scoring=args.scoring,
+        controls=not args.no_controls,
     )
     return 0
 
@@ -220,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         action="append",
         help="Beam width to evaluate (repeatable; default 1 and the config's).",
+    )
+    p.add_argument(
+        "--scoring",
+        default="coco",
+        choices=("coco", "imageclef"),
+        help="coco: the COCO caption toolkit (default); imageclef: numbers as "
+        "'number', punctuation removed, scores averaged per caption.",
+    )
+    p.add_argument(
+        "--no-controls", action="store_true", help="Skip the black/white/noise images."
     )
     p.add_argument("--root", default=".", help="Folder the run's paths start from.")
     p.set_defaults(func=cmd_evaluate)

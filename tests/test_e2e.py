@@ -95,3 +95,29 @@ def test_caption_takes_files_or_cached_features(demo_run, workdir):
     paths = [workdir / "data/demo/images" / f"{i}.png" for i in fc2.ids[:4]]
     assert from_features == captioner.caption(paths, beam=3)
     assert from_features == captioner.caption_features(fc2.array[:4], beam=3)
+
+
+@pytest.mark.parametrize("run", ["demo_run", "attention_run"])
+def test_model_beats_both_baselines_and_reports_every_row(run, request):
+    run_dir = request.getfixturevalue(run)
+    metrics = metrics_of(run_dir)
+    for baseline in ("frequency", "nearest_neighbour"):
+        for key in ("CIDEr", "BLEU-4"):
+            assert metrics[key] > metrics["baselines"][baseline][key], (baseline, key)
+    assert set(metrics["controls"]) == {"black", "white", "noise"}
+    report = (run_dir / "report.md").read_text()
+    for row in ("greedy", "beam-3", "frequency", "nearest"):
+        assert row in report
+
+
+def test_search_by_caption_finds_a_matching_image(demo_run, workdir):
+    from radcap import datasets
+    from radcap.features import load_features
+    from radcap.search import recall_at_k
+
+    captioner = Captioner.load(demo_run)
+    config = captioner.config
+    fc2 = load_features(config, "test", root=workdir)
+    references = datasets.load(config, workdir).references("test")
+    recall = recall_at_k(captioner, fc2.array, None, references, ks=(1, 5), ids=fc2.ids)
+    assert recall["recall@1"] >= 0.8 and recall["recall@5"] >= recall["recall@1"]
