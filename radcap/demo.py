@@ -208,3 +208,46 @@ def lesion_half_share(attention: np.ndarray, side: str) -> float:
     weight = np.clip(side_len / 2 - np.arange(side_len), 0, 1)  # image-left half
     left = float((columns * weight).sum())
     return left if side == "right" else 1.0 - left
+
+
+def side_word_attention(captioner, root: str | Path = ".", split: str = "test") -> dict:
+    """Where an attention model looks when it writes "left" or "right" on the demo.
+
+    For every side word generated (greedy) for an image that has a lesion,
+    the share of that word's attention on the image half holding the lesion
+    (`lesion_half_share`).
+
+    Args:
+        captioner: A `radcap.decode.Captioner` trained with attention on the demo.
+        root: Folder that the run config's paths start from.
+        split: Demo split to look at.
+
+    Returns:
+        `{"words", "mean_share", "median_share", "share_above_half"}`; 0.5 is
+        what attention blind to the side would give.
+    """
+    from radcap.features import load_features
+
+    config = captioner.config
+    if not captioner.attention:
+        raise ValueError(f"Run {config.name!r} has no attention; train with attention.")
+    frame = pd.read_csv(config.dataset_dir(root) / "captions.csv")
+    frame.index = [Path(p).stem for p in frame["image"]]
+    fc2 = load_features(config, split, root=root)
+    grid = load_features(config, split, config.grid_layer, root=root)
+    result = captioner.search(fc2.array, grid.array, beam=1)
+    shares = []
+    for image_id, tokens, attention in zip(fc2.ids, result.tokens, result.attention):
+        row = frame.loc[image_id]
+        for position, word in enumerate(captioner.vocab.decode(tokens).split()):
+            if word in SIDES and row["lesion"]:
+                shares.append(lesion_half_share(attention[position], row["side"]))
+    shares = np.array(shares)
+    return {
+        "words": len(shares),
+        "mean_share": float(shares.mean()) if len(shares) else float("nan"),
+        "median_share": float(np.median(shares)) if len(shares) else float("nan"),
+        "share_above_half": float((shares > 0.5).mean())
+        if len(shares)
+        else float("nan"),
+    }

@@ -341,8 +341,9 @@ def extract(
         if missing:
             raise FeatureCacheError(
                 f"The {split} cache in {folders[layers[0]]} lacks {len(missing)} of "
-                f"the {len(ids)} images asked for (e.g. {sorted(missing)[:3]}): the dataset "
-                "changed since extraction. Delete the cache folder to extract again."
+                f"the {len(ids)} images asked for (e.g. {sorted(missing)[:3]}): the "
+                "dataset changed since extraction. Delete the cache folder to "
+                "extract again."
             )
         return result
 

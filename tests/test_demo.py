@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from radcap.demo import Case, make_demo, render
 
@@ -53,3 +54,16 @@ def test_attributes_are_independent_so_captions_need_the_image(tmp_path):
     for _, group in lesions.groupby(["modality", "region"]):
         assert group["side"].nunique() == 2
     assert frame["caption"].nunique() > 50
+
+
+def test_lesion_half_share():
+    from radcap.demo import lesion_half_share
+
+    grid = np.zeros((7, 7))
+    grid[2, 1] = 1.0  # image left: the patient's right
+    assert lesion_half_share(grid.ravel(), "right") == 1.0
+    assert lesion_half_share(grid.ravel(), "left") == 0.0
+    middle = np.zeros((7, 7))
+    middle[:, 3] = 1.0  # the middle column counts half
+    assert lesion_half_share(middle.ravel(), "left") == 0.5
+    assert lesion_half_share(np.full(196, 1 / 196), "right") == pytest.approx(0.5)

@@ -1,0 +1,146 @@
+"""Decoding speed: radcap's batched greedy and beam search against the classic loop.
+
+radcap decodes 64 images at a time with a compiled step (`DecoderStep`);
+the classic loop captions one image at a time with one `model.predict` per
+word (`classic.classic_caption`). Both models are untrained, with the `roco`
+preset's sizes and a 5000-word vocabulary, and `<end>` is never picked, so
+every caption has `max_len` (60) words and all methods do the same work per
+caption. Rates are captions per second, after a warm-up that traces each
+batch shape; the methods alternate for a few rounds and the best round of
+each counts, so that other work on the machine skews the ratios less.
+Prints one JSON object.
+
+    .venv/bin/python bench/bench_decode.py
+    .venv/bin/python bench/bench_decode.py --attention --images 64
+"""
+
+import argparse
+import json
+import time
+
+import keras
+import numpy as np
+from classic import build_classic, classic_caption
+from common import VOCAB_SIZE, machine, random_stats
+
+from radcap.config import preset
+from radcap.decode import beam_search, greedy_search
+from radcap.model import DecoderStep, build_model
+
+START_ID, END_ID = 1, 2
+GREEDY_GOAL = 300  # greedy captions per second / classic's
+BEAM3_GOAL = 3  # beam-3 seconds per caption / greedy's, at most
+
+
+def never_end(step):
+    """The step function with `<end>` made impossible: captions run to `max_len`."""
+
+    def forced(tokens, state):
+        log_probs, state, attention = step(tokens, state)
+        log_probs = np.array(log_probs)  # (B, vocab_size), writable
+        log_probs[:, END_ID] = -np.inf
+        return log_probs, state, attention
+
+    return forced
+
+
+def decode_seconds(step, features, grid, max_len, batch_size, beam) -> float:
+    """Seconds of greedy (`beam=1`) or beam search over all of `features`."""
+    started = time.perf_counter()
+    for s in range(0, len(features), batch_size):
+        f = features[s : s + batch_size]
+        state = step.start(f, None if grid is None else grid[s : s + batch_size])
+        args = dict(batch_size=len(f), start_id=START_ID, end_id=END_ID)
+        if beam == 1:
+            result = greedy_search(never_end(step), state, max_len=max_len, **args)
+        else:
+            result = beam_search(
+                never_end(step), state, max_len=max_len, beam=beam, **args
+            )
+        assert all(len(t) == max_len for t in result.tokens)
+    return time.perf_counter() - started
+
+
+def classic_seconds(model, features, max_len) -> float:
+    """Seconds of the classic loop over `features`, one image at a time."""
+    started = time.perf_counter()
+    for f in features:
+        words = classic_caption(model, f, START_ID, END_ID, max_len, True)
+        assert len(words) == max_len
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=128, help="for radcap")
+    parser.add_argument("--classic-images", type=int, default=2, help="per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--beams", type=int, nargs="+", default=[3, 5])
+    parser.add_argument("--attention", action="store_true", help="radcap + attention")
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    config = preset("roco", weights=None, attention=args.attention)
+    stats = {"fc2": random_stats(4096), "grid": random_stats(512)}
+    step = DecoderStep(build_model(config, VOCAB_SIZE, stats))
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((args.images, 4096)).astype(np.float32)
+    grid = None
+    if config.attention:
+        grid = rng.standard_normal((args.images, 49, 512)).astype(np.float32)
+
+    classic = build_classic(
+        VOCAB_SIZE, config.max_len + 1, config.embed_dim, config.units, 4096
+    )
+    classic_features = features[: args.classic_images]
+    beams = [1, *args.beams]
+    for beam in beams:  # warm-up: trace each batch shape
+        n = args.batch_size
+        decode_seconds(
+            step, features[:n], None if grid is None else grid[:n], 2, n, beam
+        )
+    classic_caption(classic, features[0], START_ID, END_ID, 1)
+
+    # Alternate the methods for a few rounds; the best round of each counts.
+    names = {beam: "greedy" if beam == 1 else f"beam{beam}" for beam in beams}
+    rounds = {name: [] for name in [*names.values(), "classic"]}
+    for _ in range(args.rounds):
+        for beam, name in names.items():
+            seconds = decode_seconds(
+                step, features, grid, config.max_len, args.batch_size, beam
+            )
+            rounds[name].append(len(features) / seconds)
+        seconds = classic_seconds(classic, classic_features, config.max_len)
+        rounds["classic"].append(len(classic_features) / seconds)
+    rates = {name: max(r) for name, r in rounds.items()}
+    greedy, classic_speed = rates["greedy"], rates["classic"]
+
+    out = {
+        "benchmark": "decode",
+        "attention": config.attention,
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "words_per_caption": config.max_len,
+        "greedy_captions_per_s": round(greedy, 2),
+    }
+    for beam in args.beams:
+        out[f"beam{beam}_captions_per_s"] = round(rates[f"beam{beam}"], 2)
+        out[f"beam{beam}_cost_vs_greedy"] = round(greedy / rates[f"beam{beam}"], 2)
+    out |= {
+        "classic_images": args.classic_images,
+        "classic_captions_per_s": round(classic_speed, 3),
+        "rounds": {name: [round(x, 3) for x in r] for name, r in rounds.items()},
+        "greedy_ratio": round(greedy / classic_speed, 1),
+        "greedy_goal": GREEDY_GOAL,
+        "greedy_met": greedy / classic_speed >= GREEDY_GOAL,
+    }
+    if "beam3" in rates:
+        out["beam3_goal"] = BEAM3_GOAL
+        out["beam3_met"] = greedy / rates["beam3"] <= BEAM3_GOAL
+    out["machine"] = machine()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

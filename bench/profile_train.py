@@ -1,0 +1,107 @@
+"""Where training time goes: one train step of each model on a fixed-shape batch.
+
+Times `train_on_batch` (forward, backward and Adam; the fastest of a few
+interleaved repeats) on 64 captions of a typical batch width for radcap's
+merge model, the same with a 64-word vocabulary (what is left without the
+5000-way softmax), radcap with attention, and the classic model on 64 prefix
+samples. Shares are derived by difference. Prints one JSON object.
+
+    .venv/bin/python bench/profile_train.py
+"""
+
+import argparse
+import json
+import time
+
+import keras
+import numpy as np
+from classic import build_classic
+from common import VOCAB_SIZE, machine, random_stats
+
+from radcap.config import preset
+from radcap.model import build_model
+
+
+def train_step(model, inputs, targets):
+    """A function running one `train_on_batch`, traced already."""
+    model.train_on_batch(inputs, targets)
+    return lambda: model.train_on_batch(inputs, targets)
+
+
+def radcap_step(config, vocab_size: int, width: int):
+    stats = {"fc2": random_stats(4096), "grid": random_stats(512)}
+    model = build_model(config, vocab_size, stats)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=0
+        ),
+    )
+    rng = np.random.default_rng(0)
+    n = config.batch_size
+    tokens = rng.integers(4, vocab_size, (n, width + 1), dtype=np.int32)
+    inputs = {"features": rng.standard_normal((n, 4096), np.float32)}
+    if config.attention:
+        inputs["grid"] = rng.standard_normal((n, 49, 512), np.float32)
+    inputs["tokens"] = tokens[:, :-1]
+    return train_step(model, inputs, tokens[:, 1:])
+
+
+def classic_step(config):
+    prefix_len = config.max_len + 1
+    model = build_classic(VOCAB_SIZE, prefix_len, config.embed_dim, config.units, 4096)
+    rng = np.random.default_rng(0)
+    n = config.batch_size
+    inputs = {
+        "features": rng.standard_normal((n, 4096), np.float32),
+        "prefix": rng.integers(1, VOCAB_SIZE, (n, prefix_len), dtype=np.int32),
+    }
+    return train_step(model, inputs, rng.integers(1, VOCAB_SIZE, n))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=23, help="positions per caption")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+
+    config = preset("roco", weights=None)
+    steps = {
+        "radcap_merge": radcap_step(config, VOCAB_SIZE, args.width),
+        "radcap_vocab64": radcap_step(config, 64, args.width),
+        "radcap_attention": radcap_step(
+            config.replace(attention=True), VOCAB_SIZE, args.width
+        ),
+        "classic": classic_step(config),
+    }
+    # Interleaved, fastest of the repeats: other work on the machine skews less.
+    ms = {name: float("inf") for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            ms[name] = min(ms[name], 1000 * (time.perf_counter() - started))
+    n, prefix_len = config.batch_size, config.max_len + 1
+    merge = ms["radcap_merge"]
+    print(
+        json.dumps(
+            {
+                "benchmark": "profile_train",
+                "batch": n,
+                "radcap_positions": args.width,
+                "classic_positions": prefix_len,
+                **{f"{name}_ms": round(t, 1) for name, t in ms.items()},
+                "softmax_share_of_merge": round(1 - ms["radcap_vocab64"] / merge, 2),
+                "attention_extra_vs_merge": round(
+                    ms["radcap_attention"] / merge - 1, 2
+                ),
+                "radcap_positions_per_s": round(n * args.width / merge * 1000),
+                "classic_positions_per_s": round(n * prefix_len / ms["classic"] * 1000),
+                "machine": machine(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
