@@ -111,14 +111,34 @@ class BahdanauAttention(keras.layers.Layer):
 
     def call(self, query, keys, values=None, return_weights=False, query_mask=None):
         values = keys if values is None else values
+        context, weights = self.attend(query, self.project_keys(keys), values)
+        return (context, weights) if return_weights else context
+
+    def project_keys(self, keys):
+        """`W₂ key` for every region: `(batch, regions, units)`.
+
+        It does not depend on the query, so a decoder stepping one word at a
+        time computes it once per image and passes it to `attend`.
+        """
+        return self.key_dense(keys)
+
+    def attend(self, query, projected_keys, values):
+        """Context and weights for `query` over keys already projected.
+
+        Args:
+            query: `(batch, steps, query_dim)`.
+            projected_keys: `(batch, regions, units)` from `project_keys`.
+            values: `(batch, regions, value_dim)`.
+
+        Returns:
+            `(context (batch, steps, value_dim), weights (batch, steps, regions))`.
+        """
         q = self.query_dense(query)[:, :, None, :]  # (batch, steps, 1, units)
-        k = self.key_dense(keys)[:, None, :, :]  # (batch, 1, regions, units)
+        k = projected_keys[:, None, :, :]  # (batch, 1, regions, units)
         scores = self.score_dense(ops.tanh(q + k))[..., 0]  # (batch, steps, regions)
         weights = ops.softmax(scores, axis=-1)  # (batch, steps, regions)
-        context = ops.einsum(
-            "bsr,brd->bsd", weights, values
-        )  # (batch, steps, value_dim)
-        return (context, weights) if return_weights else context
+        context = ops.einsum("bsr,brd->bsd", weights, values)  # (batch, steps, dim)
+        return context, weights
 
     def compute_output_shape(self, query_shape, keys_shape, values_shape=None):
         values_shape = keys_shape if values_shape is None else values_shape
@@ -222,10 +242,10 @@ def feature_stats(
 class DecoderStep:
     """The trained layers, stepped one token at a time with carried state.
 
-    `start(features, grid)` projects the images once; `__call__(tokens,
-    state)` advances every sequence by one token. Both are compiled; the
-    state is a tuple of `(B, ...)` arrays that search code may reorder
-    along the batch axis.
+    `start(features, grid)` projects the images (and the attention keys)
+    once; `__call__(tokens, state)` advances every sequence by one token.
+    Both are compiled; the state is a tuple of `(B, ...)` arrays that search
+    code may reorder along the batch axis.
 
     Args:
         model: A model made by `build_model` (trained or loaded).
@@ -244,23 +264,23 @@ class DecoderStep:
 
         def start(features, grid):
             image = get("image_proj")(get("fc2_norm")(features))  # (B, units)
-            regions = (
-                get("grid_proj")(get("grid_norm")(grid))  # (B, R, units)
-                if self.attention
-                else ops.zeros((ops.shape(features)[0], 1, 1))
-            )
-            return image, regions
+            if not self.attention:
+                empty = ops.zeros((ops.shape(features)[0], 1, 1))
+                return image, empty, empty
+            regions = get("grid_proj")(get("grid_norm")(grid))  # (B, R, units)
+            keys = get("attention").project_keys(regions)  # (B, R, attention_units)
+            return image, regions, keys
 
-        def step(tokens, h, c, image, regions):
+        def step(tokens, h, c, image, regions, keys):
             # A lookup, not the layer: the layer would attach a padding mask.
             x = ops.take(get("embedding").embeddings, tokens, axis=0)  # (B, embed_dim)
             states = [h, c] if self.is_lstm else [h]
             out, new = self.cell(x, states, training=False)  # (B, units)
             merged = out + image
             if self.attention:
-                context, weights = get("attention")(
-                    out[:, None, :], regions, return_weights=True
-                )
+                context, weights = get("attention").attend(
+                    out[:, None, :], keys, regions
+                )  # (B, 1, units), (B, 1, R)
                 merged = merged + context[:, 0]
                 weights = weights[:, 0]  # (B, R)
             else:
@@ -274,7 +294,7 @@ class DecoderStep:
         self._step = tf.function(step, reduce_retracing=True)
 
     def start(self, features: np.ndarray, grid: np.ndarray | None = None):
-        """Initial state for a batch: `(h, c, image, regions)` numpy arrays."""
+        """Initial state for a batch: `(h, c, image, regions, keys)` arrays."""
         features = np.asarray(features, np.float32)
         if self.attention:
             if grid is None:
@@ -284,26 +304,32 @@ class DecoderStep:
             grid = np.asarray(grid, np.float32)
         else:
             grid = np.zeros((len(features), 1, 1), np.float32)
-        image, regions = self._start(features, grid)
+        image, regions, keys = self._start(features, grid)
         zeros = np.zeros((len(features), self.units), np.float32)
-        return (zeros, zeros.copy(), np.asarray(image), np.asarray(regions))
+        return (
+            zeros,
+            zeros.copy(),
+            np.asarray(image),
+            np.asarray(regions),
+            np.asarray(keys),
+        )
 
     def __call__(self, tokens: np.ndarray, state):
         """Advance by one token.
 
         Args:
             tokens: `(B,)` int32 last tokens.
-            state: `(h, c, image, regions)` from `start` or the previous step.
+            state: `(h, c, image, regions, keys)` from `start` or the previous step.
 
         Returns:
             `(log_probs (B, vocab_size), new_state, attention (B, R))`.
         """
-        h, c, image, regions = state
+        h, c, *image = state
         log_probs, h, c, weights = self._step(
-            np.asarray(tokens, np.int32), h, c, image, regions
+            np.asarray(tokens, np.int32), h, c, *image
         )
         return (
             np.asarray(log_probs),
-            (np.asarray(h), np.asarray(c), image, regions),
+            (np.asarray(h), np.asarray(c), *image),
             np.asarray(weights),
         )

@@ -134,3 +134,17 @@ def test_captioner_refuses_a_folder_that_is_not_a_run(tmp_path):
         Captioner.load(tmp_path)
     with pytest.raises(RunError, match="does not exist"):
         Captioner.load(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_top_k_matches_a_stable_sort(seed):
+    from radcap.decode import top_k
+
+    rng = np.random.default_rng(seed)
+    # Few distinct values, so ties are common; some -inf (finished beams).
+    scores = rng.integers(-4, 1, size=(6, 30)).astype(np.float64)
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[0] = -np.inf  # a row of nothing but -inf
+    for k in (1, 3, 5):
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(top_k(scores, k), expected)
