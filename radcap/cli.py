@@ -22,7 +22,13 @@ from radcap.config import Config, preset
 SPLITS = ("train", "validation", "test")
 
 
+_WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
 def _parse_value(text: str):
+    """A `--set` value: a JSON number, true/false/none in any case, else the text."""
+    if text.lower() in _WORDS:
+        return _WORDS[text.lower()]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -199,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate; print metrics and sample captions.",
     )
     _add_config_args(p, "Run name (default: demo, or demo-attention with --attention).")
-    p.add_argument("--size", type=int, help="Number of demo images (default 500).")
+    p.add_argument(
+        "--size", type=int, help="Number of demo images (default: the preset's 600)."
+    )
     p.add_argument("--samples", type=int, default=5, help="Sample captions to print.")
     p.set_defaults(func=cmd_demo)
 

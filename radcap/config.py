@@ -128,9 +128,26 @@ class Config:
             "early_stopping",
             "an integer >= 0 (0 turns it off)",
         )
+        check(isinstance(self.attention, bool), "attention", "true or false")
+        for field in ("dropout", "learning_rate", "length_penalty"):
+            value = getattr(self, field)
+            check(
+                isinstance(value, (int, float)) and not isinstance(value, bool),
+                field,
+                "a number",
+            )
         check(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)")
         check(self.learning_rate > 0, "learning_rate", "a positive number")
         check(self.length_penalty >= 0, "length_penalty", "a number >= 0")
+        for field in (
+            "name",
+            "dataset",
+            "data_dir",
+            "features_dir",
+            "checkpoints_dir",
+            "caption_file",
+        ):
+            check(isinstance(getattr(self, field), str), field, "a string")
         check(
             isinstance(self.name, str) and self.name and "/" not in self.name,
             "name",
@@ -154,6 +171,7 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
@@ -162,6 +180,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
+        """A config from a dict of fields; unknown fields are refused."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:

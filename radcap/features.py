@@ -198,12 +198,15 @@ class Extractor:
         starts = list(range(start, len(paths), bs))
         if max_batches is not None:
             starts = starts[:max_batches]
+        # One thread prepares the next batch, handing its images to the decode
+        # pool; a single pool for both would deadlock with one worker.
         with (
             concurrent.futures.ThreadPoolExecutor(self.workers) as pool,
+            concurrent.futures.ThreadPoolExecutor(1) as ahead,
             tqdm(total=len(paths), initial=start, desc=desc, unit="img") as bar,
         ):
             pending = (
-                pool.submit(self._decode, paths[starts[0] : starts[0] + bs], pool)
+                ahead.submit(self._decode, paths[starts[0] : starts[0] + bs], pool)
                 if starts
                 else None
             )
@@ -211,7 +214,7 @@ class Extractor:
                 batch, errors = pending.result()
                 if j + 1 < len(starts):
                     nxt = starts[j + 1]
-                    pending = pool.submit(self._decode, paths[nxt : nxt + bs], pool)
+                    pending = ahead.submit(self._decode, paths[nxt : nxt + bs], pool)
                 n = len(batch)
                 if n < bs:
                     batch = np.concatenate(
@@ -266,6 +269,26 @@ def _check_meta(folder: Path, meta: dict) -> None:
             "It is never mixed with new features: delete that folder to re-extract, "
             "or point Config.features_dir somewhere else."
         )
+
+
+def _check_ids(cached: dict, ids: list[str], split: str, folders: dict) -> None:
+    """Refuse caches that lack asked-for images, or whose layers disagree on rows."""
+    first, *others = cached
+    where = " and ".join(str(folders[layer]) for layer in cached)
+    missing = set(ids) - set(cached[first].index)
+    if missing:
+        raise FeatureCacheError(
+            f"The {split} cache in {folders[first]} lacks {len(missing)} of the "
+            f"{len(ids)} images asked for (e.g. {sorted(missing)[:3]}): the dataset "
+            f"changed since extraction. Delete {where} to extract again."
+        )
+    for layer in others:
+        if cached[layer].ids != cached[first].ids:
+            raise FeatureCacheError(
+                f"The {split} caches of {first} and {layer} list different images "
+                f"(one was extracted again without the other). Delete {where} to "
+                "extract both again in one pass."
+            )
 
 
 def is_cached(config: Config, split: str, root: str | Path = ".") -> bool:
@@ -337,14 +360,7 @@ def extract(
     done = [(f / f"{split}.npy").exists() for f in folders.values()]
     if all(done):
         result = {layer: load_features(config, split, layer, root) for layer in layers}
-        missing = set(ids) - set(result[layers[0]].index)
-        if missing:
-            raise FeatureCacheError(
-                f"The {split} cache in {folders[layers[0]]} lacks {len(missing)} of "
-                f"the {len(ids)} images asked for (e.g. {sorted(missing)[:3]}): the "
-                "dataset changed since extraction. Delete the cache folder to "
-                "extract again."
-            )
+        _check_ids(result, ids, split, folders)
         return result
 
     for layer, folder in folders.items():

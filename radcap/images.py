@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 # Above this many pixels PIL refuses a file as a decompression bomb; real
 # scans can be large, so allow up to ~16k x 16k and decode lazily.
@@ -62,24 +61,49 @@ def load_image(path: str | Path, size: int = 224) -> np.ndarray:
         raise ImageError(path, "file not found")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file (0 bytes)")
+    # PIL's own bomb check allows less than real scans need; ours is below.
+    Image.MAX_IMAGE_PIXELS = 2 * MAX_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            ImageFile.LOAD_TRUNCATED_IMAGES = False
-            with Image.open(path) as img:
-                if img.format == "JPEG":
-                    img.draft(
-                        img.mode if img.mode != "CMYK" else "CMYK", (size * 2, size * 2)
-                    )
-                img.load()
-                rgb = _to_rgb8(img)
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(
+                    path, f"image too large ({img.width}x{img.height} pixels)"
+                )
+            if img.format == "JPEG":  # decode at reduced size: cheap and small
+                img.draft(img.mode, (size * 2, size * 2))
+            img.load()
+            rgb = _to_rgb8(_shrink(img, size))
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(path, "not an image file (unknown format)") from None
     except Image.DecompressionBombError:
         raise ImageError(path, f"image too large (over {MAX_PIXELS} pixels)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(path, f"truncated or corrupt image ({err})") from None
+    except Exception as err:  # decoders raise many other types (zlib, struct...)
+        raise ImageError(
+            path, f"could not decode ({type(err).__name__}: {err})"
+        ) from None
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(rgb, dtype=np.float32)
+
+
+def _shrink(img: Image.Image, size: int) -> Image.Image:
+    """Box-reduce a large image to about twice `size` before any conversion.
+
+    A 10000x10000 16-bit scan would otherwise be converted to float at full
+    size (400 MB per image). Modes that cannot be reduced (palette) are left.
+    """
+    factor = min(img.size) // (2 * size)
+    if factor < 2:
+        return img
+    if img.mode.startswith("I;16"):  # PIL cannot reduce these: subsample instead
+        return Image.fromarray(
+            np.ascontiguousarray(np.asarray(img)[::factor, ::factor])
+        )
+    try:
+        return img.reduce(factor)
+    except ValueError:
+        return img

@@ -149,7 +149,25 @@ def _callback_classes():
             if self.bar is not None:
                 self.bar.close()
 
-    return EpochSeed, Progress
+    class EarlyStopping(keras.callbacks.EarlyStopping):
+        """Early stopping that also counts the epochs before a resume.
+
+        Args:
+            history: The run's `history.csv` so far, or None.
+        """
+
+        def __init__(self, history, **kwargs):
+            super().__init__(**kwargs)
+            self.history = history
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self.history is not None:
+                losses = self.history["val_loss"].to_numpy()
+                self.best = float(losses.min())
+                self.wait = len(losses) - 1 - int(losses.argmin())
+
+    return EpochSeed, Progress, EarlyStopping
 
 
 def split_data(
@@ -211,9 +229,11 @@ def train(
 ) -> dict:
     """Train a captioner into `config.run_dir(root)`, resuming if interrupted.
 
-    Skips work already done: a finished run is not trained again (delete
-    `training.json` or use a new run name to retrain), and an interrupted
-    one continues from its last finished epoch.
+    Skips work already done: a finished run is not trained again, an
+    interrupted one continues from its last finished epoch, and a finished
+    one asked for more epochs (`config.epochs`, the one field that may
+    change) trains on from its best checkpoint. To retrain from scratch,
+    delete the run folder or use another run name.
 
     Args:
         config: The run configuration.
@@ -238,13 +258,19 @@ def train(
     summary_path = run_dir / "training.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        if summary.get("epochs") == config.epochs:
+        stopped_early = summary["epochs_run"] < summary["epochs"]
+        if stopped_early or config.epochs <= summary["epochs_run"]:
             if verbose:
+                why = " (early stopping ended it)" if stopped_early else ""
                 print(
-                    f"{run_dir} is already trained ({summary['epochs_run']} epochs); "
-                    "skipping. Delete training.json to train again."
+                    f"{run_dir} is already trained: {summary['epochs_run']} "
+                    f"epochs{why}; skipping. To train again from scratch, delete "
+                    "the folder or use another run name."
                 )
             return summary
+        # Asked for more epochs: train on from the best checkpoint (below).
+        # From here the run counts as unfinished, even if this is interrupted.
+        summary_path.unlink()
     config.save(run_dir / "config.json")
 
     if dataset is None:
@@ -306,17 +332,33 @@ def train(
         False,
     )
 
+    # Where to start: BackupAndRestore picks up an interrupted epoch loop from
+    # backup/; without one, a run with finished epochs (trained on with more
+    # epochs, or stopped between its checkpoint and its backup) continues from
+    # best.keras (weights and Adam's state); anything else starts fresh.
     history_path = run_dir / "history.csv"
     backup_dir = run_dir / "backup"
-    best_so_far = None
-    if backup_dir.exists() and history_path.exists():
-        history = pd.read_csv(history_path)
-        if "val_loss" in history and len(history):
-            best_so_far = float(history["val_loss"].min())
-    elif history_path.exists():
+    history = pd.read_csv(history_path) if history_path.exists() else None
+    if history is not None and not ("val_loss" in history and len(history)):
+        history = None
+    initial_epoch = 0
+    if history is not None and not backup_dir.exists():
+        if (run_dir / "best.keras").exists():
+            model.optimizer.build(model.trainable_variables)  # to load its state
+            model.load_weights(run_dir / "best.keras")
+            initial_epoch = int(history["epoch"].max()) + 1
+            if verbose:
+                print(
+                    f"continuing from {run_dir / 'best.keras'} at epoch "
+                    f"{initial_epoch + 1}"
+                )
+        else:
+            history = None
+    if history is None and history_path.exists():
         history_path.unlink()  # a fresh start: no stale epochs in the log
+    best_so_far = None if history is None else float(history["val_loss"].min())
 
-    EpochSeed, Progress = _callback_classes()
+    EpochSeed, Progress, EarlyStopping = _callback_classes()
     callback_list = [
         EpochSeed(train_batches),
         keras.callbacks.ModelCheckpoint(
@@ -330,9 +372,7 @@ def train(
     ]
     if config.early_stopping:
         callback_list.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.early_stopping
-            )
+            EarlyStopping(history, monitor="val_loss", patience=config.early_stopping)
         )
     if verbose:
         callback_list.append(Progress(config.epochs))
@@ -343,6 +383,7 @@ def train(
         train_batches.dataset(),
         validation_data=val_batches.dataset(),
         epochs=config.epochs,
+        initial_epoch=initial_epoch,
         callbacks=callback_list,
         shuffle=False,
         verbose=0,

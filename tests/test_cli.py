@@ -39,6 +39,7 @@ def test_caption_on_a_folder_that_is_no_run(tmp_path, capsys):
         (["--set", "colour=red"], "no field(s) ['colour']"),
         (["--set", "epochs"], "expected KEY=VALUE"),
         (["--set", "units=0"], "Config.units=0 is invalid"),
+        (["--set", "learning_rate=x"], "Config.learning_rate='x' is invalid"),
     ],
 )
 def test_bad_settings_are_reported(args, message, tmp_path, capsys):
@@ -53,3 +54,13 @@ def test_config_from_args_applies_run_and_attention():
     args = cli.build_parser().parse_args(["train", "--run", "mine", "--preset", "roco"])
     config = cli.config_from_args(args)
     assert config.name == "mine" and config.weights == "imagenet"
+
+
+def test_set_reads_true_false_and_none_in_any_case():
+    parse = cli.build_parser().parse_args
+    args = parse(["train", "--set", "attention=False", "--set", "weights=None"])
+    config = cli.config_from_args(args)
+    assert config.attention is False and config.weights is None
+    assert config.name == "demo"  # not renamed to demo-attention
+    config = cli.config_from_args(parse(["train", "--set", "attention=true"]))
+    assert config.attention is True and config.name == "demo-attention"

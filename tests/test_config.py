@@ -21,6 +21,9 @@ def test_round_trip(tmp_path):
         ("image_size", 256, "Config.image_size=256"),
         ("name", "a/b", "Config.name='a/b'"),
         ("early_stopping", -1, "Config.early_stopping=-1"),
+        ("learning_rate", "fast", "Config.learning_rate='fast' is invalid"),
+        ("attention", "False", "Config.attention='False' is invalid"),
+        ("dropout", True, "Config.dropout=True is invalid"),
     ],
 )
 def test_invalid_values_name_field_and_value(field, value, words):

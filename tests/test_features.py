@@ -112,12 +112,24 @@ def test_resume_gives_the_same_array(images, extractors, full, tmp_path, attenti
     assert not (folder / "train.partial.npy").exists()
 
 
-def test_attention_runs_the_backbone_once_per_image(images, extractors, tmp_path):
+def test_attention_runs_the_backbone_once_per_image(
+    images, extractors, tmp_path, monkeypatch
+):
+    import radcap.features
+
+    reads = []
+    load_image = radcap.features.load_image
+    monkeypatch.setattr(
+        radcap.features,
+        "load_image",
+        lambda path, size: reads.append(path) or load_image(path, size),
+    )
     extractor = extractors[True]
     calls = counted(extractor)
     cached = extract(extractor.config, images, "train", tmp_path, extractor=extractor)
     extractor.forward = type(extractor).forward.__get__(extractor)
     assert sum(calls) == -(-N // BATCH) * BATCH and len(calls) == -(-N // BATCH)
+    assert sorted(reads) == sorted(images["path"])  # every file read once
     assert cached["block5_pool"].array.shape == (N, 49, 512)
     assert set(cached) == {"fc2", "block5_pool"}
 
@@ -147,3 +159,22 @@ def test_a_changed_dataset_is_refused(images, full):
 def test_missing_weights_file_names_the_ways_out(tmp_path):
     with pytest.raises(WeightsError, match="not found.*'imagenet'.*None"):
         Extractor(preset("demo", weights=str(tmp_path / "nope.h5")))
+
+
+def test_layers_that_list_different_images_are_refused(images, full, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(full[True][0], root)
+    config = preset("demo", extract_batch_size=BATCH, attention=True)
+    ids = cache_dir(config, "block5_pool", root) / "train.ids"
+    ids.write_text("".join(f"{i}\n" for i in reversed(ids.read_text().split())))
+    with pytest.raises(FeatureCacheError, match="different images.*block5_pool"):
+        extract(config, images, "train", root)
+
+
+def test_one_decode_worker_does_not_deadlock(images, tmp_path):
+    config = preset("demo", extract_batch_size=BATCH)
+    extractor = Extractor(config, workers=1)
+    cached = extract(config, images, "train", tmp_path, extractor=extractor)
+    assert cached["fc2"].array.shape == (N, 4096)

@@ -108,3 +108,42 @@ def test_a_run_folder_with_another_config_is_refused(tiny):
     train(config, dataset, root, verbose=False)
     with pytest.raises(ValueError, match="another config.*units: saved 32, now 64"):
         train(config.replace(units=64), dataset, root, verbose=False)
+
+
+def test_a_finished_run_asked_for_more_epochs_trains_on(tiny):
+    root, config, dataset = tiny
+    config = config.replace(name="longer")
+    run_dir = config.run_dir(root)
+    train(config, dataset, root, verbose=False)
+    first = pd.read_csv(run_dir / "history.csv")
+
+    seen = FirstEpoch()
+    summary = train(config.replace(epochs=5), dataset, root, callbacks=[seen])
+    assert seen.epochs == [3, 4]
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3, 4]
+    pd.testing.assert_frame_equal(history.head(3), first)  # the log is kept
+    assert summary["epochs"] == 5 and summary["epochs_run"] == 5
+    assert summary["best_val_loss"] == pytest.approx(history["val_loss"].min())
+    # The first epoch trained on starts from the best weights, not from scratch.
+    assert history["val_loss"][3] < first["val_loss"][0]
+
+    # Fewer epochs than were run: nothing to do.
+    seen = FirstEpoch()
+    train(config.replace(epochs=4), dataset, root, callbacks=[seen], verbose=False)
+    assert seen.epochs == []
+
+
+def test_early_stopping_counts_the_epochs_before_a_resume():
+    from radcap.train import _callback_classes
+
+    EarlyStopping = _callback_classes()[2]
+    history = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_loss": [1.0, 0.5, 0.6, 0.7]})
+    stopper = EarlyStopping(history, monitor="val_loss", patience=3)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    stopper.set_model(model)
+    stopper.on_train_begin()
+    assert stopper.best == 0.5 and stopper.wait == 2
+    model.stop_training = False
+    stopper.on_epoch_end(4, {"val_loss": 0.8})  # third epoch without a better loss
+    assert model.stop_training
