@@ -3,7 +3,7 @@
 radcap demo [--run NAME] [--attention]     the whole pipeline on the synthetic demo
 radcap extract --preset roco               cache VGG16 features of every split
 radcap train --preset roco --run roco-1    train into checkpoints/roco-1
-radcap evaluate --run roco-1               metrics.json for the test split
+radcap evaluate --run roco-1               metrics.json and report.md (test split)
 radcap caption --run roco-1 scan.png       one caption per image
 radcap download roco --dest data/roco      fetch ROCO from Kaggle
 """
@@ -121,16 +121,28 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from radcap.evaluate import evaluate
+    from radcap.evaluate import compare_runs, evaluate, markdown_table
 
-    evaluate(
-        run_path(args.run, args.root),
-        root=args.root,
-        split=args.split,
-        beams=args.beam,
-        scoring=args.scoring,
-        controls=not args.no_controls,
-    )
+    run_dirs = [run_path(run, args.root) for run in args.run]
+    for run_dir in run_dirs:
+        evaluate(
+            run_dir,
+            root=args.root,
+            split=args.split,
+            beams=args.beam,
+            scoring=args.scoring,
+            controls=not args.no_controls,
+        )
+    if len(run_dirs) > 1:
+        table = compare_runs(run_dirs)
+        path = run_dirs[0].parent / "comparison.md"
+        path.write_text(
+            f"# {', '.join(d.name for d in run_dirs)} on the {args.split} split\n\n"
+            + markdown_table(table)
+            + "\n"
+        )
+        print(f"\n{table.to_string(float_format=lambda x: f'{x:.3f}')}")
+        print(f"Wrote {path}")
     return 0
 
 
@@ -142,6 +154,8 @@ def cmd_caption(args) -> int:
     for image in args.images:
         p = Path(image)
         paths += sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
+    if not paths:
+        raise ValueError(f"No image files in {', '.join(args.images)}.")
     status = 0
     for path, text in zip(
         paths, captioner.caption(paths, beam=args.beam, return_attention=True)
@@ -226,7 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="Score a trained run; writes metrics.json.")
-    p.add_argument("--run", required=True, help="Run folder or run name.")
+    p.add_argument(
+        "--run",
+        required=True,
+        action="append",
+        help="Run folder or run name; repeat it to compare runs in one table "
+        "(written to comparison.md beside the first run).",
+    )
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument(
         "--beam",

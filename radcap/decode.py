@@ -7,8 +7,10 @@ The searches are written once, against a step function
 where `state` is a tuple of arrays whose first axis is the batch. Search code
 only reorders states along that axis, so the same code drives the trained
 decoder (`radcap.model.DecoderStep`) and the scripted step functions of the
-tests. Every image in the batch advances together; each sequence stops at its
-own `<end>`.
+tests. An entry that the step hands back as the very object it got (the
+image's projections) is the same for every beam of an image, so beam search
+does not reorder it. Every image in the batch advances together; each
+sequence stops at its own `<end>`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from radcap.config import Config
 from radcap.text import Vocabulary
@@ -150,6 +153,7 @@ def beam_search(
     lengths = np.full((batch_size, k), max_len, np.int64)
     rows = np.arange(batch_size)[:, None]
     for t in range(max_len):
+        before = state
         log_probs, state, attention = step(tokens, state)  # (B*k, V), ..., (B*k, R)
         vocab_size = log_probs.shape[-1]
         log_probs = log_probs.reshape(batch_size, k, vocab_size).astype(np.float64)
@@ -170,8 +174,11 @@ def beam_search(
             if weights is None
             else np.concatenate([weights[rows, parent], attention], axis=2)
         )  # (B, k, t + 1, R)
-        flat = (rows * k + parent).reshape(-1)
-        state = _take(state, flat)
+        flat = (rows * k + parent).reshape(-1)  # parents stay within their image
+        state = tuple(
+            new if new is old else np.take(new, flat, axis=0)
+            for new, old in zip(state, before)
+        )
         tokens = token.reshape(-1)
         if done.all():
             break
@@ -244,6 +251,7 @@ class Captioner:
 
     @property
     def attention(self) -> bool:
+        """Whether the model attends over grid features (then pass `grid`)."""
         return self.step.attention
 
     def search(
@@ -265,8 +273,18 @@ class Captioner:
         """
         if length_penalty is None:
             length_penalty = self.config.length_penalty
+        if (
+            isinstance(beam, bool)
+            or not isinstance(beam, (int, np.integer))
+            or beam < 1
+        ):
+            raise ValueError(f"beam={beam!r} is invalid: use 1 (greedy) or more.")
+        self._check_inputs(features, grid)
         parts = []
-        for s in range(0, len(features), batch_size):
+        starts = range(0, len(features), batch_size)
+        if len(starts) > 4:  # long work shows progress
+            starts = tqdm(starts, desc="greedy" if beam == 1 else f"beam {beam}")
+        for s in starts:
             f = np.asarray(features[s : s + batch_size], np.float32)
             g = (
                 None
@@ -297,6 +315,29 @@ class Captioner:
             np.concatenate([p.scores for p in parts]) if parts else np.zeros(0),
             [a for p in parts for a in p.attention],
         )
+
+    def _check_inputs(self, features, grid) -> None:
+        """Say clearly when cached features do not fit this model."""
+        dim = len(self.model.get_layer("fc2_norm").mean)
+        if getattr(features, "ndim", None) != 2 or features.shape[1] != dim:
+            raise ValueError(
+                f"features of shape {getattr(features, 'shape', None)} do not fit "
+                f"this model: it takes (images, {dim}) {self.config.layer} "
+                "features from the run's backbone."
+            )
+        if not self.attention:
+            return
+        width = len(self.model.get_layer("grid_norm").mean)
+        if grid is None:
+            raise ValueError(
+                "This model uses attention: pass the grid features too (grid=)."
+            )
+        if grid.ndim != 3 or grid.shape[0] != len(features) or grid.shape[2] != width:
+            raise ValueError(
+                f"grid of shape {grid.shape} does not fit: expected "
+                f"({len(features)}, regions, {width}) {self.config.grid_layer} "
+                "features."
+            )
 
     def caption_features(
         self, features, grid=None, beam: int = 1, **kwargs
@@ -349,6 +390,8 @@ class Captioner:
             images = [None] * len(features)
         else:
             images = [images] if isinstance(images, (str, Path)) else list(images)
+            if not images:
+                raise ValueError("No images to caption: give at least one file.")
             features, grid, errors = self.image_features(images)
         result = self.search(features, grid, beam=beam, **kwargs)
         out = []

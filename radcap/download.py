@@ -14,7 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from radcap.datasets import ROCO_SHORT, SPLITS, roco_caption_csv
+from radcap.datasets import ROCO_SHORT, SPLITS, roco_caption_csv, roco_layout
 
 DATASET = "virajbagal/roco-dataset"
 # Where Kaggle notebooks mount the dataset once it is added as an input.
@@ -135,15 +135,54 @@ def find_roco(
         kaggle_input: The Kaggle mount to try first; default `KAGGLE_INPUT`.
 
     Returns:
-        The first folder that passes `check_roco_layout`, or None.
+        The Kaggle mount if it passes `check_roco_layout`, else `local_dir` if
+        it passes that check or holds the original layout of the
+        razorx89/roco-dataset repository; otherwise None.
     """
-    candidates = [Path(kaggle_input or KAGGLE_INPUT)]
-    if local_dir is not None:
-        candidates.append(Path(local_dir))
-    for folder in candidates:
-        if folder.is_dir() and not check_roco_layout(folder):
-            return folder
+    mount = Path(kaggle_input or KAGGLE_INPUT)
+    if mount.is_dir() and not check_roco_layout(mount):
+        return mount
+    if local_dir is not None and Path(local_dir).is_dir():
+        local_dir = Path(local_dir)
+        if not check_roco_layout(local_dir):
+            return local_dir
+        try:
+            if roco_layout(local_dir)[0] == "original":
+                return local_dir
+        except FileNotFoundError:
+            pass
     return None
+
+
+def link_roco(found: str | Path, dest: str | Path) -> Path:
+    """Make `dest` (the dataset folder the `roco` preset reads) point at `found`.
+
+    Lets later steps read a copy that lives elsewhere (the Kaggle mount, a
+    folder of yours) without copying gigabytes. A link or an empty folder at
+    `dest` is replaced; a folder with files in it is left alone.
+
+    Returns:
+        `dest`.
+
+    Raises:
+        DownloadError: `dest` is a non-empty folder of its own.
+    """
+    found, dest = Path(found).resolve(), Path(dest)
+    if dest.resolve() == found:
+        return dest
+    if dest.is_symlink():
+        dest.unlink()
+    elif dest.is_dir() and not any(dest.iterdir()):
+        dest.rmdir()
+    elif dest.exists():
+        raise DownloadError(
+            f"{dest} already holds files that are not a complete ROCO copy, so it "
+            f"cannot point at {found}. Move {dest} away (or delete it), or use it "
+            "as the ROCO folder."
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.symlink_to(found, target_is_directory=True)
+    return dest
 
 
 def unzip(archive: str | Path, dest: str | Path) -> int:

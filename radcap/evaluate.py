@@ -140,13 +140,13 @@ def score(
     if meteor is None:
         meteor = java_available()
     if meteor:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        scorer = Meteor()
-        total, per_image = scorer.compute_score(gts, res)
-        out["METEOR"] = float(np.mean(per_image) if per_caption else total)
-        if hasattr(scorer, "close"):
-            scorer.close()
+        try:
+            out["METEOR"] = _meteor(gts, res, per_caption)
+        except Exception as err:  # a JVM that fails to start, or dies mid-way
+            out["METEOR_skipped"] = (
+                f"METEOR failed ({type(err).__name__}: {err}); check that `java "
+                "-version` runs and that 2 GB of memory are free for it."
+            )
     else:
         out["METEOR_skipped"] = (
             "Java not found: METEOR is a Java program. Install a JRE."
@@ -155,6 +155,18 @@ def score(
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     out["distinct"] = distinct_share(candidates.values())
     return out
+
+
+def _meteor(gts: dict, res: dict, per_caption: bool) -> float:
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = Meteor()
+    try:
+        total, per_image = scorer.compute_score(gts, res)
+    finally:
+        if hasattr(scorer, "close"):
+            scorer.close()
+    return float(np.mean(per_image) if per_caption else total)
 
 
 def diversity(captions, train_captions) -> dict:
@@ -526,6 +538,19 @@ def compare_runs(run_dirs) -> pd.DataFrame:
     return pd.concat(tables)
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """A metrics table (`metrics_table`, `compare_runs`) as a Markdown table."""
+    head = ["run", *table.columns]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+    ]
+    for name, row in table.iterrows():
+        cells = [f"{row[c]:.3f}" if pd.notna(row[c]) else "" for c in table.columns]
+        lines.append("| " + " | ".join([str(name), *cells]) + " |")
+    return "\n".join(lines)
+
+
 def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") -> str:
     """`report.md`: the metrics table, the verdict, controls, diversity, samples.
 
@@ -535,7 +560,10 @@ def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") ->
         run_name: Shown in the title and the table's row names.
     """
     table = metrics_table(metrics)
-    head = ["run"] + list(table.columns)
+    table.index = [
+        name if name.startswith("baseline") else f"{run_name} {name}".strip()
+        for name in table.index
+    ]
     lines = [
         f"# Evaluation of {run_name or 'the run'} on the {metrics['split']} split",
         "",
@@ -548,13 +576,8 @@ def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") ->
         "`distinct`: share of distinct captions; `copied`: share copied verbatim "
         "from the training captions.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+        markdown_table(table),
     ]
-    for name, row in table.iterrows():
-        label = name if name.startswith("baseline") else f"{run_name} {name}".strip()
-        cells = [f"{row[c]:.3f}" if pd.notna(row[c]) else "" for c in table.columns]
-        lines.append("| " + " | ".join([label, *cells]) + " |")
     if "METEOR_skipped" in metrics:
         lines += ["", f"METEOR left out: {metrics['METEOR_skipped']}"]
     if "beats_baselines" in metrics:

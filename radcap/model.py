@@ -162,7 +162,9 @@ class MergeImage(keras.layers.Layer):
         return mask[0] if isinstance(mask, (list, tuple)) else mask
 
 
-def build_model(config: Config, vocab_size: int, stats: dict) -> keras.Model:
+def build_model(
+    config: Config, vocab_size: int, stats: dict | None = None
+) -> keras.Model:
     """The training model: (features[, grid], tokens) → next-word logits.
 
     Args:
@@ -171,12 +173,23 @@ def build_model(config: Config, vocab_size: int, stats: dict) -> keras.Model:
         vocab_size: Number of token ids.
         stats: Normalisation statistics from the train split:
             `{"fc2": (mean, std)}` plus `{"grid": (mean, std)}` with attention.
+            None puts mean 0 and std 1, enough for a summary or a shape check.
 
     Returns:
         A functional `keras.Model` with inputs `features` `(B, 4096)`,
         optionally `grid` `(B, R, 512)`, and `tokens` `(B, T)` int32 (0 is
         padding), and output logits `(B, T, vocab_size)` float32.
     """
+    if stats is None:
+        from radcap.features import FEATURE_SHAPES
+
+        stats = {
+            name: (
+                np.zeros(FEATURE_SHAPES[layer][-1]),
+                np.ones(FEATURE_SHAPES[layer][-1]),
+            )
+            for name, layer in (("fc2", config.layer), ("grid", config.grid_layer))
+        }
     mean, std = stats["fc2"]
     features = keras.Input((len(mean),), name="features")
     tokens = keras.Input((None,), dtype="int32", name="tokens")

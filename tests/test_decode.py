@@ -148,3 +148,83 @@ def test_top_k_matches_a_stable_sort(seed):
     for k in (1, 3, 5):
         expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(top_k(scores, k), expected)
+
+
+def history_step(vocab, regions, seed):
+    """A step function whose next word depends on the whole history of its row.
+
+    The state is `(code, image)`: `code` hashes every token so far, `image`
+    never changes (and is handed back as the same object). Attention is a
+    one-hot vector that also depends on the code, so it must follow the beams.
+    """
+    table = np.random.default_rng(seed).normal(size=(97, vocab)) * 2
+    log_table = table - np.log(np.exp(table).sum(1, keepdims=True))
+
+    def step(tokens, state):
+        code, image = state
+        code = (code * 7 + tokens) % 97  # (B,) every token so far, this one too
+        row = (code + image[:, 0]) % 97
+        attention = np.eye(regions)[row % regions]
+        return log_table[row], (code, image), attention
+
+    return step, log_table
+
+
+def reference_beam(log_table, regions, image, k, max_len, length_penalty):
+    """Beam search for one image, written plainly: every candidate, sorted."""
+    # tokens, score, code (as the step function hashes them), done, attention
+    beams = [([], 0.0, (1 * 7 + START) % 97, False, [])]
+    for _ in range(max_len):
+        candidates = []
+        for p, (tokens, score, code, done, att) in enumerate(beams):
+            row = (code + image) % 97
+            for token in range(log_table.shape[1]):
+                if done:
+                    if token == END:
+                        candidates.append((score, p, token, tokens, code, True, att))
+                    continue
+                new_att = [*att, np.eye(regions)[row % regions]]
+                candidates.append(
+                    (
+                        score + log_table[row, token],
+                        p,
+                        token,
+                        [*tokens, token],
+                        (code * 7 + token) % 97,
+                        token == END,
+                        new_att,
+                    )
+                )
+        candidates.sort(key=lambda c: (-c[0], c[1] * 100 + c[2]))
+        beams = [(c[3], c[0], c[4], c[5], c[6]) for c in candidates[:k]]
+        if all(b[3] for b in beams):
+            break
+    final = [b[1] / max(len(b[0]), 1) ** length_penalty for b in beams]
+    best = beams[int(np.argmax(final))]
+    return best[0], best[1], np.array(best[4])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_beam_search_matches_a_plain_reference(seed, k):
+    vocab, regions, images, max_len = 7, 5, 4, 6
+    length_penalty = 0.7 if seed % 2 else 0.0
+    step, log_table = history_step(vocab, regions, seed)
+    state = (np.ones(images, np.int64), np.arange(images)[:, None] * 13)
+    result = beam_search(
+        step,
+        state,
+        batch_size=images,
+        start_id=START,
+        end_id=END,
+        max_len=max_len,
+        beam=k,
+        length_penalty=length_penalty,
+    )
+    for i in range(images):
+        tokens, score, attention = reference_beam(
+            log_table, regions, i * 13, k, max_len, length_penalty
+        )
+        assert result.tokens[i] == tokens
+        assert result.scores[i] == pytest.approx(score)
+        np.testing.assert_array_equal(result.attention[i], attention)

@@ -16,6 +16,7 @@ from radcap.download import (
     download_roco,
     find_roco,
     kaggle_credentials,
+    link_roco,
     unzip,
 )
 
@@ -124,6 +125,30 @@ def test_find_roco_prefers_the_kaggle_input_then_the_local_folder(tmp_path):
     assert find_roco(local, kaggle_input=mount) == mount
     assert find_roco(local, kaggle_input=tmp_path / "absent") == local
     assert find_roco(tmp_path / "data", kaggle_input=tmp_path / "absent") is None
+    # The original layout of razorx89/roco-dataset counts as a local copy too.
+    original = tmp_path / "clone"
+    (original / "data/test/radiology").mkdir(parents=True)
+    (original / "data/test/radiology/captions.txt").write_text("ROCO_1\t A CT.\n")
+    assert find_roco(original, kaggle_input=tmp_path / "absent") == original
+
+
+def test_link_roco_points_the_dataset_folder_at_a_copy_elsewhere(tmp_path):
+    found = make_roco(tmp_path / "kaggle/input/roco-dataset")
+    dest = tmp_path / "work/data/roco"
+    assert link_roco(found, dest) == dest and dest.resolve() == found
+    other = make_roco(tmp_path / "mine")
+    link_roco(other, dest)  # a link is replaced
+    assert dest.resolve() == other
+    dest.unlink()
+    dest.mkdir()  # an empty folder, e.g. left by a failed download
+    link_roco(found, dest)
+    assert dest.resolve() == found and check_roco_layout(dest) == []
+    dest.unlink()
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(DownloadError, match="already holds files.*Move"):
+        link_roco(found, dest)
+    assert (dest / "notes.txt").read_text() == "mine"
 
 
 def test_unzip_builds_the_layout_and_refuses_escaping_members(tmp_path):

@@ -121,3 +121,27 @@ def test_search_by_caption_finds_a_matching_image(demo_run, workdir):
     references = datasets.load(config, workdir).references("test")
     recall = recall_at_k(captioner, fc2.array, None, references, ks=(1, 5), ids=fc2.ids)
     assert recall["recall@1"] >= 0.8 and recall["recall@5"] >= recall["recall@1"]
+
+
+def test_evaluate_compares_several_runs_in_one_table(demo_run, attention_run, workdir):
+    args = ["evaluate", "--run", "demo", "--run", "demo-attention", "--no-controls"]
+    assert cli.main([*args, "--root", str(workdir)]) == 0
+    text = (demo_run.parent / "comparison.md").read_text()
+    for row in ("demo greedy", "demo beam-3", "demo-attention greedy", "nearest"):
+        assert f"| {row}" in text
+    line = next(x for x in text.splitlines() if x.startswith("| demo-attention greedy"))
+    bleu = metrics_of(attention_run)["results"]["greedy"]["BLEU-4"]
+    assert line.split(" | ")[4] == f"{bleu:.3f}"  # run, BLEU-1, -2, -3, -4
+
+
+def test_inputs_that_do_not_fit_get_clear_errors(demo_run, attention_run, tmp_path):
+    captioner = Captioner.load(demo_run)
+    with pytest.raises(ValueError, match=r"shape \(2, 512\) do not fit.*4096"):
+        captioner.caption(np.zeros((2, 512), np.float32))
+    with pytest.raises(ValueError, match="beam=0 is invalid"):
+        captioner.caption(np.zeros((2, 4096), np.float32), beam=0)
+    attention = Captioner.load(attention_run)
+    with pytest.raises(ValueError, match="pass the grid features"):
+        attention.caption(np.zeros((2, 4096), np.float32))
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["caption", "--run", str(demo_run), str(tmp_path / "empty")]) == 2

@@ -79,6 +79,22 @@ def test_imageclef_scoring_averages_per_caption():
     assert clef["BLEU-1"] == pytest.approx(1.0)
 
 
+def test_a_failing_meteor_is_left_out_with_its_reason(monkeypatch):
+    import radcap.evaluate
+
+    def broken(*args):
+        raise BrokenPipeError("the JVM exited")
+
+    monkeypatch.setattr(radcap.evaluate, "_meteor", broken)
+    refs = {"a": ["a small nodule"], "b": ["no abnormality"]}
+    out = score(refs, {"a": "a small nodule", "b": "a cyst"}, meteor=True)
+    assert (
+        "METEOR" not in out
+        and "BrokenPipeError: the JVM exited" in out["METEOR_skipped"]
+    )
+    assert out["BLEU-1"] > 0 and out["CIDEr"] > 0
+
+
 def test_unknown_scoring_is_refused():
     with pytest.raises(ValueError, match="scoring='bleu'.*'coco'.*'imageclef'"):
         score({"a": ["x"]}, {"a": "x"}, meteor=False, scoring="bleu")
