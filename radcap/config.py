@@ -28,7 +28,13 @@ class Config:
         data_dir: Folder of raw datasets.
         features_dir: Folder of feature caches.
         checkpoints_dir: Folder of run folders.
-        caption_file: For `source="csv"`: the CSV path (relative to the dataset folder).
+        caption_file: For `source="csv"`: the CSV path (relative to the dataset
+            folder); for `"coco"`: the captions JSON.
+        include_nonradiology: For ROCO: also read the `non-radiology` folders.
+        report_fields: For IU X-ray: the report columns that make the caption,
+            comma-separated, in order (e.g. `"findings,impression"`).
+        projection: For IU X-ray: keep `"frontal"` or `"lateral"` images, or
+            None for both.
         demo_size: Number of images the demo generator makes.
         image_size: Side of the square backbone input, in pixels.
         backbone: Image encoder; only `"vgg16"`.
@@ -63,6 +69,9 @@ class Config:
     features_dir: str = "features"
     checkpoints_dir: str = "checkpoints"
     caption_file: str = "captions.csv"
+    include_nonradiology: bool = False
+    report_fields: str = "findings,impression"
+    projection: str | None = "frontal"
     demo_size: int = 500
     image_size: int = 224
     backbone: str = "vgg16"
@@ -128,7 +137,19 @@ class Config:
             "early_stopping",
             "an integer >= 0 (0 turns it off)",
         )
-        check(isinstance(self.attention, bool), "attention", "true or false")
+        for field in ("attention", "include_nonradiology"):
+            check(isinstance(getattr(self, field), bool), field, "true or false")
+        check(
+            self.projection in (None, "frontal", "lateral"),
+            "projection",
+            "'frontal', 'lateral' or None (both)",
+        )
+        check(
+            isinstance(self.report_fields, str)
+            and all(f.strip() for f in self.report_fields.split(",")),
+            "report_fields",
+            "report columns separated by commas, e.g. 'findings,impression'",
+        )
         for field in ("dropout", "learning_rate", "length_penalty"):
             value = getattr(self, field)
             check(

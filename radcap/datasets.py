@@ -591,7 +591,8 @@ def load(config, root: str | Path = ".") -> Dataset:
         config: A `radcap.config.Config`; `source` picks the loader: `"demo"`
             (generated there first if needed), `"csv"` (`caption_file` in that
             folder), `"roco"` (that folder, or the Kaggle input mount when the
-            folder holds no ROCO), `"rocov2"`, `"iu_xray"`, or `"coco"`
+            folder holds no ROCO; `include_nonradiology`), `"rocov2"`,
+            `"iu_xray"` (`projection`, `report_fields`), or `"coco"`
             (`caption_file` is the JSON, the images are in `images/`).
         root: Folder that `config.data_dir` is relative to.
 
@@ -617,11 +618,12 @@ def load(config, root: str | Path = ".") -> Dataset:
             if mounted is None:
                 raise
             folder = mounted
-        return load_roco(folder)
+        return load_roco(folder, config.include_nonradiology)
     if source == "rocov2":
         return load_rocov2(folder)
     if source == "iu_xray":
-        return load_iu_xray(folder)
+        fields = tuple(f.strip() for f in config.report_fields.split(","))
+        return load_iu_xray(folder, config.projection, fields)
     if source == "coco":
         return load_coco(folder / config.caption_file, folder / "images")
     raise ValueError(f"Unknown dataset source {source!r}: expected one of {SOURCES}.")

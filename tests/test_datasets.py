@@ -352,6 +352,22 @@ def test_iu_xray_captions_projection_and_skips(iu_xray):
         load_iu_xray(iu_xray, fields=("history",))
 
 
+def test_iu_xray_settings_come_from_the_config(iu_xray):
+    config = Config(
+        source="iu_xray",
+        data_dir=str(iu_xray.parent),
+        dataset=iu_xray.name,
+        projection="lateral",
+        report_fields="impression",
+    )
+    dataset = load(config)
+    assert len(dataset.manifest) == 29
+    assert dataset.manifest["image_id"].str.endswith("-2001.dcm.png").all()
+    assert dataset.manifest["caption"][0] == "no acute disease case 1"
+    both = load(config.replace(projection=None))
+    assert len(both.manifest) == 58
+
+
 def test_iu_xray_one_patient_never_in_two_splits(iu_xray):
     dataset = load_iu_xray(iu_xray, projection=None)
     manifest = dataset.manifest
