@@ -12,6 +12,9 @@ Prints one JSON object.
 
     .venv/bin/python bench/bench_decode.py
     .venv/bin/python bench/bench_decode.py --attention --images 64
+
+With `--attention`, the attention model decodes in the same run too, and its
+rates are also given as shares of the merge model's (`attention_vs_merge`).
 """
 
 import argparse
@@ -77,56 +80,67 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--beams", type=int, nargs="+", default=[3, 5])
-    parser.add_argument("--attention", action="store_true", help="radcap + attention")
+    parser.add_argument(
+        "--attention", action="store_true", help="also radcap + attention"
+    )
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
-    config = preset("roco", weights=None, attention=args.attention)
+    merge = preset("roco", weights=None)
     stats = {"fc2": random_stats(4096), "grid": random_stats(512)}
-    step = DecoderStep(build_model(config, VOCAB_SIZE, stats))
+    steps = {"": DecoderStep(build_model(merge, VOCAB_SIZE, stats))}
+    if args.attention:
+        attention = merge.replace(attention=True)
+        steps["attention_"] = DecoderStep(build_model(attention, VOCAB_SIZE, stats))
     rng = np.random.default_rng(0)
     features = rng.standard_normal((args.images, 4096)).astype(np.float32)
-    grid = None
-    if config.attention:
-        grid = rng.standard_normal((args.images, 49, 512)).astype(np.float32)
+    grid = rng.standard_normal((args.images, 49, 512)).astype(np.float32)
+    grids = {prefix: grid if step.attention else None for prefix, step in steps.items()}
 
     classic = build_classic(
-        VOCAB_SIZE, config.max_len + 1, config.embed_dim, config.units, 4096
+        VOCAB_SIZE, merge.max_len + 1, merge.embed_dim, merge.units, 4096
     )
     classic_features = features[: args.classic_images]
     beams = [1, *args.beams]
-    for beam in beams:  # warm-up: trace each batch shape
-        n = args.batch_size
-        decode_seconds(
-            step, features[:n], None if grid is None else grid[:n], 2, n, beam
-        )
+    n = args.batch_size
+    for prefix, step in steps.items():  # warm-up: trace each batch shape
+        g = grids[prefix]
+        for beam in beams:
+            decode_seconds(step, features[:n], None if g is None else g[:n], 2, n, beam)
     classic_caption(classic, features[0], START_ID, END_ID, 1)
 
     # Alternate the methods for a few rounds; the best round of each counts.
-    names = {beam: "greedy" if beam == 1 else f"beam{beam}" for beam in beams}
+    names = {
+        (prefix, beam): prefix + ("greedy" if beam == 1 else f"beam{beam}")
+        for prefix in steps
+        for beam in beams
+    }
     rounds = {name: [] for name in [*names.values(), "classic"]}
     for _ in range(args.rounds):
-        for beam, name in names.items():
+        for (prefix, beam), name in names.items():
             seconds = decode_seconds(
-                step, features, grid, config.max_len, args.batch_size, beam
+                steps[prefix], features, grids[prefix], merge.max_len, n, beam
             )
             rounds[name].append(len(features) / seconds)
-        seconds = classic_seconds(classic, classic_features, config.max_len)
+        seconds = classic_seconds(classic, classic_features, merge.max_len)
         rounds["classic"].append(len(classic_features) / seconds)
     rates = {name: max(r) for name, r in rounds.items()}
     greedy, classic_speed = rates["greedy"], rates["classic"]
 
     out = {
         "benchmark": "decode",
-        "attention": config.attention,
         "images": args.images,
-        "batch_size": args.batch_size,
-        "words_per_caption": config.max_len,
-        "greedy_captions_per_s": round(greedy, 2),
+        "batch_size": n,
+        "words_per_caption": merge.max_len,
     }
-    for beam in args.beams:
-        out[f"beam{beam}_captions_per_s"] = round(rates[f"beam{beam}"], 2)
-        out[f"beam{beam}_cost_vs_greedy"] = round(greedy / rates[f"beam{beam}"], 2)
+    for prefix in steps:
+        out[f"{prefix}greedy_captions_per_s"] = round(rates[f"{prefix}greedy"], 2)
+        for beam in args.beams:
+            rate = rates[f"{prefix}beam{beam}"]
+            out[f"{prefix}beam{beam}_captions_per_s"] = round(rate, 2)
+            out[f"{prefix}beam{beam}_cost_vs_greedy"] = round(
+                rates[f"{prefix}greedy"] / rate, 2
+            )
     out |= {
         "classic_images": args.classic_images,
         "classic_captions_per_s": round(classic_speed, 3),
@@ -138,6 +152,11 @@ def main() -> None:
     if "beam3" in rates:
         out["beam3_goal"] = BEAM3_GOAL
         out["beam3_met"] = greedy / rates["beam3"] <= BEAM3_GOAL
+    if args.attention:
+        out["attention_vs_merge"] = {
+            name: round(rates[f"attention_{name}"] / rates[name], 3)
+            for name in ("greedy", *(f"beam{b}" for b in args.beams))
+        }
     out["machine"] = machine()
     print(json.dumps(out))
 

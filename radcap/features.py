@@ -24,6 +24,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,8 @@ def cache_meta(config: Config, layer: str) -> dict:
     """What a cache must agree on to be reused."""
     weights = config.weights
     if weights is None:
-        weights = f"random(seed={config.seed})"
+        # Random weights are drawn by Keras: another version may draw others.
+        weights = f"random(seed={config.seed}, keras={metadata.version('keras')})"
     elif weights != "imagenet":
         weights = str(Path(weights).resolve())
     return {

@@ -26,8 +26,6 @@ from tqdm.auto import tqdm
 from radcap.config import Config
 from radcap.text import Vocabulary
 
-LENGTH_STEP = 4  # batches are padded to a multiple of this: fewer traced shapes
-
 
 class Batches:
     """Length-bucketed batches of `(inputs, targets)` for one split, as a generator.
@@ -74,8 +72,9 @@ class Batches:
 
     def batch(self, index: np.ndarray):
         """`(inputs, targets)` for the captions `index`."""
+        # Cut to the longest caption. The input pipeline's shapes are dynamic, so
+        # new widths cost no retracing, only a slower first step at each width.
         width = int(self.lengths[index].max())
-        width = min(-(-width // LENGTH_STEP) * LENGTH_STEP, self.tokens.shape[1])
         tokens = self.tokens[index, :width]
         rows = self.rows[index]
         order = np.argsort(rows)  # gather sorted rows from the memory map

@@ -1,5 +1,6 @@
 """The VGG16 feature cache: one pass, resumable, settings-checked, bad files listed."""
 
+import importlib.metadata
 import json
 
 import numpy as np
@@ -77,7 +78,9 @@ def test_shapes_dtype_and_files(full):
         "train.skipped.csv",
     ]
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta["weights"] == "random(seed=0)" and meta["layer"] == "fc2"
+    keras_version = importlib.metadata.version("keras")
+    assert meta["weights"] == f"random(seed=0, keras={keras_version})"
+    assert meta["layer"] == "fc2"
     assert meta["image_size"] == 224 and "radcap_version" in meta
 
 
