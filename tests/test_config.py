@@ -69,3 +69,20 @@ def test_workdir_order(tmp_path, monkeypatch):
     assert workdir() == Path(".")
     monkeypatch.setenv("RADCAP_WORKDIR", str(tmp_path / "ci"))
     assert workdir(tmp_path / "mine") == tmp_path / "ci"
+
+
+def test_check_setup_warns_without_a_gpu_and_never_fails(monkeypatch, capsys):
+    import tensorflow as tf
+
+    import radcap
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    with pytest.warns(UserWarning, match="No GPU found"):
+        facts = radcap.check_setup()
+    assert facts["gpus"] == [] and facts["radcap"] == radcap.__version__
+    assert f"TensorFlow {tf.__version__}" in capsys.readouterr().out
+
+    gpu = type("Device", (), {"name": "/physical_device:GPU:0"})()
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [gpu])
+    assert radcap.check_setup()["gpus"] == ["/physical_device:GPU:0"]
+    assert "GPU: /physical_device:GPU:0" in capsys.readouterr().out
