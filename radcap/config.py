@@ -56,6 +56,9 @@ class Config:
         learning_rate: Adam learning rate.
         early_stopping: Stop after this many epochs without a better
             validation loss; 0 turns early stopping off.
+        lr_patience: Multiply the learning rate by `lr_factor` after this many
+            epochs without a better validation loss; 0 turns it off.
+        lr_factor: The learning rate's factor on a plateau, in (0, 1).
         beam: Beam width used for evaluation beside greedy; 1 means greedy only.
         length_penalty: Beam score is log-probability / length**length_penalty.
         extract_batch_size: Images per forward pass in feature extraction.
@@ -90,6 +93,8 @@ class Config:
     epochs: int = 20
     learning_rate: float = 1e-3
     early_stopping: int = 5
+    lr_patience: int = 3
+    lr_factor: float = 0.5
     beam: int = 3
     length_penalty: float = 0.7
     extract_batch_size: int = 32
@@ -132,11 +137,13 @@ class Config:
                 field,
                 "a positive integer",
             )
-        check(
-            isinstance(self.early_stopping, int) and self.early_stopping >= 0,
-            "early_stopping",
-            "an integer >= 0 (0 turns it off)",
-        )
+        for field in ("early_stopping", "lr_patience"):
+            value = getattr(self, field)
+            check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                field,
+                "an integer >= 0 (0 turns it off)",
+            )
         for field in ("attention", "include_nonradiology"):
             check(isinstance(getattr(self, field), bool), field, "true or false")
         check(
@@ -150,7 +157,7 @@ class Config:
             "report_fields",
             "report columns separated by commas, e.g. 'findings,impression'",
         )
-        for field in ("dropout", "learning_rate", "length_penalty"):
+        for field in ("dropout", "learning_rate", "length_penalty", "lr_factor"):
             value = getattr(self, field)
             check(
                 isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -159,6 +166,7 @@ class Config:
             )
         check(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)")
         check(self.learning_rate > 0, "learning_rate", "a positive number")
+        check(0 < self.lr_factor < 1, "lr_factor", "a number in (0, 1)")
         check(self.length_penalty >= 0, "length_penalty", "a number >= 0")
         for field in (
             "name",
@@ -290,6 +298,7 @@ def preset(kind: str, /, **overrides) -> Config:
             epochs=20,
             learning_rate=1e-3,
             early_stopping=4,
+            lr_patience=2,
             beam=3,
         ),
     }

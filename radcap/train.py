@@ -358,8 +358,17 @@ def train(
     best_so_far = None if history is None else float(history["val_loss"].min())
 
     EpochSeed, Progress, EarlyStopping = _callback_classes()
-    callback_list = [
-        EpochSeed(train_batches),
+    callback_list = [EpochSeed(train_batches)]
+    if config.lr_patience:  # before the logger, which then records the rate
+        callback_list.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=config.lr_factor,
+                patience=config.lr_patience,
+                min_lr=config.learning_rate / 100,
+            )
+        )
+    callback_list += [
         keras.callbacks.ModelCheckpoint(
             run_dir / "best.keras",
             monitor="val_loss",

@@ -26,6 +26,8 @@ def test_round_trip(tmp_path):
         ("learning_rate", "fast", "Config.learning_rate='fast' is invalid"),
         ("attention", "False", "Config.attention='False' is invalid"),
         ("dropout", True, "Config.dropout=True is invalid"),
+        ("lr_factor", 1.0, "Config.lr_factor=1.0 is invalid"),
+        ("lr_patience", -2, "Config.lr_patience=-2 is invalid"),
     ],
 )
 def test_invalid_values_name_field_and_value(field, value, words):

@@ -84,7 +84,12 @@ def test_interrupted_training_resumes_at_the_next_epoch(tiny):
     seen = FirstEpoch()
     summary = train(config, dataset, root, callbacks=[seen], verbose=False)
     assert seen.epochs == [1, 2]  # starts at the second epoch (0-based 1)
-    assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    # The plateau schedule logs the rate of every epoch; none has stalled 3 epochs.
+    assert history["learning_rate"].tolist() == pytest.approx(
+        [config.learning_rate] * 3
+    )
     assert summary["epochs_run"] == 3 and not (run_dir / "backup").exists()
     for name in (
         "config.json",
@@ -146,3 +151,16 @@ def test_early_stopping_counts_the_epochs_before_a_resume():
     model.stop_training = False
     stopper.on_epoch_end(4, {"val_loss": 0.8})  # third epoch without a better loss
     assert model.stop_training
+
+
+def test_the_learning_rate_halves_on_a_plateau(tiny):
+    root, config, dataset = tiny
+    # A rate too small to move the loss: every epoch after the first stalls.
+    config = config.replace(
+        name="plateau", learning_rate=1e-9, lr_patience=1, epochs=4, early_stopping=0
+    )
+    train(config, dataset, root, verbose=False)
+    rates = pd.read_csv(config.run_dir(root) / "history.csv")["learning_rate"]
+    assert rates[0] == pytest.approx(1e-9)
+    assert rates.iloc[-1] < rates[0]  # halved at least once
+    assert rates.iloc[-1] >= 1e-11 * 0.999  # never below learning_rate / 100
