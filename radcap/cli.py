@@ -26,7 +26,7 @@ _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
 def _parse_value(text: str):
-    """A `--set` value: a JSON number, true/false/none in any case, else the text."""
+    """A `--set` value: true/false/none in any case, a JSON value, else the text."""
     if text.lower() in _WORDS:
         return _WORDS[text.lower()]
     try:

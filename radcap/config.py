@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 BACKBONES = ("vgg16",)
@@ -241,8 +242,6 @@ def workdir(folder: str | Path | None = None) -> Path:
     Jupyter writes where the command-line tools do); else the current folder
     (Colab's /content, Kaggle's /kaggle/working). The folder is created.
     """
-    import os
-
     if os.environ.get("RADCAP_WORKDIR"):
         path = Path(os.environ["RADCAP_WORKDIR"])
     elif folder is not None:
