@@ -1,12 +1,14 @@
 """radcap: radiology image captioning, frozen VGG16 and a merge-style LSTM decoder.
 
-Modules, in data-flow order: `config`, `demo`, `datasets`, `images`,
-`features`, `text`, `model`, `train`, `decode`, `evaluate`, `search`,
-`plots`, `cli`; `download` fetches ROCO from Kaggle.
-Importing radcap loads no TensorFlow and touches no network.
+Stages, each importing only from those before it (checked by import-linter
+in the tests): the base (`files`, `config`, `text`), `data`, `images`,
+`backbone`, `features`, `splits`, `layers`, `model`, `generate`, `runs`,
+then `train` (with `batches`, `callbacks`) beside `captioner`, then
+`evaluation`, `plots` and `cli`. Importing radcap loads no TensorFlow and
+touches no network.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def check_setup() -> dict:

@@ -6,6 +6,10 @@ radcap train --preset roco --run roco-1    train into checkpoints/roco-1
 radcap evaluate --run roco-1               metrics.json and report.md (test split)
 radcap caption --run roco-1 scan.png       one caption per image
 radcap download roco --dest data/roco      fetch ROCO from Kaggle
+
+Stage: the top. Each command is a few calls into the library; the heavy
+modules (TensorFlow behind them) are imported by the command that needs
+them, so `radcap --help` answers at once.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from radcap.config import Config, preset
-
-SPLITS = ("train", "validation", "test")
-
+from radcap import runs
+from radcap.config import PRESETS, SCORINGS, SPLITS, Config, preset
+from radcap.files import DiskFullError, LockError
+from radcap.images import ImageError
+from radcap.runs import RunError
 
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
@@ -37,7 +42,6 @@ def _parse_value(text: str):
 
 def config_from_args(args) -> Config:
     """The config named by --config or --preset, with --set and --run applied."""
-    config = Config.load(args.config) if args.config else preset(args.preset)
     changes = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -50,22 +54,34 @@ def config_from_args(args) -> Config:
         changes["attention"] = True
     if getattr(args, "run", None):
         changes["name"] = args.run
-    elif changes.get("attention") and not args.config:
-        changes["name"] = f"{config.name}-attention"
-    return config.replace(**changes) if changes else config
+    if args.config:
+        config = Config.load(args.config)
+        return config.replace(**changes) if changes else config
+    name = changes.pop("name", None)
+    unknown = set(changes) - set(Config.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"Config has no field(s) {sorted(unknown)}.")
+    return preset(args.preset, name=name, **changes)
 
 
-def run_path(run: str, root: str) -> Path:
-    """`--run` as given if it is a folder, else `root/checkpoints/<run>`."""
-    path = Path(run)
-    return path if path.is_dir() else Path(root) / "checkpoints" / run
+def _skip_summary(dataset) -> None:
+    """Print the loader's skip report as counts per reason, and where it is."""
+    if len(dataset.skipped):
+        counts = dataset.skipped["reason"].value_counts()
+        print(f"{len(dataset.skipped)} rows of the dataset were skipped:")
+        for reason, n in counts.items():
+            print(f"  {n:>7}  {reason}")
+        print(
+            "  (the full list: radcap.data.load(config).skipped, or notebook 01's "
+            "skipped.csv)"
+        )
 
 
 def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):
     p.add_argument(
         "--preset",
         default="demo",
-        choices=("demo", "roco"),
+        choices=PRESETS,
         help="Starting configuration (default: demo).",
     )
     p.add_argument("--config", help="A config.json to start from instead of a preset.")
@@ -90,11 +106,13 @@ def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):
 
 
 def cmd_extract(args) -> int:
-    from radcap import datasets
-    from radcap.features import Extractor, extract
+    from radcap.backbone import LAYER, Extractor
+    from radcap.data import load
+    from radcap.features import extract
 
     config = config_from_args(args)
-    dataset = datasets.load(config, args.root)
+    dataset = load(config, args.root)
+    _skip_summary(dataset)
     extractor = None
     for split in args.split or SPLITS:
         images = dataset.images(split)
@@ -104,7 +122,7 @@ def cmd_extract(args) -> int:
         extractor = extractor or Extractor(config)
         started = time.perf_counter()
         cached = extract(config, images, split, args.root, extractor=extractor)
-        f = cached[config.layer]
+        f = cached[LAYER]
         print(
             f"{split}: {len(f.ids)} images, {len(f.skipped)} unreadable, "
             f"{time.perf_counter() - started:.0f} s"
@@ -113,17 +131,20 @@ def cmd_extract(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from radcap.data import load
     from radcap.train import train
 
     config = config_from_args(args)
-    train(config, root=args.root)
+    dataset = load(config, args.root)
+    _skip_summary(dataset)
+    train(config, dataset, root=args.root)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from radcap.evaluate import compare_runs, evaluate, markdown_table
+    from radcap.evaluation import compare_runs, evaluate, write_comparison
 
-    run_dirs = [run_path(run, args.root) for run in args.run]
+    run_dirs = [runs.resolve(run, args.root) for run in args.run]
     for run_dir in run_dirs:
         evaluate(
             run_dir,
@@ -134,22 +155,17 @@ def cmd_evaluate(args) -> int:
             controls=not args.no_controls,
         )
     if len(run_dirs) > 1:
+        path = write_comparison(run_dirs, args.split)
         table = compare_runs(run_dirs)
-        path = run_dirs[0].parent / "comparison.md"
-        path.write_text(
-            f"# {', '.join(d.name for d in run_dirs)} on the {args.split} split\n\n"
-            + markdown_table(table)
-            + "\n"
-        )
         print(f"\n{table.to_string(float_format=lambda x: f'{x:.3f}')}")
         print(f"Wrote {path}")
     return 0
 
 
 def cmd_caption(args) -> int:
-    from radcap.decode import Captioner
+    from radcap.captioner import Captioner
 
-    captioner = Captioner.load(run_path(args.run, args.root))
+    captioner = Captioner.load(runs.resolve(args.run, args.root))
     paths = []
     for image in args.images:
         p = Path(image)
@@ -169,7 +185,9 @@ def cmd_caption(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from radcap.evaluate import evaluate
+    import pandas as pd
+
+    from radcap.evaluation import evaluate
     from radcap.train import train
 
     started = time.perf_counter()
@@ -184,9 +202,7 @@ def cmd_demo(args) -> int:
     train(config, root=args.root)
     run_dir = config.run_dir(args.root)
     metrics = evaluate(run_dir, root=args.root, split="test")
-    import pandas as pd
-
-    samples = pd.read_csv(run_dir / "captions_test.csv").head(args.samples)
+    samples = pd.read_csv(run_dir / runs.captions_file("test")).head(args.samples)
     print("\nSample captions (test split):")
     for row in samples.itertuples():
         print(f"  reference: {row.references}\n  generated: {row.greedy}\n")
@@ -198,7 +214,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from radcap.download import download_roco
+    from radcap.data.download import download_roco
 
     path = download_roco(args.dest, force=args.force)
     print(f"ROCO is in {path}")
@@ -257,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scoring",
         default="coco",
-        choices=("coco", "imageclef"),
+        choices=SCORINGS,
         help="coco: the COCO caption toolkit (default); imageclef: numbers as "
         "'number', punctuation removed, scores averaged per caption.",
     )
@@ -288,9 +304,9 @@ def main(argv=None) -> int:
     """Entry point of the `radcap` command; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from radcap.decode import RunError
-    from radcap.features import FeatureCacheError, WeightsError
-    from radcap.images import ImageError
+    from radcap.backbone import WeightsError
+    from radcap.data.download import DownloadError
+    from radcap.features import FeatureCacheError
 
     known = (
         ValueError,
@@ -299,13 +315,10 @@ def main(argv=None) -> int:
         WeightsError,
         ImageError,
         FileNotFoundError,
+        DownloadError,
+        LockError,
+        DiskFullError,
     )
-    try:
-        from radcap.download import DownloadError
-
-        known += (DownloadError,)
-    except ImportError:
-        pass
     try:
         return args.func(args)
     except known as err:

@@ -1,17 +1,38 @@
-"""One flat configuration for every radcap step, with the `demo` and `roco` presets."""
+"""One flat configuration for every radcap step, with the `demo` and `roco` presets.
+
+Stage: the base. Imports nothing from radcap except `radcap.files`; every
+other stage reads its knobs and its shared constants (splits, sources,
+presets) from here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import re
 from pathlib import Path
 
-BACKBONES = ("vgg16",)
-LAYERS = ("fc2",)
+from radcap.files import read_json, write_text
+
+SPLITS = ("train", "validation", "test")
+# Percent of images per split when a source has no splits of its own (and the demo).
+SPLIT_PERCENT = (("train", 70), ("validation", 15), ("test", 15))
+SOURCES = ("demo", "csv", "roco", "rocov2", "iu_xray", "coco")
+PRESETS = ("demo", "roco")
+SCORINGS = ("coco", "imageclef")  # see radcap.evaluation.metrics
 GRID_LAYERS = ("block5_pool", "block5_conv3")
 CELLS = ("lstm", "gru")
-SOURCES = ("demo", "csv", "roco", "rocov2", "iu_xray", "coco")
+# Fields that could hold a single value and were removed; an old config.json
+# that holds exactly that value still loads.
+_RETIRED = {"backbone": "vgg16", "layer": "fc2", "image_size": 224}
+# A run name is a folder name: letters, digits, ".", "_", "-", not "." or "..".
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+CONFIG_FILE = "config.json"  # in every run folder (see radcap.runs)
+_POSITIVE = "demo_size min_count max_len embed_dim units attention_units batch_size"
+_POSITIVE += " epochs beam extract_batch_size"
+_COUNTS = "early_stopping lr_patience seed"  # integers >= 0
+_NUMBERS = "dropout learning_rate length_penalty lr_factor"
+_STRINGS = "name dataset data_dir features_dir checkpoints_dir caption_file"
 
 
 @dataclasses.dataclass
@@ -37,11 +58,8 @@ class Config:
         projection: For IU X-ray: keep `"frontal"` or `"lateral"` images, or
             None for both.
         demo_size: Number of images the demo generator makes.
-        image_size: Side of the square backbone input, in pixels.
-        backbone: Image encoder; only `"vgg16"`.
         weights: `"imagenet"`, `None` (random, for offline smoke runs) or a path
             to a weights `.h5` file.
-        layer: Backbone layer whose output is cached, `"fc2"` (4096-d).
         attention: Add Bahdanau attention over the backbone's spatial grid.
         grid_layer: Grid layer for attention, `"block5_pool"` (7x7x512) or
             `"block5_conv3"` (14x14x512).
@@ -77,10 +95,7 @@ class Config:
     report_fields: str = "findings,impression"
     projection: str | None = "frontal"
     demo_size: int = 500
-    image_size: int = 224
-    backbone: str = "vgg16"
     weights: str | None = "imagenet"
-    layer: str = "fc2"
     attention: bool = False
     grid_layer: str = "block5_pool"
     min_count: int = 1
@@ -102,87 +117,67 @@ class Config:
     seed: int = 0
 
     def __post_init__(self):
-        def check(ok, field, allowed):
-            if not ok:
-                value = getattr(self, field)
-                raise ValueError(
-                    f"Config.{field}={value!r} is invalid: expected {allowed}."
-                )
+        self._check_types()
+        self._check_values()
 
-        check(self.source in SOURCES, "source", f"one of {SOURCES}")
-        check(self.backbone in BACKBONES, "backbone", f"one of {BACKBONES}")
-        check(self.layer in LAYERS, "layer", f"one of {LAYERS}")
-        check(self.grid_layer in GRID_LAYERS, "grid_layer", f"one of {GRID_LAYERS}")
-        check(self.cell in CELLS, "cell", f"one of {CELLS}")
-        check(
-            self.weights is None or isinstance(self.weights, str),
-            "weights",
-            "'imagenet', None or a path to a weights file",
-        )
-        check(self.image_size == 224, "image_size", "224 (VGG16's fc layers need it)")
-        for field in (
-            "demo_size",
-            "min_count",
-            "max_len",
-            "embed_dim",
-            "units",
-            "attention_units",
-            "batch_size",
-            "epochs",
-            "beam",
-            "extract_batch_size",
-        ):
+    def _fail(self, field: str, allowed: str):
+        value = getattr(self, field)
+        raise ValueError(f"Config.{field}={value!r} is invalid: expected {allowed}.")
+
+    def _check_types(self) -> None:
+        def integer(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for field in _POSITIVE.split():
+            if not (integer(getattr(self, field)) and getattr(self, field) >= 1):
+                self._fail(field, "a positive integer")
+        for field in _COUNTS.split():
+            if not (integer(getattr(self, field)) and getattr(self, field) >= 0):
+                self._fail(field, "an integer >= 0")
+        for field in _NUMBERS.split():
             value = getattr(self, field)
-            check(
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                field,
-                "a positive integer",
-            )
-        for field in ("early_stopping", "lr_patience"):
-            value = getattr(self, field)
-            check(
-                isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-                field,
-                "an integer >= 0 (0 turns it off)",
-            )
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                self._fail(field, "a number")
+        for field in _STRINGS.split():
+            if not isinstance(getattr(self, field), str):
+                self._fail(field, "a string")
         for field in ("attention", "include_nonradiology"):
-            check(isinstance(getattr(self, field), bool), field, "true or false")
-        check(
-            self.projection in (None, "frontal", "lateral"),
-            "projection",
-            "'frontal', 'lateral' or None (both)",
-        )
-        check(
-            isinstance(self.report_fields, str)
-            and all(f.strip() for f in self.report_fields.split(",")),
-            "report_fields",
-            "report columns separated by commas, e.g. 'findings,impression'",
-        )
-        for field in ("dropout", "learning_rate", "length_penalty", "lr_factor"):
-            value = getattr(self, field)
-            check(
-                isinstance(value, (int, float)) and not isinstance(value, bool),
-                field,
-                "a number",
-            )
-        check(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)")
-        check(self.learning_rate > 0, "learning_rate", "a positive number")
-        check(0 < self.lr_factor < 1, "lr_factor", "a number in (0, 1)")
-        check(self.length_penalty >= 0, "length_penalty", "a number >= 0")
-        for field in (
-            "name",
-            "dataset",
-            "data_dir",
-            "features_dir",
-            "checkpoints_dir",
-            "caption_file",
-        ):
-            check(isinstance(getattr(self, field), str), field, "a string")
-        check(
-            isinstance(self.name, str) and self.name and "/" not in self.name,
-            "name",
-            "a non-empty folder name without '/'",
-        )
+            if not isinstance(getattr(self, field), bool):
+                self._fail(field, "true or false")
+        if not (self.weights is None or isinstance(self.weights, str)):
+            self._fail("weights", "'imagenet', None or a path to a weights file")
+
+    def _check_values(self) -> None:
+        checks = [
+            (self.source in SOURCES, "source", f"one of {SOURCES}"),
+            (self.grid_layer in GRID_LAYERS, "grid_layer", f"one of {GRID_LAYERS}"),
+            (self.cell in CELLS, "cell", f"one of {CELLS}"),
+            (
+                self.projection in (None, "frontal", "lateral"),
+                "projection",
+                "'frontal', 'lateral' or None (both)",
+            ),
+            (
+                isinstance(self.report_fields, str)
+                and all(f.strip() for f in self.report_fields.split(",")),
+                "report_fields",
+                "report columns separated by commas, e.g. 'findings,impression'",
+            ),
+            (0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)"),
+            (self.learning_rate > 0, "learning_rate", "a positive number"),
+            (0 < self.lr_factor < 1, "lr_factor", "a number in (0, 1)"),
+            (self.length_penalty >= 0, "length_penalty", "a number >= 0"),
+            (
+                _RUN_NAME.fullmatch(self.name) is not None
+                and self.name not in (".", ".."),
+                "name",
+                "a folder name of letters, digits, '.', '_' and '-' (not '.' or "
+                "'..'); runs live in checkpoints_dir",
+            ),
+        ]
+        for ok, field, allowed in checks:
+            if not ok:
+                self._fail(field, allowed)
 
     # Derived paths; relative paths are taken from `root`.
     def run_dir(self, root: str | Path = ".") -> Path:
@@ -205,13 +200,18 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        """Write the config as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON (atomically: never half-written)."""
+        import json
+
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
         """A config from a dict of fields; unknown fields are refused."""
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {
+            k: v for k, v in values.items() if not (k in _RETIRED and v == _RETIRED[k])
+        }
         unknown = set(values) - known
         if unknown:
             raise ValueError(
@@ -225,12 +225,15 @@ class Config:
         """Read a config written by `save` (a file or a run folder)."""
         path = Path(path)
         if path.is_dir():
-            path = path / "config.json"
+            path = path / CONFIG_FILE
         if not path.is_file():
             raise FileNotFoundError(
                 f"No config at {path}: is this a radcap run folder?"
             )
-        return cls.from_dict(json.loads(path.read_text()))
+        values = read_json(path, "config")
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} holds no config (a JSON object of fields).")
+        return cls.from_dict(values)
 
 
 def workdir(folder: str | Path | None = None) -> Path:
@@ -254,13 +257,18 @@ def workdir(folder: str | Path | None = None) -> Path:
     return path
 
 
-def preset(kind: str, /, **overrides) -> Config:
+def preset(kind: str, /, name: str | None = None, **overrides) -> Config:
     """A ready configuration.
+
+    The run is named after the preset (`demo`), with `-attention` added when
+    attention is on (`demo-attention`), unless `name` says otherwise: the
+    one naming rule that the CLI and the notebooks share.
 
     Args:
         kind: `"demo"`: the synthetic dataset with random VGG16 weights and a
             small decoder; runs offline on 2 CPU cores in minutes.
             `"roco"`: ROCO with ImageNet weights and sizes for ~65k captions.
+        name: Run name; None for the rule above.
         **overrides: Fields to change on top of the preset.
     """
     presets = {
@@ -303,4 +311,6 @@ def preset(kind: str, /, **overrides) -> Config:
     }
     if kind not in presets:
         raise ValueError(f"Unknown preset {kind!r}; choose one of {sorted(presets)}.")
-    return Config(**{**presets[kind], **overrides})
+    if name is None:
+        name = f"{kind}-attention" if overrides.get("attention") else kind
+    return Config(**{**presets[kind], **overrides, "name": name})

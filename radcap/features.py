@@ -1,4 +1,7 @@
-"""Frozen VGG16 features, extracted once per image and cached on disk.
+"""The feature cache: backbone outputs extracted once per image, kept on disk.
+
+Stage: features, after `backbone`. Imports the base, `radcap.data` (for the
+skip report's columns) and `radcap.backbone`.
 
 A cache folder holds one backbone layer for one dataset:
 
@@ -10,50 +13,55 @@ features/<dataset>/vgg16-fc2/          test.npy  (N, 4096) float16
 features/<dataset>/vgg16-block5_pool/  test.npy  (N, 49, 512) float16, for attention
 ```
 
-`fc2` and the attention grid come out of the same forward pass, so each image
-is read and run through VGG16 once. Extraction writes whole batches into
-`<split>.partial.npy` and records its progress after each, so an interrupted
-run continues where it stopped and ends with the same array as an
-uninterrupted one. Disk cost per image: fc2 8 KB; `block5_pool` (7x7x512)
-49 KB; `block5_conv3` (14x14x512) 196 KB, about 16 GB for ROCO's ~81k images.
+Extraction writes whole batches into `<split>.partial.npy` and records its
+progress after each, so an interrupted run continues where it stopped and
+ends with the same array as an uninterrupted one. Disk cost per image: fc2
+8 KB; `block5_pool` (7x7x512) 49 KB; `block5_conv3` (14x14x512) 196 KB,
+about 16 GB for ROCO's ~81k images.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import json
+import errno
 import os
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from radcap import __version__
+from radcap.backbone import (
+    BACKBONE,
+    FEATURE_SHAPES,
+    IMAGE_SIZE,
+    LAYER,
+    Extractor,
+    layers_for,
+)
 from radcap.config import Config
-from radcap.images import ImageError, load_image
-
-GRID_SHAPES = {"block5_pool": (49, 512), "block5_conv3": (196, 512)}
-FEATURE_SHAPES = {"fc2": (4096,), **GRID_SHAPES}
-# ImageNet channel means of VGG16's "caffe" preprocessing, in BGR order.
-_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+from radcap.data import SKIP_COLUMNS
+from radcap.files import (
+    DiskFullError,
+    atomic_path,
+    check_free_space,
+    disk_full_message,
+    folder_lock,
+    read_json,
+    write_json,
+    write_text,
+)
+from radcap.images import RETRY_NOTE
 
 
 class FeatureCacheError(RuntimeError):
     """A feature cache that cannot be used as asked (other settings, other images)."""
 
 
-class WeightsError(RuntimeError):
-    """The backbone's weights could not be loaded."""
-
-
 def cache_dir(config: Config, layer: str, root: str | Path = ".") -> Path:
     """`features_dir/<dataset>/<backbone>-<layer>`."""
-    return (
-        Path(root) / config.features_dir / config.dataset / f"{config.backbone}-{layer}"
-    )
+    return Path(root) / config.features_dir / config.dataset / f"{BACKBONE}-{layer}"
 
 
 def cache_meta(config: Config, layer: str) -> dict:
@@ -65,173 +73,17 @@ def cache_meta(config: Config, layer: str) -> dict:
     elif weights != "imagenet":
         weights = str(Path(weights).resolve())
     return {
-        "backbone": config.backbone,
+        "backbone": BACKBONE,
         "weights": weights,
         "layer": layer,
-        "image_size": config.image_size,
+        "image_size": IMAGE_SIZE,
         "shape": list(FEATURE_SHAPES[layer]),
         "radcap_version": __version__,
     }
 
 
-def layers_for(config: Config) -> list[str]:
-    """The layers a config needs: `fc2`, plus the grid when attention is on."""
-    return [config.layer] + ([config.grid_layer] if config.attention else [])
-
-
-def build_backbone(config: Config, layers: list[str] | None = None):
-    """VGG16 as a frozen Keras model from preprocessed images to the given layers.
-
-    Args:
-        config: Uses `weights` (`"imagenet"`, `None` or a weights file),
-            `image_size` and `seed` (random weights are drawn from it, so the
-            same seed gives the same backbone in every process).
-        layers: Output layer names; defaults to `layers_for(config)`.
-
-    Returns:
-        A `keras.Model` taking `(batch, 224, 224, 3)` float32 BGR mean-centred
-        images and returning a list with one array per layer, grids flattened
-        to `(batch, regions, 512)`.
-
-    Raises:
-        WeightsError: The weights could not be downloaded or read.
-    """
-    import keras
-
-    layers = layers or layers_for(config)
-    weights = config.weights
-    if weights not in (None, "imagenet") and not Path(weights).is_file():
-        raise WeightsError(
-            f"Backbone weights file {weights!r} not found. Give the path to a VGG16 "
-            "'.h5'/'.weights.h5' file, 'imagenet' to download them, or None for a "
-            "random backbone (smoke runs only)."
-        )
-    keras.utils.set_random_seed(config.seed)
-    try:
-        vgg = keras.applications.VGG16(
-            weights=weights,
-            include_top=True,
-            input_shape=(config.image_size, config.image_size, 3),
-        )
-    except Exception as err:  # download or file errors come in many types
-        raise WeightsError(
-            f"Could not load VGG16 weights {weights!r}: {err}\n"
-            "Ways out: (1) connect to the internet so Keras can download the "
-            "ImageNet weights (~530 MB, cached in ~/.keras/models); (2) download "
-            "'vgg16_weights_tf_dim_ordering_tf_kernels.h5' elsewhere and set "
-            "Config.weights (or --weights) to its path; (3) use weights=None "
-            "(the demo preset) for an offline smoke run with a random backbone."
-        ) from None
-    outputs = []
-    for name in layers:
-        out = vgg.get_layer(name).output
-        if name in GRID_SHAPES:
-            out = keras.layers.Reshape(GRID_SHAPES[name], name=f"{name}_regions")(out)
-        outputs.append(out)
-    model = keras.Model(vgg.input, outputs, name="vgg16_features")
-    model.trainable = False
-    return model
-
-
-def preprocess(images: np.ndarray) -> np.ndarray:
-    """RGB 0..255 to VGG16's input: BGR with the ImageNet means removed."""
-    return images[..., ::-1] - _BGR_MEAN
-
-
-class Extractor:
-    """Runs the frozen backbone over batches of image files.
-
-    Args:
-        config: Run configuration (backbone, weights, layers, batch size).
-        layers: Layers to extract; defaults to `layers_for(config)`.
-        workers: Threads that decode images while the backbone runs.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        layers: list[str] | None = None,
-        workers: int | None = None,
-    ):
-        import tensorflow as tf
-
-        self.config = config
-        self.layers = layers or layers_for(config)
-        self.model = build_backbone(config, self.layers)
-        self.workers = workers or min(8, os.cpu_count() or 2)
-        self._forward = tf.function(lambda x: self.model(x, training=False))
-
-    def forward(self, batch: np.ndarray) -> list[np.ndarray]:
-        """One backbone pass: `(batch, 224, 224, 3)` RGB → one array per layer."""
-        outputs = self._forward(preprocess(batch))
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        return [np.array(o) for o in outputs]  # writable copies
-
-    def _decode(self, paths: list[str], pool) -> tuple[np.ndarray, dict[int, str]]:
-        """Decode a batch in parallel; failed images become zeros plus a reason."""
-        size = self.config.image_size
-        batch = np.zeros((len(paths), size, size, 3), np.float32)
-        errors = {}
-
-        def one(i):
-            try:
-                batch[i] = load_image(paths[i], size)
-            except ImageError as err:
-                errors[i] = err.reason
-
-        list(pool.map(one, range(len(paths))))
-        return batch, errors
-
-    def run(
-        self,
-        paths: list[str],
-        on_batch,
-        start: int = 0,
-        max_batches=None,
-        desc: str = "features",
-    ):
-        """Extract `paths[start:]` in batches; `on_batch(start, outputs, errors)` each.
-
-        The next batch is decoded while the backbone runs on the current one.
-        The last batch is padded to full size, so the backbone is traced once.
-        """
-        bs = self.config.extract_batch_size
-        starts = list(range(start, len(paths), bs))
-        if max_batches is not None:
-            starts = starts[:max_batches]
-        # One thread prepares the next batch, handing its images to the decode
-        # pool; a single pool for both would deadlock with one worker.
-        with (
-            concurrent.futures.ThreadPoolExecutor(self.workers) as pool,
-            concurrent.futures.ThreadPoolExecutor(1) as ahead,
-            tqdm(total=len(paths), initial=start, desc=desc, unit="img") as bar,
-        ):
-            pending = (
-                ahead.submit(self._decode, paths[starts[0] : starts[0] + bs], pool)
-                if starts
-                else None
-            )
-            for j, s in enumerate(starts):
-                batch, errors = pending.result()
-                if j + 1 < len(starts):
-                    nxt = starts[j + 1]
-                    pending = ahead.submit(self._decode, paths[nxt : nxt + bs], pool)
-                n = len(batch)
-                if n < bs:
-                    batch = np.concatenate(
-                        [batch, np.zeros((bs - n, *batch.shape[1:]), np.float32)]
-                    )
-                outputs = [o[:n] for o in self.forward(batch)]
-                for i in errors:
-                    for o in outputs:
-                        o[i] = 0
-                on_batch(s, outputs, errors)
-                bar.update(n)
-
-
 @dataclasses.dataclass
-class Features:
+class FeatureCache:
     """One cached split: `array[i]` holds the features of `ids[i]`.
 
     Attributes:
@@ -256,7 +108,7 @@ def _check_meta(folder: Path, meta: dict) -> None:
     path = folder / "meta.json"
     if not path.exists():
         return
-    found = json.loads(path.read_text())
+    found = read_json(path, "feature cache settings")
     diff = {
         k: (found.get(k), v)
         for k, v in meta.items()
@@ -303,14 +155,14 @@ def is_cached(config: Config, split: str, root: str | Path = ".") -> bool:
 
 def load_features(
     config: Config, split: str, layer: str | None = None, root: str | Path = "."
-) -> Features:
+) -> FeatureCache:
     """Open a finished cache for one split (memory-mapped, nothing copied)."""
-    folder = cache_dir(config, layer or config.layer, root)
-    _check_meta(folder, cache_meta(config, layer or config.layer))
+    folder = cache_dir(config, layer or LAYER, root)
+    _check_meta(folder, cache_meta(config, layer or LAYER))
     npy = folder / f"{split}.npy"
     if not npy.exists():
         raise FeatureCacheError(
-            f"No {layer or config.layer} features for split {split!r} in {folder}: "
+            f"No {layer or LAYER} features for split {split!r} in {folder}: "
             "run `radcap extract` (or radcap.features.extract) first."
         )
     ids = (folder / f"{split}.ids").read_text().splitlines()
@@ -320,7 +172,7 @@ def load_features(
         if skipped_path.exists()
         else pd.DataFrame(columns=["image_id", "path", "reason"])
     )
-    return Features(np.load(npy, mmap_mode="r"), ids, skipped)
+    return FeatureCache(np.load(npy, mmap_mode="r"), ids, skipped)
 
 
 def extract(
@@ -343,7 +195,7 @@ def extract(
         extractor: A ready `Extractor` to reuse across splits.
 
     Returns:
-        `{layer: Features}` when finished, `None` when stopped by `max_batches`.
+        `{layer: FeatureCache}` when finished, `None` when stopped by `max_batches`.
 
     Raises:
         FeatureCacheError: A cache exists with other settings or other images.
@@ -359,47 +211,99 @@ def extract(
     for layer, folder in folders.items():
         _check_meta(folder, cache_meta(config, layer))
 
-    done = [(f / f"{split}.npy").exists() for f in folders.values()]
-    if all(done):
-        result = {layer: load_features(config, split, layer, root) for layer in layers}
-        _check_ids(result, ids, split, folders)
-        return result
-
-    for layer, folder in folders.items():
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "meta.json").write_text(
-            json.dumps(cache_meta(config, layer), indent=2)
+    if is_cached(config, split, root):
+        return _finished(config, split, root, ids, folders, extractor)
+    with folder_lock(folders[LAYER], "feature cache"):
+        if is_cached(config, split, root):  # another process just finished it
+            return _finished(config, split, root, ids, folders, extractor)
+        return _extract(
+            config, split, root, ids, paths, folders, max_batches, extractor
         )
 
-    progress_path = folders[layers[0]] / f"{split}.progress.json"
+
+def _finished(config, split, root, ids, folders, extractor) -> dict:
+    """A finished cache, with images that failed for a passing reason read again."""
+    result = {layer: load_features(config, split, layer, root) for layer in folders}
+    _check_ids(result, ids, split, folders)
+    if result[LAYER].skipped["reason"].str.endswith(RETRY_NOTE).any():
+        with folder_lock(folders[LAYER], "feature cache"):
+            _retry(config, split, root, folders, extractor)
+        result = {layer: load_features(config, split, layer, root) for layer in folders}
+    return result
+
+
+def _retry(config, split, root, folders, extractor) -> None:
+    """Read again the images skipped for a passing reason (permissions, I/O)."""
+    first = load_features(config, split, LAYER, root)
+    skipped = first.skipped
+    again = skipped[skipped["reason"].str.endswith(RETRY_NOTE)]
+    rows = first.rows(again["image_id"])
+    arrays = {
+        layer: np.load(folder / f"{split}.npy", mmap_mode="r+")
+        for layer, folder in folders.items()
+    }
+    still = {}
+
+    def on_batch(start, outputs, errors):
+        for layer, out in zip(folders, outputs):
+            arrays[layer][rows[start : start + len(out)]] = out.astype(np.float16)
+        still.update({start + i: reason for i, reason in errors.items()})
+
+    extractor = extractor or Extractor(config, list(folders))
+    extractor.run(again["path"].tolist(), on_batch, desc=f"{split} retry")
+    for array in arrays.values():
+        array.flush()
+    kept = skipped.drop(index=again.index)
+    again = again.iloc[sorted(still)].assign(reason=[still[i] for i in sorted(still)])
+    _write_skipped(folders, split, pd.concat([kept, again], ignore_index=True))
+
+
+def _write_skipped(folders: dict, split: str, skipped: pd.DataFrame) -> None:
+    for folder in folders.values():
+        with atomic_path(folder / f"{split}.skipped.csv") as tmp:
+            skipped.to_csv(tmp, index=False)
+
+
+def _extract(config, split, root, ids, paths, folders, max_batches, extractor):
+    """Extraction proper, under the cache's lock (see `extract`)."""
+    layers = list(folders)
+    for layer, folder in folders.items():
+        write_json(folder / "meta.json", cache_meta(config, layer))
+
+    progress_path = folders[LAYER] / f"{split}.progress.json"
     progress = {"ids": ids, "done": 0, "skipped": []}
     if progress_path.exists():
-        saved = json.loads(progress_path.read_text())
-        if saved["ids"] == ids and all(
+        try:
+            saved = read_json(progress_path, "extraction progress note")
+        except ValueError:
+            saved = {}  # damaged: start the split over
+        if saved.get("ids") == ids and all(
             (f / f"{split}.partial.npy").exists() for f in folders.values()
         ):
             progress = saved
-    mode = "r+" if progress["done"] else "w+"
+    if not progress["done"]:
+        needed = sum(
+            len(ids) * int(np.prod(FEATURE_SHAPES[layer])) * 2 for layer in layers
+        )
+        check_free_space(
+            folders[LAYER], int(needed * 1.02) + 1_000_000, f"the {split} features"
+        )
     partial = {
-        layer: np.lib.format.open_memmap(
+        layer: _PartialArray(
             folder / f"{split}.partial.npy",
-            mode=mode,
-            dtype=np.float16,
-            shape=(len(ids), *FEATURE_SHAPES[layer]),
+            (len(ids), *FEATURE_SHAPES[layer]),
+            fresh=not progress["done"],
         )
         for layer, folder in folders.items()
     }
 
     def on_batch(start, outputs, errors):
         for layer, out in zip(layers, outputs):
-            partial[layer][start : start + len(out)] = out.astype(np.float16)
-            partial[layer].flush()
+            partial[layer].write(start, out)
         for i, reason in sorted(errors.items()):
             progress["skipped"].append([ids[start + i], paths[start + i], reason])
         progress["done"] = start + len(outputs[0])
-        tmp = progress_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(progress))
-        os.replace(tmp, progress_path)
+        write_json(progress_path, progress)
 
     extractor = extractor or Extractor(config, layers)
     extractor.run(
@@ -409,13 +313,55 @@ def extract(
         max_batches=max_batches,
         desc=f"{split} features",
     )
+    for array in partial.values():
+        array.close()
     if progress["done"] < len(ids):
         return None
-    skipped = pd.DataFrame(progress["skipped"], columns=["image_id", "path", "reason"])
-    for layer, folder in folders.items():
-        del partial[layer]
-        (folder / f"{split}.ids").write_text("".join(f"{i}\n" for i in ids))
-        skipped.to_csv(folder / f"{split}.skipped.csv", index=False)
+    skipped = pd.DataFrame(progress["skipped"], columns=SKIP_COLUMNS)
+    _write_skipped(folders, split, skipped)
+    for folder in folders.values():
+        write_text(folder / f"{split}.ids", "".join(f"{i}\n" for i in ids))
+    # The .npy files last: their presence is what "cached" means.
+    for folder in folders.values():
         os.replace(folder / f"{split}.partial.npy", folder / f"{split}.npy")
-    progress_path.unlink()
+    progress_path.unlink(missing_ok=True)
     return {layer: load_features(config, split, layer, root) for layer in layers}
+
+
+class _PartialArray:
+    """An `.npy` file filled batch by batch with plain writes.
+
+    Plain writes, not a memory map: on a full disk a write to a memory map
+    kills the process with SIGBUS, while a plain write raises an error that
+    radcap turns into a clear message.
+    """
+
+    def __init__(self, path: Path, shape: tuple, fresh: bool):
+        if fresh or not path.exists():
+            header = np.lib.format.open_memmap(path, "w+", np.float16, shape)
+            del header  # a sparse file: the header now, the data as it comes
+        array = np.load(path, mmap_mode="r")
+        self.offset, self.row_bytes = (
+            array.offset,
+            array[0:1].nbytes if len(array) else 0,
+        )
+        del array
+        self.path = path
+        self.file = open(path, "r+b")  # noqa: SIM115  (closed in `close`)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, np.float16).tobytes()
+        try:
+            self.file.seek(self.offset + start * self.row_bytes)
+            self.file.write(data)
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise DiskFullError(
+                    errno.ENOSPC, disk_full_message(self.path)
+                ) from None
+            raise
+
+    def close(self) -> None:
+        self.file.close()

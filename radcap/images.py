@@ -12,6 +12,11 @@ from PIL import Image, UnidentifiedImageError
 MAX_PIXELS = 16_384 * 16_384
 
 
+# Ends the reason of a failure that may pass (permissions, I/O): such images
+# are read again the next time their split's features are asked for.
+RETRY_NOTE = "(read again next time)"
+
+
 class ImageError(ValueError):
     """An image file that cannot be used; `reason` says why in a few words."""
 
@@ -75,11 +80,17 @@ def load_image(path: str | Path, size: int = 224) -> np.ndarray:
             rgb = _to_rgb8(_shrink(img, size))
     except ImageError:
         raise
+    except PermissionError:
+        raise ImageError(path, f"permission denied {RETRY_NOTE}") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image file (unknown format)") from None
     except Image.DecompressionBombError:
         raise ImageError(path, f"image too large (over {MAX_PIXELS} pixels)") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except OSError as err:
+        if err.errno is not None:  # the file system failed, not the decoder
+            raise ImageError(path, f"{err.strerror} {RETRY_NOTE}") from None
+        raise ImageError(path, f"truncated or corrupt image ({err})") from None
+    except (SyntaxError, ValueError) as err:
         raise ImageError(path, f"truncated or corrupt image ({err})") from None
     except Exception as err:  # decoders raise many other types (zlib, struct...)
         raise ImageError(

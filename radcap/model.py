@@ -1,5 +1,8 @@
 """The merge-style captioner: an LSTM over the words, the image merged in at every step.
 
+Stage: model, after `layers`. Imports `radcap.config`, `radcap.layers` and
+`radcap.backbone` (for the feature sizes).
+
 ```
 features (B, 4096) ─ FeatureNormalization ─ Dropout ─ Dense(units) ─┐ image
 tokens (B, T) ─ Embedding ─ Dropout ─ LSTM/GRU ─ (B, T, units) ───────┤ add ─ Dropout
@@ -9,8 +12,10 @@ grid (B, R, 512) ─ FeatureNormalization ─ Dense(units) ─ Bahdanau ──�
 
 The image never enters the recurrence (Tanti et al. 2018), so training runs
 on whole captions at once, and the attention context (queried by the LSTM
-output) keeps it parallel over time too. Layer names are fixed: decoding
-steps the same layers one token at a time (`DecoderStep`).
+output) keeps it parallel over time too. The forward pass is written once,
+in `MergeCaptioner`: `call` runs it over whole captions (teacher forcing),
+`encode` and `step` run the same sublayers one token at a time for the
+searches in `radcap.generate`.
 """
 
 from __future__ import annotations
@@ -19,213 +24,228 @@ import keras
 import numpy as np
 from keras import ops
 
+from radcap.backbone import FEATURE_SHAPES, GRID_SHAPES, LAYER
 from radcap.config import Config
+from radcap.layers import BahdanauAttention, FeatureNormalization
 
 
 @keras.saving.register_keras_serializable(package="radcap")
-class FeatureNormalization(keras.layers.Layer):
-    """Standardise features with fixed statistics and a floored scale.
+class MergeCaptioner(keras.Model):
+    """Merge decoder (Tanti et al.), optionally with Bahdanau attention.
 
-    Random-weight VGG16 features are nearly collinear across images and many
-    dimensions are (almost) constant, so dividing by a per-dimension standard
-    deviation would blow those up into noise. The scale is floored at
-    `floor` times the mean standard deviation.
+    Every sublayer is an attribute and is built in the constructor, so a
+    model loaded from its config is ready for its weights.
 
     Args:
-        mean: Per-feature mean, shape `(dim,)`.
-        std: Per-feature standard deviation, shape `(dim,)`.
-        floor: Smallest scale, as a share of the mean standard deviation.
+        vocab_size: Number of token ids (0 is padding).
+        embed_dim: Word embedding size.
+        units: Recurrent units, also the size of the image projection.
+        dropout: Dropout on embeddings, image projection and merge output.
+        cell: `"lstm"` or `"gru"`.
+        attention: Attend over grid regions (then inputs include `grid`).
+        attention_units: Hidden size of the attention scorer.
+        feature_dim: Width of the whole-image features (4096 for `fc2`).
+        grid_dim: Width of a grid region's features (512 for VGG16).
 
     Call arguments:
-        inputs: `(..., dim)` features, any float dtype.
+        inputs: `{"features": (B, feature_dim), "tokens": (B, T) int32}`
+            plus `"grid": (B, R, grid_dim)` with attention; token 0 is
+            padding and is masked.
+        training: Dropout on when True.
 
     Returns:
-        `(..., dim)` float32 `(inputs - mean) / max(std, floor * mean(std))`.
+        Next-token logits `(B, T, vocab_size)` float32.
+
+    Reference:
+        Tanti, Gatt, Camilleri. Where to put the image in an image caption
+        generator. Natural Language Engineering, 2018.
     """
 
-    def __init__(self, mean, std, floor: float = 0.1, **kwargs):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 256,
+        units: int = 512,
+        dropout: float = 0.3,
+        cell: str = "lstm",
+        attention: bool = False,
+        attention_units: int = 256,
+        feature_dim: int = FEATURE_SHAPES[LAYER][0],
+        grid_dim: int = 512,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.mean = np.asarray(mean, np.float32).tolist()
-        self.std = np.asarray(std, np.float32).tolist()
-        self.floor = float(floor)
-        std = np.asarray(self.std, np.float32)
-        scale = np.maximum(std, self.floor * float(std.mean()) + 1e-6)
-        self._mean = np.asarray(self.mean, np.float32)
-        self._inv_scale = (1.0 / scale).astype(np.float32)
+        self.vocab_size = int(vocab_size)
+        self.embed_dim = int(embed_dim)
+        self.units = int(units)
+        self.dropout = float(dropout)
+        self.cell = cell
+        self.attention = bool(attention)
+        self.attention_units = int(attention_units)
+        self.feature_dim = int(feature_dim)
+        self.grid_dim = int(grid_dim)
+        # Created in the order of the data flow: with a fixed seed, the same
+        # initial weights and dropout streams as every radcap version since 0.1.
+        self.fc2_norm = FeatureNormalization(feature_dim, name="fc2_norm")
+        self.image_dropout = keras.layers.Dropout(dropout, name="image_dropout")
+        self.image_proj = keras.layers.Dense(
+            units, activation="relu", name="image_proj"
+        )
+        self.embedding = keras.layers.Embedding(
+            vocab_size, embed_dim, mask_zero=True, name="embedding"
+        )
+        self.word_dropout = keras.layers.Dropout(dropout, name="word_dropout")
+        rnn = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
+        self.rnn = rnn(units, return_sequences=True, name="rnn")
+        if self.attention:
+            self.grid_norm = FeatureNormalization(grid_dim, name="grid_norm")
+            self.grid_proj = keras.layers.Dense(
+                units, activation="relu", name="grid_proj"
+            )
+            self.bahdanau = BahdanauAttention(attention_units, name="attention")
+        self.merge_dropout = keras.layers.Dropout(dropout, name="merge_dropout")
+        self.head = keras.layers.Dense(units, activation="relu", name="head")
+        self.logits = keras.layers.Dense(vocab_size, name="logits")
+        self._build_layers()
 
-    def call(self, inputs):
-        x = ops.cast(inputs, "float32")
-        return (x - self._mean) * self._inv_scale
+    def _build_layers(self) -> None:
+        self.image_proj.build((None, self.feature_dim))
+        self.embedding.build((None, None))
+        self.rnn.build((None, None, self.embed_dim))
+        if self.attention:
+            self.grid_proj.build((None, None, self.grid_dim))
+            self.bahdanau.build((None, None, self.units), (None, None, self.units))
+        self.head.build((None, None, self.units))
+        self.logits.build((None, None, self.units))
+        self.built = True
+
+    def set_statistics(self, stats: dict) -> None:
+        """Normalisation statistics from the train split.
+
+        Args:
+            stats: `{"fc2": (mean, std)}` plus `{"grid": (mean, std)}` with
+                attention.
+        """
+        self.fc2_norm.set_statistics(*stats["fc2"])
+        if self.attention:
+            self.grid_norm.set_statistics(*stats["grid"])
+
+    def call(self, inputs, training=False):
+        tokens = inputs["tokens"]  # (B, T)
+        mask = ops.not_equal(tokens, 0)  # (B, T)
+        image = self._image(inputs["features"], training)  # (B, units)
+        words = self.word_dropout(self.embedding(tokens), training=training)
+        seq = self.rnn(words, mask=mask, training=training)  # (B, T, units)
+        merged = seq + image[:, None, :]  # (B, T, units)
+        if self.attention:
+            regions = self._regions(inputs["grid"])  # (B, R, units)
+            merged = merged + self.bahdanau(seq, regions)  # (B, T, units)
+        return self._predict(merged, training)  # (B, T, vocab_size)
+
+    def _image(self, features, training=False):
+        x = self.image_dropout(self.fc2_norm(features), training=training)
+        return self.image_proj(x)  # (B, units)
+
+    def _regions(self, grid):
+        return self.grid_proj(self.grid_norm(grid))  # (B, R, units)
+
+    def _predict(self, merged, training=False):
+        x = self.merge_dropout(merged, training=training)
+        return self.logits(self.head(x))  # (..., vocab_size)
+
+    def encode(self, features, grid=None):
+        """The per-image state a decoding starts from.
+
+        Args:
+            features: `(B, feature_dim)` float.
+            grid: `(B, R, grid_dim)` float, for attention models.
+
+        Returns:
+            `(carry, memory)`: `carry` is the recurrent state, zeros at first
+            (`(h, c)` of `(B, units)` each; a GRU carries `c` unchanged),
+            reordered along the batch by beam search; `memory` is what does
+            not change over a caption: `(image (B, units),)` plus
+            `(regions (B, R, units), keys (B, R, attention_units))` with
+            attention, the keys projected once per image.
+        """
+        image = self._image(features)
+        zeros = ops.zeros((ops.shape(features)[0], self.units), "float32")
+        memory = (image,)
+        if self.attention:
+            regions = self._regions(grid)
+            memory += (regions, self.bahdanau.project_keys(regions))
+        return (zeros, zeros), memory
+
+    def step(self, tokens, carry, memory):
+        """Advance every sequence by one token.
+
+        Args:
+            tokens: `(B,)` int32, the last token of each sequence.
+            carry: `(h, c)` from `encode` or the previous step.
+            memory: From `encode`.
+
+        Returns:
+            `(logits (B, vocab_size), carry, attention (B, R))`; attention is
+            `(B, 1)` zeros without an attention layer.
+        """
+        # A lookup, not the layer: the layer would attach a padding mask.
+        x = ops.take(self.embedding.embeddings, tokens, axis=0)  # (B, embed_dim)
+        h, c = carry
+        lstm = isinstance(self.rnn, keras.layers.LSTM)
+        out, states = self.rnn.cell(x, [h, c] if lstm else [h], training=False)
+        merged = out + memory[0]  # (B, units)
+        if self.attention:
+            _, regions, keys = memory
+            context, weights = self.bahdanau.attend(out[:, None, :], keys, regions)
+            merged = merged + context[:, 0]  # (B, units)
+            weights = weights[:, 0]  # (B, R)
+        else:
+            weights = ops.zeros((ops.shape(tokens)[0], 1))
+        carry = (states[0], states[1] if lstm else c)
+        return self._predict(merged), carry, weights
 
     def get_config(self):
         return {
             **super().get_config(),
-            "mean": self.mean,
-            "std": self.std,
-            "floor": self.floor,
+            "vocab_size": self.vocab_size,
+            "embed_dim": self.embed_dim,
+            "units": self.units,
+            "dropout": self.dropout,
+            "cell": self.cell,
+            "attention": self.attention,
+            "attention_units": self.attention_units,
+            "feature_dim": self.feature_dim,
+            "grid_dim": self.grid_dim,
         }
 
 
-@keras.saving.register_keras_serializable(package="radcap")
-class BahdanauAttention(keras.layers.Layer):
-    """Additive attention (Bahdanau, Cho and Bengio, 2015) over image regions.
-
-    score = vᵀ tanh(W₁ query + W₂ key), softmax over the regions, and the
-    context is the weighted sum of the values.
-
-    Args:
-        units: Hidden size of the scorer.
-
-    Call arguments:
-        query: `(batch, steps, query_dim)`, e.g. the LSTM output at every step.
-        keys: `(batch, regions, key_dim)`, e.g. the projected 7x7 grid.
-        values: `(batch, regions, value_dim)`; defaults to `keys`.
-        return_weights: Also return the attention weights.
-        query_mask: Set by Keras from the query's mask; steps are independent,
-            so padded steps need no special treatment and the mask is passed on.
-
-    Returns:
-        context `(batch, steps, value_dim)`, and with `return_weights` the
-        weights `(batch, steps, regions)`, non-negative and summing to 1 over
-        the regions.
-
-    Reference:
-        Bahdanau, Cho, Bengio. Neural Machine Translation by Jointly Learning
-        to Align and Translate. ICLR 2015.
-    """
-
-    def __init__(self, units: int, **kwargs):
-        super().__init__(**kwargs)
-        self.units = int(units)
-        self.query_dense = keras.layers.Dense(units, use_bias=False, name="query")
-        self.key_dense = keras.layers.Dense(units, name="key")
-        self.score_dense = keras.layers.Dense(1, use_bias=False, name="score")
-        # The output keeps the query's mask: padded steps stay masked downstream.
-        self.supports_masking = True
-
-    def build(self, query_shape, keys_shape, values_shape=None):
-        self.query_dense.build(query_shape)
-        self.key_dense.build(keys_shape)
-        self.score_dense.build((*keys_shape[:-1], self.units))
-        self.built = True
-
-    def call(self, query, keys, values=None, return_weights=False, query_mask=None):
-        values = keys if values is None else values
-        context, weights = self.attend(query, self.project_keys(keys), values)
-        return (context, weights) if return_weights else context
-
-    def project_keys(self, keys):
-        """`W₂ key` for every region: `(batch, regions, units)`.
-
-        It does not depend on the query, so a decoder stepping one word at a
-        time computes it once per image and passes it to `attend`.
-        """
-        return self.key_dense(keys)
-
-    def attend(self, query, projected_keys, values):
-        """Context and weights for `query` over keys already projected.
-
-        Args:
-            query: `(batch, steps, query_dim)`.
-            projected_keys: `(batch, regions, units)` from `project_keys`.
-            values: `(batch, regions, value_dim)`.
-
-        Returns:
-            `(context (batch, steps, value_dim), weights (batch, steps, regions))`.
-        """
-        q = self.query_dense(query)[:, :, None, :]  # (batch, steps, 1, units)
-        k = projected_keys[:, None, :, :]  # (batch, 1, regions, units)
-        scores = self.score_dense(ops.tanh(q + k))[..., 0]  # (batch, steps, regions)
-        weights = ops.softmax(scores, axis=-1)  # (batch, steps, regions)
-        context = ops.einsum("bsr,brd->bsd", weights, values)  # (batch, steps, dim)
-        return context, weights
-
-    def compute_output_shape(self, query_shape, keys_shape, values_shape=None):
-        values_shape = keys_shape if values_shape is None else values_shape
-        return (*query_shape[:2], values_shape[-1])
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units}
-
-
-@keras.saving.register_keras_serializable(package="radcap")
-class MergeImage(keras.layers.Layer):
-    """Add a per-image vector to every time step: `(B, T, D) + (B, D)`.
-
-    Passes the word mask through, so padding stays masked in the loss.
-    """
-
-    def call(self, sequence, image, mask=None):
-        return sequence + ops.expand_dims(image, 1)
-
-    def compute_mask(self, inputs, mask=None):
-        return mask[0] if isinstance(mask, (list, tuple)) else mask
-
-
-def build_model(
+def build_captioner(
     config: Config, vocab_size: int, stats: dict | None = None
-) -> keras.Model:
-    """The training model: (features[, grid], tokens) → next-word logits.
+) -> MergeCaptioner:
+    """The captioner a config describes.
 
     Args:
         config: Sizes (`embed_dim`, `units`, `attention_units`), `dropout`,
-            `cell`, `attention`.
+            `cell`, `attention`, `grid_layer`.
         vocab_size: Number of token ids.
-        stats: Normalisation statistics from the train split:
-            `{"fc2": (mean, std)}` plus `{"grid": (mean, std)}` with attention.
-            None puts mean 0 and std 1, enough for a summary or a shape check.
-
-    Returns:
-        A functional `keras.Model` with inputs `features` `(B, 4096)`,
-        optionally `grid` `(B, R, 512)`, and `tokens` `(B, T)` int32 (0 is
-        padding), and output logits `(B, T, vocab_size)` float32.
+        stats: Normalisation statistics from the train split (see
+            `MergeCaptioner.set_statistics`); None keeps mean 0 and std 1,
+            enough for a summary or a shape check.
     """
-    if stats is None:
-        from radcap.features import FEATURE_SHAPES
-
-        stats = {
-            name: (
-                np.zeros(FEATURE_SHAPES[layer][-1]),
-                np.ones(FEATURE_SHAPES[layer][-1]),
-            )
-            for name, layer in (("fc2", config.layer), ("grid", config.grid_layer))
-        }
-    mean, std = stats["fc2"]
-    features = keras.Input((len(mean),), name="features")
-    tokens = keras.Input((None,), dtype="int32", name="tokens")
-    inputs = {"features": features, "tokens": tokens}
-
-    image = FeatureNormalization(mean, std, name="fc2_norm")(features)
-    image = keras.layers.Dropout(config.dropout, name="image_dropout")(image)
-    image = keras.layers.Dense(config.units, activation="relu", name="image_proj")(
-        image
+    model = MergeCaptioner(
+        vocab_size,
+        embed_dim=config.embed_dim,
+        units=config.units,
+        dropout=config.dropout,
+        cell=config.cell,
+        attention=config.attention,
+        attention_units=config.attention_units,
+        grid_dim=GRID_SHAPES[config.grid_layer][-1],
+        name="merge_captioner",
     )
-
-    words = keras.layers.Embedding(
-        vocab_size, config.embed_dim, mask_zero=True, name="embedding"
-    )(tokens)  # (B, T, embed_dim)
-    words = keras.layers.Dropout(config.dropout, name="word_dropout")(words)
-    rnn = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[config.cell]
-    seq = rnn(config.units, return_sequences=True, name="rnn")(words)  # (B, T, units)
-    merged = MergeImage(name="merge")(seq, image)  # (B, T, units)
-
-    if config.attention:
-        gmean, gstd = stats["grid"]
-        grid = keras.Input((None, len(gmean)), name="grid")
-        inputs["grid"] = grid
-        regions = FeatureNormalization(gmean, gstd, name="grid_norm")(grid)
-        regions = keras.layers.Dense(config.units, activation="relu", name="grid_proj")(
-            regions
-        )  # (B, R, units)
-        context = BahdanauAttention(config.attention_units, name="attention")(
-            seq, regions
-        )  # (B, T, units)
-        merged = keras.layers.Add(name="merge_context")([merged, context])
-
-    x = keras.layers.Dropout(config.dropout, name="merge_dropout")(merged)
-    x = keras.layers.Dense(config.units, activation="relu", name="head")(x)
-    logits = keras.layers.Dense(vocab_size, name="logits")(x)  # (B, T, vocab_size)
-    return keras.Model(inputs, logits, name="merge_captioner")
+    if stats is not None:
+        model.set_statistics(stats)
+    return model
 
 
 def feature_stats(
@@ -250,99 +270,3 @@ def feature_stats(
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean * mean, 0.0))
     return mean.astype(np.float32), std.astype(np.float32)
-
-
-class DecoderStep:
-    """The trained layers, stepped one token at a time with carried state.
-
-    `start(features, grid)` projects the images (and the attention keys)
-    once; `__call__(tokens, state)` advances every sequence by one token.
-    Both are compiled; the state is a tuple of `(B, ...)` arrays that search
-    code may reorder along the batch axis.
-
-    Args:
-        model: A model made by `build_model` (trained or loaded).
-    """
-
-    def __init__(self, model: keras.Model):
-        import tensorflow as tf
-
-        names = {layer.name for layer in model.layers}
-        self.attention = "attention" in names
-        self.model = model
-        get = model.get_layer
-        self.cell = get("rnn").cell
-        self.is_lstm = isinstance(get("rnn"), keras.layers.LSTM)
-        self.units = get("rnn").units
-
-        def start(features, grid):
-            image = get("image_proj")(get("fc2_norm")(features))  # (B, units)
-            if not self.attention:
-                empty = ops.zeros((ops.shape(features)[0], 1, 1))
-                return image, empty, empty
-            regions = get("grid_proj")(get("grid_norm")(grid))  # (B, R, units)
-            keys = get("attention").project_keys(regions)  # (B, R, attention_units)
-            return image, regions, keys
-
-        def step(tokens, h, c, image, regions, keys):
-            # A lookup, not the layer: the layer would attach a padding mask.
-            x = ops.take(get("embedding").embeddings, tokens, axis=0)  # (B, embed_dim)
-            states = [h, c] if self.is_lstm else [h]
-            out, new = self.cell(x, states, training=False)  # (B, units)
-            merged = out + image
-            if self.attention:
-                context, weights = get("attention").attend(
-                    out[:, None, :], keys, regions
-                )  # (B, 1, units), (B, 1, R)
-                merged = merged + context[:, 0]
-                weights = weights[:, 0]  # (B, R)
-            else:
-                weights = ops.zeros((ops.shape(tokens)[0], 1))
-            logits = get("logits")(get("head")(merged))  # (B, vocab_size)
-            log_probs = ops.log_softmax(logits, axis=-1)
-            c_new = new[1] if self.is_lstm else h
-            return log_probs, new[0], c_new, weights
-
-        self._start = tf.function(start, reduce_retracing=True)
-        self._step = tf.function(step, reduce_retracing=True)
-
-    def start(self, features: np.ndarray, grid: np.ndarray | None = None):
-        """Initial state for a batch: `(h, c, image, regions, keys)` arrays."""
-        features = np.asarray(features, np.float32)
-        if self.attention:
-            if grid is None:
-                raise ValueError(
-                    "This model uses attention: pass the grid features too."
-                )
-            grid = np.asarray(grid, np.float32)
-        else:
-            grid = np.zeros((len(features), 1, 1), np.float32)
-        image, regions, keys = self._start(features, grid)
-        zeros = np.zeros((len(features), self.units), np.float32)
-        return (
-            zeros,
-            zeros.copy(),
-            np.asarray(image),
-            np.asarray(regions),
-            np.asarray(keys),
-        )
-
-    def __call__(self, tokens: np.ndarray, state):
-        """Advance by one token.
-
-        Args:
-            tokens: `(B,)` int32 last tokens.
-            state: `(h, c, image, regions, keys)` from `start` or the previous step.
-
-        Returns:
-            `(log_probs (B, vocab_size), new_state, attention (B, R))`.
-        """
-        h, c, *image = state
-        log_probs, h, c, weights = self._step(
-            np.asarray(tokens, np.int32), h, c, *image
-        )
-        return (
-            np.asarray(log_probs),
-            (np.asarray(h), np.asarray(c), *image),
-            np.asarray(weights),
-        )

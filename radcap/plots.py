@@ -1,5 +1,9 @@
 """Figures for the notebooks: training curves, images with captions, attention maps.
 
+Stage: plots, after evaluation. Imports the base, `radcap.images` and
+`radcap.runs`; matplotlib is imported when a figure is drawn, so that
+importing radcap never sets up a plotting backend.
+
 Every function returns a `matplotlib.figure.Figure` and changes no global
 matplotlib setting. The figure is closed in pyplot before it is returned, so a
 notebook shows it once, as the value of the cell; elsewhere use
@@ -15,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radcap import runs
+from radcap.images import load_image
 from radcap.text import clean_caption
 
 PANEL = 3.2  # inches per image panel
@@ -87,7 +93,7 @@ def plot_history(run_dir: str | Path):
     Returns:
         A Figure with one axes; the best validation epoch is marked.
     """
-    path = Path(run_dir) / "history.csv"
+    path = Path(run_dir) / runs.HISTORY
     if not path.is_file():
         raise FileNotFoundError(
             f"No {path}: train the run first (radcap.train.train or `radcap train`)."
@@ -215,8 +221,6 @@ def plot_attention(image_path, words, attention, title: str | None = None, ncols
         A Figure with one axes per word.
     """
     from PIL import Image
-
-    from radcap.images import load_image
 
     words = list(words)
     attention = np.asarray(attention, np.float32)

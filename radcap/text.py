@@ -1,4 +1,8 @@
-"""Caption cleaning and the vocabulary: words to token ids and back."""
+"""Caption cleaning and the vocabulary: words to token ids and back.
+
+Stage: the base, beside `config`; imports only `radcap.files`. The data
+stage already cleans captions with it, so it sits below data.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from radcap.files import read_json, write_text
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -99,16 +105,33 @@ class Vocabulary:
         words = [w for c in captions for w in clean_caption(c).split()]
         return sum(w in self.index for w in words) / max(len(words), 1)
 
+    def to_dict(self) -> dict:
+        """`{"max_len", "words"}`, JSON-ready."""
+        return {"max_len": self.max_len, "words": self.words}
+
+    @classmethod
+    def from_dict(cls, data, source: str | Path = "the vocabulary") -> Vocabulary:
+        """The inverse of `to_dict`; `source` names the file in errors."""
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("words"), list)
+            or not isinstance(data.get("max_len"), int)
+        ):
+            raise ValueError(
+                f"{source} is not a radcap vocabulary: expected a JSON object with "
+                "'words' (a list) and 'max_len' (an integer)."
+            )
+        if data["words"][: len(SPECIALS)] != list(SPECIALS):
+            raise ValueError(
+                f"{source} is not a radcap vocabulary (special tokens differ)."
+            )
+        return cls(data["words"][len(SPECIALS) :], data["max_len"])
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(
-            json.dumps({"max_len": self.max_len, "words": self.words})
-        )
+        """Write as JSON, atomically (never half-written)."""
+        write_text(path, json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        data = json.loads(Path(path).read_text())
-        if data["words"][: len(SPECIALS)] != list(SPECIALS):
-            raise ValueError(
-                f"{path} is not a radcap vocabulary (special tokens differ)."
-            )
-        return cls(data["words"][len(SPECIALS) :], data["max_len"])
+        """Read a vocabulary written by `save`."""
+        return cls.from_dict(read_json(path, "vocabulary"), path)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from radcap.config import preset
-from radcap.datasets import load_csv
+from radcap.data.layouts import load_csv
 from radcap.features import extract
 from radcap.images import load_image
 

@@ -20,9 +20,12 @@ def test_round_trip(tmp_path):
         ("units", 0, "Config.units=0"),
         ("cell", "rnn", "Config.cell='rnn'"),
         ("dropout", 1.5, "Config.dropout=1.5"),
-        ("image_size", 256, "Config.image_size=256"),
         ("name", "a/b", "Config.name='a/b'"),
+        ("name", "..", "Config.name='..' is invalid: expected a folder name"),
+        ("name", ".hidden", "Config.name='.hidden'"),
+        ("name", "", "Config.name=''"),
         ("early_stopping", -1, "Config.early_stopping=-1"),
+        ("seed", -5, "Config.seed=-5 is invalid: expected an integer >= 0"),
         ("learning_rate", "fast", "Config.learning_rate='fast' is invalid"),
         ("attention", "False", "Config.attention='False' is invalid"),
         ("dropout", True, "Config.dropout=True is invalid"),
@@ -43,6 +46,29 @@ def test_unknown_fields_are_refused(tmp_path):
         preset("demo").replace(colour="red")
     with pytest.raises(ValueError, match="Unknown preset 'big'"):
         preset("big")
+
+
+def test_retired_fields_load_only_with_their_one_value():
+    old = {**preset("demo").to_dict(), "backbone": "vgg16", "layer": "fc2"}
+    assert Config.from_dict({**old, "image_size": 224}) == preset("demo")
+    with pytest.raises(ValueError, match="Unknown config field.*image_size"):
+        Config.from_dict({**old, "image_size": 256})
+
+
+def test_preset_names_attention_runs_once_for_everyone():
+    assert preset("demo").name == "demo"
+    assert preset("demo", attention=True).name == "demo-attention"
+    assert preset("roco", attention=True, name="mine").name == "mine"
+    assert preset("demo", attention=False, name=None).name == "demo"
+
+
+def test_a_damaged_config_names_its_file(tmp_path):
+    (tmp_path / "config.json").write_text('{"units": ')
+    with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
+        Config.load(tmp_path)
+    (tmp_path / "config.json").write_text("")
+    with pytest.raises(ValueError, match=r"config.json is empty \(0 bytes\)"):
+        Config.load(tmp_path)
 
 
 def test_presets():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radcap.demo import Case, make_demo, render
+from radcap.data.demo import Case, make_demo, render
 
 
 def test_caption_follows_the_case():
@@ -57,7 +57,7 @@ def test_attributes_are_independent_so_captions_need_the_image(tmp_path):
 
 
 def test_lesion_half_share():
-    from radcap.demo import lesion_half_share
+    from radcap.evaluation.attention import lesion_half_share
 
     grid = np.zeros((7, 7))
     grid[2, 1] = 1.0  # image left: the patient's right

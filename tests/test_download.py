@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from radcap import download
-from radcap.download import (
+from radcap.data import download, roco
+from radcap.data.download import (
     DownloadError,
     check_roco_layout,
     download_roco,
@@ -61,7 +61,7 @@ def no_credentials(tmp_path, monkeypatch):
         "XDG_CONFIG_HOME",
     ):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(download, "KAGGLE_INPUT", tmp_path / "no-kaggle-input")
+    monkeypatch.setattr(roco, "KAGGLE_INPUT", tmp_path / "no-kaggle-input")
     return home
 
 
@@ -251,7 +251,7 @@ def test_rejected_credentials_become_a_download_error(
 
 
 def test_importing_radcap_download_does_not_import_kaggle():
-    code = "import sys, radcap.download; print('kaggle' in sys.modules)"
+    code = "import sys, radcap.data.download; print('kaggle' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from radcap import cli
-from radcap.decode import Captioner
-from radcap.demo import Case, render
+from radcap.captioner import Captioner
+from radcap.data.demo import Case, render
 
 pytestmark = pytest.mark.slow
 
@@ -111,14 +111,14 @@ def test_model_beats_both_baselines_and_reports_every_row(run, request):
 
 
 def test_search_by_caption_finds_a_matching_image(demo_run, workdir):
-    from radcap import datasets
+    from radcap import data
+    from radcap.evaluation.retrieval import recall_at_k
     from radcap.features import load_features
-    from radcap.search import recall_at_k
 
     captioner = Captioner.load(demo_run)
     config = captioner.config
     fc2 = load_features(config, "test", root=workdir)
-    references = datasets.load(config, workdir).references("test")
+    references = data.load(config, workdir).references("test")
     recall = recall_at_k(captioner, fc2.array, None, references, ks=(1, 5), ids=fc2.ids)
     assert recall["recall@1"] >= 0.8 and recall["recall@5"] >= recall["recall@1"]
 

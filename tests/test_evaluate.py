@@ -8,24 +8,26 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from radcap.backbone import Extractor
+from radcap.captioner import Captioner
 from radcap.config import preset
-from radcap.datasets import load
-from radcap.decode import Captioner
-from radcap.evaluate import (
+from radcap.data import load
+from radcap.evaluation import compare_runs, evaluate, metrics_table
+from radcap.evaluation.baselines import (
     CONTROLS,
-    METRICS,
     baseline_captions,
     caption_controls,
-    compare_runs,
-    diversity,
-    evaluate,
-    imageclef_normalize,
-    metrics_table,
     most_frequent_caption,
     nearest_neighbours,
+)
+from radcap.evaluation.metrics import (
+    METRICS,
+    diversity,
+    imageclef_normalize,
     score,
 )
-from radcap.features import Extractor, Features, extract
+from radcap.features import extract
+from radcap.splits import Split
 from radcap.train import train
 
 
@@ -80,12 +82,12 @@ def test_imageclef_scoring_averages_per_caption():
 
 
 def test_a_failing_meteor_is_left_out_with_its_reason(monkeypatch):
-    import radcap.evaluate
+    import radcap.evaluation.metrics
 
     def broken(*args):
         raise BrokenPipeError("the JVM exited")
 
-    monkeypatch.setattr(radcap.evaluate, "_meteor", broken)
+    monkeypatch.setattr(radcap.evaluation.metrics, "_meteor", broken)
     refs = {"a": ["a small nodule"], "b": ["no abnormality"]}
     out = score(refs, {"a": "a small nodule", "b": "a cyst"}, meteor=True)
     assert (
@@ -132,10 +134,15 @@ def test_nearest_neighbour_baseline_returns_a_planted_duplicates_caption():
     skipped = pd.DataFrame(
         {"image_id": ["img5"], "path": ["img5.png"], "reason": ["empty file"]}
     )
-    train_features = Features(array, ids, skipped)
-    references = {k: [f"caption of {k}", "a second caption"] for k in ids}
+    readable = [k for k in ids if k != "img5"]
+    captions = pd.DataFrame(
+        [(k, c) for k in readable for c in (f"caption of {k}", "a second caption")],
+        columns=["image_id", "caption"],
+    )
+    rows = np.array([ids.index(k) for k in readable])
+    train = Split("train", captions, readable, rows, array, None, skipped)
     queries = np.stack([array[17], array[3], np.zeros(4096)]).astype(np.float16)
-    captions = baseline_captions(train_features, references, queries)
+    captions = baseline_captions(train, queries)
     assert captions["nearest_neighbour"][:2] == ["caption of img17", "caption of img3"]
     assert captions["nearest_neighbour"][2] != "caption of img5"
     assert captions["frequency"] == ["a second caption"] * 3

@@ -7,12 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from radcap.backbone import Extractor, WeightsError
 from radcap.config import preset
-from radcap.demo import make_demo
+from radcap.data.demo import make_demo
 from radcap.features import (
-    Extractor,
     FeatureCacheError,
-    WeightsError,
     cache_dir,
     extract,
     load_features,
@@ -72,6 +71,7 @@ def test_shapes_dtype_and_files(full):
     assert fc2.ids == [f"img{i}" for i in range(N)]
     folder = root / "features/demo/vgg16-fc2"
     assert sorted(p.name for p in folder.iterdir()) == [
+        ".lock",  # the writers' lock; no temporary file is left
         "meta.json",
         "train.ids",
         "train.npy",
@@ -118,12 +118,12 @@ def test_resume_gives_the_same_array(images, extractors, full, tmp_path, attenti
 def test_attention_runs_the_backbone_once_per_image(
     images, extractors, tmp_path, monkeypatch
 ):
-    import radcap.features
+    import radcap.backbone
 
     reads = []
-    load_image = radcap.features.load_image
+    load_image = radcap.backbone.load_image
     monkeypatch.setattr(
-        radcap.features,
+        radcap.backbone,
         "load_image",
         lambda path, size: reads.append(path) or load_image(path, size),
     )

@@ -1,17 +1,13 @@
-"""The merge decoder and its layers: shapes, serialization, stepping."""
+"""The merge captioner and its layers: shapes, serialization, encode and step."""
 
 import keras
 import numpy as np
 import pytest
 
 from radcap.config import preset
-from radcap.model import (
-    BahdanauAttention,
-    DecoderStep,
-    FeatureNormalization,
-    build_model,
-    feature_stats,
-)
+from radcap.generate import CompiledStep
+from radcap.layers import BahdanauAttention, FeatureNormalization
+from radcap.model import MergeCaptioner, build_captioner, feature_stats
 
 VOCAB = 30
 
@@ -32,7 +28,7 @@ def make(attention=False, cell="lstm", seed=0):
         "grid": (rng.random(512), rng.random(512) + 0.1),
     }
     keras.utils.set_random_seed(seed)
-    model = build_model(config, VOCAB, stats)
+    model = build_captioner(config, VOCAB, stats)
     inputs = {
         "features": rng.random((3, 4096)).astype("float32"),
         "tokens": np.array(
@@ -66,7 +62,7 @@ def test_stepping_matches_teacher_forcing(attention, cell):
     model, inputs = make(attention, cell)
     logits = model(inputs).numpy()
     expected = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    step = DecoderStep(model)
+    step = CompiledStep(model)
     state = step.start(inputs["features"], inputs.get("grid"))
     got = []
     for t in range(inputs["tokens"].shape[1]):
@@ -104,15 +100,41 @@ def test_get_config_round_trips():
     layer = BahdanauAttention(7, name="att")
     clone = BahdanauAttention.from_config(layer.get_config())
     assert clone.units == 7 and clone.name == "att"
-    norm = FeatureNormalization([1.0, 2.0], [0.5, 0.0], floor=0.2)
+    norm = FeatureNormalization(2, floor=0.2)
     clone = FeatureNormalization.from_config(norm.get_config())
+    assert clone.dim == 2 and clone.floor == 0.2
+    norm.set_statistics([1.0, 2.0], [0.5, 0.0])
+    clone.set_weights(norm.get_weights())
     x = np.array([[2.0, 2.0]], "float32")
     np.testing.assert_allclose(clone(x).numpy(), norm(x).numpy())
+    np.testing.assert_allclose(norm(x).numpy(), [[2.0, 0.0]], atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_captioner_config_round_trips(attention):
+    model, inputs = make(attention)
+    config = model.get_config()
+    clone = MergeCaptioner.from_config(config)
+    assert clone.get_config() == config
+    assert (clone.attention, clone.units, clone.vocab_size) == (attention, 32, VOCAB)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_array_equal(model(inputs).numpy(), clone(inputs).numpy())
+
+
+def test_encode_projects_attention_keys_once_per_image():
+    model, inputs = make(attention=True)
+    carry, memory = model.encode(inputs["features"], inputs["grid"])
+    assert [tuple(x.shape) for x in carry] == [(3, 32), (3, 32)]
+    assert [tuple(x.shape) for x in memory] == [(3, 32), (3, 49, 32), (3, 49, 8)]
+    np.testing.assert_array_equal(carry[0].numpy(), 0.0)
+    logits, carry, weights = model.step(np.array([1, 1, 1], "int32"), carry, memory)
+    assert tuple(logits.shape) == (3, VOCAB) and tuple(weights.shape) == (3, 49)
 
 
 def test_feature_normalization_floors_the_scale():
     # mean std = 0.5; the constant second feature is scaled by 0.1 * 0.5, not by 0.
-    norm = FeatureNormalization([0.0, 3.0], [1.0, 0.0], floor=0.1)
+    norm = FeatureNormalization(2, floor=0.1)
+    norm.set_statistics([0.0, 3.0], [1.0, 0.0])
     out = norm(np.array([[2.0, 3.1]], "float32")).numpy()
     np.testing.assert_allclose(out, [[2.0, 0.1 / 0.05]], rtol=1e-4)
 
@@ -127,10 +149,10 @@ def test_feature_stats_chunks_match_numpy():
 
 @pytest.mark.parametrize("attention", [False, True])
 def test_beam_one_equals_greedy_through_the_model(attention):
-    from radcap.decode import beam_search, greedy_search
+    from radcap.generate import beam_search, greedy_search
 
     model, inputs = make(attention, seed=3)
-    step = DecoderStep(model)
+    step = CompiledStep(model)
     state = step.start(inputs["features"], inputs.get("grid"))
     kwargs = dict(batch_size=3, start_id=1, end_id=2, max_len=8)
     greedy = greedy_search(step, state, **kwargs)

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from radcap.batches import Batches
 from radcap.config import preset
-from radcap.datasets import load_demo
-from radcap.demo import make_demo
-from radcap.train import Batches, train
+from radcap.data.demo import make_demo
+from radcap.data.layouts import load_demo
+from radcap.train import train
 
 
 def test_batches_cover_every_caption_once_and_trim_padding():
@@ -139,9 +140,8 @@ def test_a_finished_run_asked_for_more_epochs_trains_on(tiny):
 
 
 def test_early_stopping_counts_the_epochs_before_a_resume():
-    from radcap.train import _callback_classes
+    from radcap.callbacks import EarlyStopping
 
-    EarlyStopping = _callback_classes()[2]
     history = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_loss": [1.0, 0.5, 0.6, 0.7]})
     stopper = EarlyStopping(history, monitor="val_loss", patience=3)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from radcap.decode import Captioner, RunError, beam_search, greedy_search
+from radcap.captioner import Captioner
+from radcap.generate import beam_search, greedy_search
+from radcap.runs import RunError
 
 PAD, START, END, A, B, C = range(6)
 VOCAB = 6
@@ -138,7 +140,7 @@ def test_captioner_refuses_a_folder_that_is_not_a_run(tmp_path):
 
 @pytest.mark.parametrize("seed", range(20))
 def test_top_k_matches_a_stable_sort(seed):
-    from radcap.decode import top_k
+    from radcap.generate import top_k
 
     rng = np.random.default_rng(seed)
     # Few distinct values, so ties are common; some -inf (finished beams).

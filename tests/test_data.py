@@ -8,24 +8,25 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from radcap import download
-from radcap.config import Config, preset
-from radcap.datasets import (
+from radcap.config import SPLITS, Config, preset
+from radcap.data import (
     MANIFEST_COLUMNS,
     SKIP_COLUMNS,
-    SPLITS,
     hash_split,
     load,
+    profile,
+    save_profile,
+)
+from radcap.data import roco as roco_source
+from radcap.data.demo import make_demo
+from radcap.data.layouts import (
     load_coco,
     load_csv,
     load_demo,
     load_iu_xray,
-    load_roco,
     load_rocov2,
-    report,
-    save_report,
 )
-from radcap.demo import make_demo
+from radcap.data.roco import load_roco
 
 JPEG = b"\xff\xd8\xff\xe0 not decoded while building the manifest"
 PASSWD = "../" * 30 + "etc/passwd"
@@ -546,7 +547,7 @@ def test_csv_split_names_conflicts_and_duplicates(tmp_path):
 
 
 def test_demo_and_load_from_config(tmp_path, kaggle_roco, monkeypatch):
-    monkeypatch.setattr(download, "KAGGLE_INPUT", tmp_path / "no-kaggle-here")
+    monkeypatch.setattr(roco_source, "KAGGLE_INPUT", tmp_path / "no-kaggle-here")
     demo = load(preset("demo", demo_size=20), tmp_path)
     assert demo.manifest["image_id"].tolist()[:2] == ["demo_00000", "demo_00001"]
     assert demo.counts()["captions"].to_dict() == {
@@ -569,7 +570,7 @@ def test_demo_and_load_from_config(tmp_path, kaggle_roco, monkeypatch):
     with pytest.raises(FileNotFoundError, match="No ROCO dataset"):
         load(elsewhere, tmp_path / "nothing")
     # In a Kaggle notebook the attached input is used.
-    monkeypatch.setattr(download, "KAGGLE_INPUT", kaggle_roco)
+    monkeypatch.setattr(roco_source, "KAGGLE_INPUT", kaggle_roco)
     assert len(load(elsewhere, tmp_path / "nothing").manifest) == 5
 
     rocov2 = types.SimpleNamespace(
@@ -621,11 +622,11 @@ def test_report_and_saved_files(tmp_path):
             "coverage": {"train": 0.6667, "validation": 0.4286, "test": 0.5},
         },
     }
-    assert report(dataset, vocab_min_count=2, max_len=5) == expected
-    saved = save_report(dataset, tmp_path / "report", vocab_min_count=2, max_len=5)
+    assert profile(dataset, vocab_min_count=2, max_len=5) == expected
+    saved = save_profile(dataset, tmp_path / "report", vocab_min_count=2, max_len=5)
     assert saved == expected
     folder = tmp_path / "report"
-    assert json.loads((folder / "report.json").read_text()) == expected
+    assert json.loads((folder / "profile.json").read_text()) == expected
     manifest = pd.read_csv(folder / "manifest.csv", dtype=str, keep_default_na=False)
     assert rows(manifest) == rows(dataset.manifest)
     skipped = pd.read_csv(folder / "skipped.csv", dtype=str, keep_default_na=False)

@@ -5,10 +5,10 @@ import types
 import numpy as np
 import pytest
 
+from radcap.captioner import Captioner
 from radcap.config import preset
-from radcap.decode import Captioner
-from radcap.model import build_model, feature_stats
-from radcap.search import caption_log_likelihood, rank_images, recall_at_k
+from radcap.evaluation.retrieval import caption_log_likelihood, rank_images, recall_at_k
+from radcap.model import build_captioner, feature_stats
 from radcap.text import Vocabulary
 
 VOCAB = Vocabulary(["alpha", "beta", "gamma"], max_len=5)  # ids 4, 5, 6
@@ -111,7 +111,7 @@ def test_teacher_forcing_agrees_with_the_decoder_step(attention, cell):
     if attention:
         stats["grid"] = feature_stats(grid)
     vocab = Vocabulary(["alpha", "beta", "gamma"], max_len=5)
-    captioner = Captioner(build_model(config, vocab.size, stats), vocab, config)
+    captioner = Captioner(build_captioner(config, vocab.size, stats), vocab, config)
 
     caption = "beta gamma alpha"
     scores = caption_log_likelihood(captioner, features, grid, caption, batch_size=2)

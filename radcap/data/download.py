@@ -1,5 +1,7 @@
 """Getting ROCO: the Kaggle input mount, a local copy, or a download from Kaggle.
 
+Stage: data (after `radcap.data.roco`, whose layout checks it uses).
+
 Only `download_roco` goes to the network, through the `kaggle` package, which
 is imported inside it: importing `kaggle` without credentials exits the program.
 Everything else here (finding credentials, checking a folder's layout,
@@ -14,11 +16,11 @@ import time
 import zipfile
 from pathlib import Path
 
-from radcap.datasets import ROCO_SHORT, SPLITS, roco_caption_csv, roco_layout
+from radcap.data import roco
+from radcap.data.roco import check_roco_layout, find_roco
+from radcap.files import write_json
 
 DATASET = "virajbagal/roco-dataset"
-# Where Kaggle notebooks mount the dataset once it is added as an input.
-KAGGLE_INPUT = Path("/kaggle/input/roco-dataset")
 ARCHIVE = "roco-dataset.zip"  # the name the kaggle package downloads to
 STAMP = ".complete"  # written once a download is unzipped and checked
 
@@ -34,7 +36,7 @@ def ways_out(dest: str | Path) -> str:
         "Create New Token) and save it as ~/.kaggle/kaggle.json (chmod 600); "
         "(2) or set the KAGGLE_USERNAME and KAGGLE_KEY environment variables; "
         f"(3) in a Kaggle notebook, Add Input > {DATASET}: radcap reads it from "
-        f"{KAGGLE_INPUT} without downloading; (4) download the archive from "
+        f"{roco.KAGGLE_INPUT} without downloading; (4) download the archive from "
         f"https://www.kaggle.com/datasets/{DATASET} and unzip it into {dest}; "
         "(5) or run everything offline on the synthetic demo (preset 'demo')."
     )
@@ -89,68 +91,6 @@ def kaggle_credentials() -> dict | None:
         token = folder / "access_token"
         if token.is_file() and token.read_text().strip():
             return {"username": None, "source": str(token)}
-    return None
-
-
-def check_roco_layout(root: str | Path) -> list[str]:
-    """What the Kaggle ROCO layout lacks in `root`; an empty list when complete.
-
-    Args:
-        root: The folder holding `all_data`, or `all_data` itself.
-
-    Returns:
-        One entry per missing piece, e.g. `"all_data/test/radiology/images/"`,
-        relative to `root`.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return [f"{root} (no such folder)"]
-    base = root / "all_data" if (root / "all_data").is_dir() else root
-    missing = []
-    for split in SPLITS:
-        folder = base / split
-        if roco_caption_csv(base, split) is None:
-            short = ROCO_SHORT[split]
-            missing.append(
-                f"{(folder / f'radiology{short}data.csv').relative_to(root)} "
-                f"(or {(folder / 'radiology' / f'{short}data.csv').relative_to(root)})"
-            )
-        images = folder / "radiology" / "images"
-        if not images.is_dir():
-            missing.append(f"{images.relative_to(root)}/")
-        else:
-            with os.scandir(images) as entries:
-                if next(entries, None) is None:
-                    missing.append(f"{images.relative_to(root)}/ (empty)")
-    return missing
-
-
-def find_roco(
-    local_dir: str | Path | None = None, kaggle_input: str | Path | None = None
-) -> Path | None:
-    """A complete ROCO copy already on this machine, without downloading.
-
-    Args:
-        local_dir: A folder to try after the Kaggle input mount.
-        kaggle_input: The Kaggle mount to try first; default `KAGGLE_INPUT`.
-
-    Returns:
-        The Kaggle mount if it passes `check_roco_layout`, else `local_dir` if
-        it passes that check or holds the original layout of the
-        razorx89/roco-dataset repository; otherwise None.
-    """
-    mount = Path(kaggle_input or KAGGLE_INPUT)
-    if mount.is_dir() and not check_roco_layout(mount):
-        return mount
-    if local_dir is not None and Path(local_dir).is_dir():
-        local_dir = Path(local_dir)
-        if not check_roco_layout(local_dir):
-            return local_dir
-        try:
-            if roco_layout(local_dir)[0] == "original":
-                return local_dir
-        except FileNotFoundError:
-            pass
     return None
 
 
@@ -287,5 +227,86 @@ def download_roco(
             "Run again with force=True (radcap download roco --force)."
         )
     stamp = {"dataset": DATASET, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (dest / STAMP).write_text(json.dumps(stamp) + "\n")
+    write_json(dest / STAMP, stamp)
     return dest
+
+
+def in_colab() -> bool:
+    """Whether this Python runs in Google Colab."""
+    import importlib.util
+
+    return importlib.util.find_spec("google.colab") is not None
+
+
+def ask_for_kaggle_token(kind: str, roco_dir: str | Path | None = None) -> bool:
+    """In Colab, ask for `kaggle.json` when ROCO is wanted and nothing else has it.
+
+    Does nothing (and returns False) outside Colab, for the demo, when ROCO
+    is already on this machine, or when credentials exist.
+
+    Returns:
+        Whether a token was uploaded and saved as `~/.kaggle/kaggle.json`.
+    """
+    if not (kind == "roco" and in_colab()):
+        return False
+    if find_roco(roco_dir) is not None or kaggle_credentials() is not None:
+        return False
+    from google.colab import files
+
+    print("Upload kaggle.json (kaggle.com > Settings > API > Create New Token):")
+    uploaded = files.upload()
+    if not uploaded:
+        return False
+    token = Path.home() / ".kaggle" / "kaggle.json"
+    token.parent.mkdir(exist_ok=True)
+    token.write_bytes(next(iter(uploaded.values())))
+    token.chmod(0o600)
+    return True
+
+
+def prepare_dataset(kind: str, root: str | Path = ".", roco_dir=None):
+    """The dataset notebook 01 goes on with, found or fetched, and why.
+
+    For `"roco"`, in this order: the Kaggle input mount, `roco_dir`, a copy
+    downloaded before into the dataset folder, a download when Kaggle
+    credentials exist. The dataset folder (`data/roco`) is then made to
+    point at the copy found, so later steps read it without copying. With
+    none of these, it falls back to the demo and says how to get ROCO.
+
+    Args:
+        kind: The preset asked for, `"demo"` or `"roco"`.
+        root: The working folder.
+        roco_dir: A folder that already holds ROCO, if any.
+
+    Returns:
+        `(config, message)`: the preset to go on with and a few lines saying
+        where the data comes from.
+    """
+    from radcap.config import preset
+
+    config = preset(kind)
+    dest = config.dataset_dir(root)
+    found = find_roco(roco_dir)  # the Kaggle input first, then roco_dir
+    if kind != "roco":
+        if found is not None:
+            return config, (
+                f"Using the demo, but ROCO is available in {found}: set PRESET = "
+                "'roco' in every notebook to use it."
+            )
+        return config, (
+            "PRESET = 'demo': using the synthetic demo dataset (drawn offline the "
+            "first time). Set PRESET = 'roco' for the real ROCO dataset."
+        )
+    if found is None and dest.is_dir() and not check_roco_layout(dest):
+        found = dest  # downloaded by an earlier run
+    if found is None and kaggle_credentials() is not None:
+        found = download_roco(dest)
+    if found is None:
+        return preset("demo"), (
+            "ROCO was not found: no Kaggle input, no ROCO_DIR, no earlier download "
+            "and no Kaggle credentials.\n" + ways_out(dest) + "\n\nGoing on with "
+            "the synthetic demo. Keep PRESET = 'demo' in notebooks 02-04 until "
+            "ROCO is here."
+        )
+    link_roco(found, dest)
+    return config, f"ROCO found in {found}; {dest} points at it."

@@ -1,5 +1,7 @@
 """Search by caption: rank images by how likely the trained model finds a caption.
 
+Stage: evaluation. Imports only `radcap.text`.
+
 The text-to-image direction of CLIP-style retrieval, with the captioner itself
 as the scorer. For a query caption w_1..w_T and every image,
 
@@ -31,7 +33,7 @@ def caption_log_likelihood(
     """Log-probability of one caption given each image, teacher-forced.
 
     Args:
-        captioner: A `radcap.decode.Captioner`, or any object with `vocab` (a
+        captioner: A `radcap.captioner.Captioner`, or any object with `vocab` (a
             `radcap.text.Vocabulary`) and `model`: a callable taking
             `{"features": (B, 4096), "tokens": (B, T) int32[, "grid": (B, R, 512)]}`
             and `training=False`, returning next-token logits `(B, T, vocab_size)`.

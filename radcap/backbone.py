@@ -1,0 +1,190 @@
+"""The frozen VGG16 backbone: image files in, `fc2` vectors (and grids) out.
+
+Stage: backbone, after `images`. Imports `radcap.config` and `radcap.images`.
+
+`fc2` and the attention grid come out of the same forward pass, so each image
+is read and run through VGG16 once. Image files are decoded by worker threads
+while the backbone runs on the previous batch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from radcap.config import Config
+from radcap.images import ImageError, load_image
+
+BACKBONE = "vgg16"
+LAYER = "fc2"  # the whole-image vector every decoder reads, 4096-d
+IMAGE_SIZE = 224  # VGG16's fully connected layers need 224x224 inputs
+GRID_SHAPES = {"block5_pool": (49, 512), "block5_conv3": (196, 512)}
+FEATURE_SHAPES = {LAYER: (4096,), **GRID_SHAPES}
+# ImageNet channel means of VGG16's "caffe" preprocessing, in BGR order.
+_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+class WeightsError(RuntimeError):
+    """The backbone's weights could not be loaded."""
+
+
+def layers_for(config: Config) -> list[str]:
+    """The layers a config needs: `fc2`, plus the grid when attention is on."""
+    return [LAYER] + ([config.grid_layer] if config.attention else [])
+
+
+def build_backbone(config: Config, layers: list[str] | None = None):
+    """VGG16 as a frozen Keras model from preprocessed images to the given layers.
+
+    Args:
+        config: Uses `weights` (`"imagenet"`, `None` or a weights file),
+            and `seed` (random weights are drawn from it, so the
+            same seed gives the same backbone in every process).
+        layers: Output layer names; defaults to `layers_for(config)`.
+
+    Returns:
+        A `keras.Model` taking `(batch, 224, 224, 3)` float32 BGR mean-centred
+        images and returning a list with one array per layer, grids flattened
+        to `(batch, regions, 512)`.
+
+    Raises:
+        WeightsError: The weights could not be downloaded or read.
+    """
+    import keras
+
+    layers = layers or layers_for(config)
+    weights = config.weights
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise WeightsError(
+            f"Backbone weights file {weights!r} not found. Give the path to a VGG16 "
+            "'.h5'/'.weights.h5' file, 'imagenet' to download them, or None for a "
+            "random backbone (smoke runs only)."
+        )
+    keras.utils.set_random_seed(config.seed)
+    try:
+        vgg = keras.applications.VGG16(
+            weights=weights,
+            include_top=True,
+            input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+        )
+    except Exception as err:  # download or file errors come in many types
+        raise WeightsError(
+            f"Could not load VGG16 weights {weights!r}: {err}\n"
+            "Ways out: (1) connect to the internet so Keras can download the "
+            "ImageNet weights (~530 MB, cached in ~/.keras/models); (2) download "
+            "'vgg16_weights_tf_dim_ordering_tf_kernels.h5' elsewhere and set "
+            "Config.weights (or --weights) to its path; (3) use weights=None "
+            "(the demo preset) for an offline smoke run with a random backbone."
+        ) from None
+    outputs = []
+    for name in layers:
+        out = vgg.get_layer(name).output
+        if name in GRID_SHAPES:
+            out = keras.layers.Reshape(GRID_SHAPES[name], name=f"{name}_regions")(out)
+        outputs.append(out)
+    model = keras.Model(vgg.input, outputs, name="vgg16_features")
+    model.trainable = False
+    return model
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """RGB 0..255 to VGG16's input: BGR with the ImageNet means removed."""
+    return images[..., ::-1] - _BGR_MEAN
+
+
+class Extractor:
+    """Runs the frozen backbone over batches of image files.
+
+    Args:
+        config: Run configuration (backbone, weights, layers, batch size).
+        layers: Layers to extract; defaults to `layers_for(config)`.
+        workers: Threads that decode images while the backbone runs.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        layers: list[str] | None = None,
+        workers: int | None = None,
+    ):
+        import tensorflow as tf
+
+        self.config = config
+        self.layers = layers or layers_for(config)
+        self.model = build_backbone(config, self.layers)
+        self.workers = workers or min(8, os.cpu_count() or 2)
+        self._forward = tf.function(lambda x: self.model(x, training=False))
+
+    def forward(self, batch: np.ndarray) -> list[np.ndarray]:
+        """One backbone pass: `(batch, 224, 224, 3)` RGB → one array per layer."""
+        outputs = self._forward(preprocess(batch))
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return [np.array(o) for o in outputs]  # writable copies
+
+    def _read_batch(self, paths: list[str], pool) -> tuple[np.ndarray, dict[int, str]]:
+        """Decode a batch in parallel; failed images become zeros plus a reason."""
+        size = IMAGE_SIZE
+        batch = np.zeros((len(paths), size, size, 3), np.float32)
+        errors = {}
+
+        def one(i):
+            try:
+                batch[i] = load_image(paths[i], size)
+            except ImageError as err:
+                errors[i] = err.reason
+
+        list(pool.map(one, range(len(paths))))
+        return batch, errors
+
+    def run(
+        self,
+        paths: list[str],
+        on_batch,
+        start: int = 0,
+        max_batches=None,
+        desc: str = "features",
+    ):
+        """Extract `paths[start:]` in batches; `on_batch(start, outputs, errors)` each.
+
+        The next batch is decoded while the backbone runs on the current one.
+        The last batch is padded to full size, so the backbone is traced once.
+        """
+        bs = self.config.extract_batch_size
+        starts = list(range(start, len(paths), bs))
+        if max_batches is not None:
+            starts = starts[:max_batches]
+        # One thread prepares the next batch, handing its images to the decode
+        # pool; a single pool for both would deadlock with one worker.
+        with (
+            concurrent.futures.ThreadPoolExecutor(self.workers) as pool,
+            concurrent.futures.ThreadPoolExecutor(1) as ahead,
+            tqdm(total=len(paths), initial=start, desc=desc, unit="img") as bar,
+        ):
+            pending = (
+                ahead.submit(self._read_batch, paths[starts[0] : starts[0] + bs], pool)
+                if starts
+                else None
+            )
+            for j, s in enumerate(starts):
+                batch, errors = pending.result()
+                if j + 1 < len(starts):
+                    nxt = starts[j + 1]
+                    pending = ahead.submit(
+                        self._read_batch, paths[nxt : nxt + bs], pool
+                    )
+                n = len(batch)
+                if n < bs:
+                    batch = np.concatenate(
+                        [batch, np.zeros((bs - n, *batch.shape[1:]), np.float32)]
+                    )
+                outputs = [o[:n] for o in self.forward(batch)]
+                for i in errors:
+                    for o in outputs:
+                        o[i] = 0
+                on_batch(s, outputs, errors)
+                bar.update(n)

@@ -1,0 +1,109 @@
+"""The Keras callbacks of a training run: epoch seeds, the epoch writer, progress.
+
+Stage: train. Imports the base and `radcap.runs`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import keras
+from tqdm.auto import tqdm
+
+from radcap import runs
+from radcap.files import atomic_path, kill_point
+
+
+class EpochSeed(keras.callbacks.Callback):
+    """Tells the train batches which epoch starts (for its shuffle seed)."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        kill_point(f"epoch-{self.batches.epoch}-batch-{batch}")
+
+
+class EpochWriter(keras.callbacks.Callback):
+    """Writes a finished epoch into the run folder: backup, history, best model.
+
+    In this order, each write atomic: the whole state (weights and optimizer)
+    to `backup/epoch-<n>.keras`, the history with the new row, then, if the
+    validation loss improved, a copy of the backup as `best.keras`. Older
+    backups are removed last. See `radcap.train` for why this order.
+
+    Args:
+        run_dir: The run folder.
+        history: The epochs finished before this fit (a DataFrame), or None.
+    """
+
+    def __init__(self, run_dir: Path, history=None):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.rows = [] if history is None else history.to_dict("records")
+        self.best = min((r["val_loss"] for r in self.rows), default=float("inf"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        backup = runs.backup_path(self.run_dir, epoch)
+        with atomic_path(backup) as tmp:
+            self.model.save(tmp)
+        self.rows.append({"epoch": epoch, **logs})
+        runs.write_history(self.run_dir, self.rows)
+        if logs["val_loss"] < self.best:
+            self.best = logs["val_loss"]
+            with atomic_path(self.run_dir / runs.MODEL) as tmp:
+                shutil.copyfile(backup, tmp)
+        for old in backup.parent.glob("epoch-*.keras"):
+            if old != backup:
+                old.unlink(missing_ok=True)
+
+
+class Progress(keras.callbacks.Callback):
+    """A tqdm bar over epochs with the latest losses."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.bar is None:
+            self.bar = tqdm(
+                total=self.epochs, initial=epoch, desc="training", unit="epoch"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.bar.set_postfix(
+            {k: f"{v:.3f}" for k, v in logs.items() if k in ("loss", "val_loss")}
+        )
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping that also counts the epochs before a resume.
+
+    Args:
+        history: The run's `history.csv` so far, or None.
+    """
+
+    def __init__(self, history, **kwargs):
+        super().__init__(**kwargs)
+        self.history = history
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.history is not None:
+            losses = self.history["val_loss"].to_numpy()
+            self.best = float(losses.min())
+            self.wait = len(losses) - 1 - int(losses.argmin())

@@ -1,0 +1,205 @@
+"""`Captioner`: a trained run folder that captions image files or cached features.
+
+Stage: captioner, after `runs` (beside `train`). Imports the base,
+`radcap.backbone`, `radcap.generate` and `radcap.runs`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from radcap import runs
+from radcap.backbone import LAYER, Extractor, layers_for
+from radcap.config import Config
+from radcap.generate import CompiledStep, Result, beam_search, greedy_search
+from radcap.text import Vocabulary
+
+
+class Captioner:
+    """A trained captioner: model, vocabulary and config from one run folder.
+
+    Args:
+        model: A trained captioner with `encode` and `step`, e.g. a
+            `radcap.model.MergeCaptioner`.
+        vocab: Its vocabulary.
+        config: The run's config.
+    """
+
+    def __init__(self, model, vocab: Vocabulary, config: Config):
+        self.model = model
+        self.vocab = vocab
+        self.config = config
+        self.step = CompiledStep(model)
+        self._extractor = None
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Captioner:
+        """The captioner of a run folder (see `radcap.runs`)."""
+        run_dir = runs.check(run_dir)
+        config = runs.load_config(run_dir)
+        vocab = runs.load_vocab(run_dir)
+        return cls(runs.load_model(run_dir), vocab, config)
+
+    @property
+    def attention(self) -> bool:
+        """Whether the model attends over grid features (then pass `grid`)."""
+        return self.step.attention
+
+    def search(
+        self,
+        features,
+        grid=None,
+        beam: int = 1,
+        length_penalty: float | None = None,
+        batch_size: int = 64,
+    ) -> Result:
+        """Run greedy (`beam=1`) or beam search over cached features, in batches.
+
+        Args:
+            features: `(N, 4096)` fc2 features.
+            grid: `(N, R, 512)` grid features, for attention models.
+            beam: Beam width; 1 is greedy search.
+            length_penalty: Beam length normalisation; default from the config.
+            batch_size: Images decoded together.
+        """
+        if length_penalty is None:
+            length_penalty = self.config.length_penalty
+        if (
+            isinstance(beam, bool)
+            or not isinstance(beam, (int, np.integer))
+            or beam < 1
+        ):
+            raise ValueError(f"beam={beam!r} is invalid: use 1 (greedy) or more.")
+        self._check_inputs(features, grid)
+        parts = []
+        starts = range(0, len(features), batch_size)
+        if len(starts) > 4:  # long work shows progress
+            starts = tqdm(starts, desc="greedy" if beam == 1 else f"beam {beam}")
+        for s in starts:
+            f = np.asarray(features[s : s + batch_size], np.float32)
+            g = (
+                None
+                if grid is None
+                else np.asarray(grid[s : s + batch_size], np.float32)
+            )
+            state = self.step.start(f, g)
+            args = dict(
+                batch_size=len(f),
+                start_id=self.vocab.start_id,
+                end_id=self.vocab.end_id,
+                max_len=self.vocab.max_len,
+            )
+            if beam == 1:
+                parts.append(greedy_search(self.step, state, **args))
+            else:
+                parts.append(
+                    beam_search(
+                        self.step,
+                        state,
+                        beam=beam,
+                        length_penalty=length_penalty,
+                        **args,
+                    )
+                )
+        return Result(
+            [t for p in parts for t in p.tokens],
+            np.concatenate([p.scores for p in parts]) if parts else np.zeros(0),
+            [a for p in parts for a in p.attention],
+        )
+
+    def _check_inputs(self, features, grid) -> None:
+        """Say clearly when cached features do not fit this model."""
+        dim = self.model.feature_dim
+        if getattr(features, "ndim", None) != 2 or features.shape[1] != dim:
+            raise ValueError(
+                f"features of shape {getattr(features, 'shape', None)} do not fit "
+                f"this model: it takes (images, {dim}) {LAYER} "
+                "features from the run's backbone."
+            )
+        if not self.attention:
+            return
+        width = self.model.grid_dim
+        if grid is None:
+            raise ValueError(
+                "This model uses attention: pass the grid features too (grid=)."
+            )
+        if grid.ndim != 3 or grid.shape[0] != len(features) or grid.shape[2] != width:
+            raise ValueError(
+                f"grid of shape {grid.shape} does not fit: expected "
+                f"({len(features)}, regions, {width}) {self.config.grid_layer} "
+                "features."
+            )
+
+    def caption_features(
+        self, features, grid=None, beam: int = 1, **kwargs
+    ) -> list[str]:
+        """Captions for cached features (see `search` for the arguments)."""
+        result = self.search(features, grid, beam=beam, **kwargs)
+        return [self.vocab.decode(t) for t in result.tokens]
+
+    def image_features(self, paths) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Run the run's backbone over image files.
+
+        Returns:
+            `(features, grid or None, errors)` where `errors` maps the index
+            of each unreadable image to its reason (its rows are zeros).
+        """
+        if self._extractor is None:
+            self._extractor = Extractor(self.config, layers_for(self.config))
+        paths = [str(p) for p in paths]
+        outputs = [[] for _ in self._extractor.layers]
+        errors = {}
+
+        def on_batch(start, batch_outputs, batch_errors):
+            for store, out in zip(outputs, batch_outputs):
+                store.append(out)
+            errors.update({start + i: r for i, r in batch_errors.items()})
+
+        self._extractor.run(paths, on_batch, desc="images")
+        arrays = [np.concatenate(o) for o in outputs]
+        return arrays[0], (arrays[1] if len(arrays) > 1 else None), errors
+
+    def caption(self, images, beam: int = 1, return_attention: bool = False, **kwargs):
+        """Caption image files, or cached features.
+
+        Args:
+            images: Paths of image files, or an `(N, 4096)` array of cached
+                `fc2` features (then pass `grid=` for attention models).
+            beam: Beam width; 1 is greedy search.
+            return_attention: Return dicts with the caption, its words and
+                their attention maps `(words, R)` instead of strings.
+            **kwargs: `grid`, and `length_penalty`/`batch_size` for `search`.
+
+        Returns:
+            One caption per image; an unreadable image gets `None` (strings),
+            or a dict whose `error` says why.
+        """
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            features, grid, errors = images, kwargs.pop("grid", None), {}
+            images = [None] * len(features)
+        else:
+            images = [images] if isinstance(images, (str, Path)) else list(images)
+            if not images:
+                raise ValueError("No images to caption: give at least one file.")
+            features, grid, errors = self.image_features(images)
+        result = self.search(features, grid, beam=beam, **kwargs)
+        out = []
+        for i, tokens in enumerate(result.tokens):
+            text = None if i in errors else self.vocab.decode(tokens)
+            if not return_attention:
+                out.append(text)
+                continue
+            words = [] if text is None else text.split()
+            out.append(
+                {
+                    "path": None if images[i] is None else str(images[i]),
+                    "caption": text,
+                    "words": words,
+                    "attention": result.attention[i][: len(words)],
+                    "error": errors.get(i),
+                }
+            )
+        return out

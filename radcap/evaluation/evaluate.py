@@ -1,0 +1,206 @@
+"""`evaluate`: a trained run scored on a split, beside its baselines and controls.
+
+Stage: evaluation (its top). Imports the base, `radcap.data`,
+`radcap.backbone`, `radcap.splits`, `radcap.runs`, `radcap.captioner` and
+the other evaluation modules.
+
+`evaluate` reads as its steps: load the run and the split, score every
+decoding, score the baselines, caption the controls, assemble the metrics,
+write `metrics.json`, `captions_<split>.csv` and `report.md` (each atomically,
+with the run folder held against a second writer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radcap import runs
+from radcap.backbone import WeightsError
+from radcap.captioner import Captioner
+from radcap.data import Dataset
+from radcap.data import load as load_dataset
+from radcap.evaluation.baselines import baseline_captions, caption_controls
+from radcap.evaluation.metrics import distinct_share, diversity, normalizer, score
+from radcap.evaluation.report import metrics_table, report_markdown
+from radcap.files import atomic_path, folder_lock, write_json, write_text
+from radcap.splits import Split, load_split
+from radcap.text import clean_caption
+
+
+def decodings(config, beams=None) -> list[int]:
+    """Beam widths to evaluate: greedy (1) and the config's beam."""
+    beams = beams or sorted({1, config.beam})
+    return [int(b) for b in beams]
+
+
+def decoding_name(beam: int) -> str:
+    """`"greedy"` for beam 1, else `"beam-<k>"`: the rows of the tables."""
+    return "greedy" if beam == 1 else f"beam-{beam}"
+
+
+def evaluate(
+    run_dir: str | Path,
+    root: str | Path = ".",
+    split: str = "test",
+    beams=None,
+    dataset: Dataset | None = None,
+    verbose: bool = True,
+    scoring: str = "coco",
+    baselines: bool = True,
+    controls: bool = True,
+    samples: int = 5,
+    meteor: bool | None = None,
+) -> dict:
+    """Caption a split with a trained run; write `metrics.json` and `report.md`.
+
+    Each image is captioned once per decoding and scored against all its
+    references; the baselines are scored on the same images. Also writes
+    `captions_<split>.csv` (references, every decoding and baseline) and the
+    control images under `controls/`, all in the run folder.
+
+    Args:
+        run_dir: A run folder made by `radcap.train.train`.
+        root: Folder that the run config's data and feature paths start from.
+        split: Split to evaluate.
+        beams: Beam widths to compare; default greedy and the config's beam.
+        dataset: The loaded manifest; default loaded from the run's config.
+        verbose: Print the metrics table and the controls.
+        scoring: `"coco"` or `"imageclef"` (see `radcap.evaluation.metrics`).
+        baselines: Score the frequency and nearest-neighbour baselines (reads
+            the training split's cached features, extracting them if needed).
+        controls: Caption the black, white and noise control images.
+        samples: Sample captions shown in `report.md`.
+        meteor: Compute METEOR; default: when Java is installed.
+
+    Returns:
+        The metrics dict: the greedy scores under the metric keys (and its
+        `copied`, `words_used`, `mean_length`), `"split"`, `"images"`,
+        `"decoding"`, `"scoring"`, `"results"` with every decoding's scores,
+        `"baselines"` (`"frequency"`, `"nearest_neighbour"`, same keys),
+        `"controls"` (`{name: caption}`), `"diversity"` (the references'
+        figures) and `"beats_baselines"` (whether the greedy decoding, or the
+        first one asked for, scores above both baselines on BLEU-4 and CIDEr).
+        Where the controls cannot run (no backbone weights here),
+        `"controls_skipped"` says why.
+    """
+    normalizer(scoring)  # an unknown scoring fails before any work
+    run_dir = Path(run_dir)
+    captioner = Captioner.load(run_dir)
+    config = captioner.config
+    dataset = dataset if dataset is not None else load_dataset(config, root)
+    test = load_split(config, dataset, split, root)
+    if not test.image_ids:
+        raise ValueError(
+            f"No {split} image to evaluate: the split is empty or none of its images "
+            "could be read (see the feature cache's skipped.csv)."
+        )
+    train = load_split(config, dataset, "train", root)
+    with folder_lock(run_dir, "run folder"):
+        captions, results, baseline_results = _score_all(
+            captioner, test, train, beams, baselines, meteor, scoring
+        )
+        control_captions, skipped_controls = _controls(captioner, run_dir, controls)
+        metrics = _assemble(test, train, scoring, results, baseline_results)
+        metrics["controls"] = control_captions
+        if skipped_controls:
+            metrics["controls_skipped"] = skipped_controls
+        _write(run_dir, metrics, test, captions, samples, config.name)
+    if verbose:
+        print(metrics_table(metrics).to_string(float_format=lambda x: f"{x:.3f}"))
+        for name, text in control_captions.items():
+            print(f"control {name}: {text}")
+        print(f"Wrote {run_dir / runs.METRICS} and {run_dir / runs.REPORT}")
+    return metrics
+
+
+def _score_all(captioner, test, train, beams, baselines, meteor, scoring):
+    """`(captions, results, baseline_results)`: every decoding and baseline, scored."""
+    config = captioner.config
+    features, grid = test.image_features()
+    references = test.references()
+
+    def scored(texts):
+        return {
+            **score(references, dict(zip(test.image_ids, texts)), meteor, scoring),
+            **diversity(texts, train.captions["caption"]),
+        }
+
+    captions, results, baseline_results = {}, {}, {}
+    for beam in decodings(config, beams):
+        name = decoding_name(beam)
+        captions[name] = captioner.caption_features(features, grid, beam=beam)
+        results[name] = scored(captions[name])
+        results[name]["decoding"] = {
+            "beam": beam,
+            "length_penalty": config.length_penalty if beam > 1 else None,
+        }
+    if baselines:
+        for name, texts in baseline_captions(train, features).items():
+            captions[name] = texts
+            baseline_results[name] = scored(texts)
+        baseline_results["frequency"]["caption"] = captions["frequency"][0]
+    return captions, results, baseline_results
+
+
+def _controls(captioner, run_dir: Path, wanted: bool) -> tuple[dict, str | None]:
+    """The control images' captions, or why they could not be made."""
+    if not wanted:
+        return {}, None
+    try:
+        return caption_controls(captioner, run_dir / runs.CONTROLS), None
+    except WeightsError as err:  # scoring cached features needs no backbone
+        return {}, str(err)
+
+
+def _assemble(
+    test: Split, train: Split, scoring: str, results: dict, baseline_results: dict
+) -> dict:
+    """The metrics dict (see `evaluate`), without the controls."""
+    references = test.references()
+    all_refs = [clean_caption(r) for refs in references.values() for r in refs]
+    train_captions = train.captions["caption"]
+    main = "greedy" if "greedy" in results else next(iter(results))
+    first = results[main]
+    metrics = {
+        **{k: v for k, v in first.items() if k != "decoding"},
+        "split": test.name,
+        "images": len(test.image_ids),
+        "decoding": main,
+        "scoring": scoring,
+        "reference_distinct": distinct_share(r[0] for r in references.values()),
+        "skipped_images": len(test.skipped),
+        "results": results,
+        "baselines": baseline_results,
+        "diversity": {
+            "reference_mean_length": float(np.mean([len(r.split()) for r in all_refs])),
+            "reference_words_used": len({w for r in all_refs for w in r.split()}),
+            "train_distinct_captions": len({clean_caption(c) for c in train_captions}),
+        },
+    }
+    if baseline_results:
+        metrics["beats_baselines"] = {
+            key: bool(first[key] > max(b[key] for b in baseline_results.values()))
+            for key in ("BLEU-4", "CIDEr")
+        }
+    return metrics
+
+
+def _write(run_dir: Path, metrics, test: Split, captions, samples, name) -> None:
+    """`metrics.json`, `captions_<split>.csv` and `report.md`, each atomically."""
+    references = test.references()
+    table = pd.DataFrame(
+        {
+            "image_id": test.image_ids,
+            "references": [" | ".join(references[i]) for i in test.image_ids],
+            **captions,
+        }
+    )
+    write_json(run_dir / runs.METRICS, metrics)
+    with atomic_path(run_dir / runs.captions_file(test.name)) as tmp:
+        table.to_csv(tmp, index=False)
+    write_text(
+        run_dir / runs.REPORT, report_markdown(metrics, table.head(samples), name)
+    )

@@ -1,0 +1,161 @@
+"""Tables and reports of evaluated runs: `report.md`, `comparison.md`.
+
+Stage: evaluation. Imports the base and `radcap.runs`, `radcap.evaluation.metrics`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from radcap import runs
+from radcap.evaluation.metrics import METRICS
+from radcap.files import read_json, write_text
+
+TABLE_COLUMNS = (*METRICS, "distinct", "copied")
+
+
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    """A table with a row per decoding and per baseline, a column per metric.
+
+    Columns are BLEU-1..4, METEOR (when computed), ROUGE-L, CIDEr, `distinct`
+    and `copied` (when present).
+    """
+    rows = dict(metrics["results"])
+    rows.update(
+        {f"baseline: {name}": r for name, r in metrics.get("baselines", {}).items()}
+    )
+    return pd.DataFrame(
+        {name: {k: r[k] for k in TABLE_COLUMNS if k in r} for name, r in rows.items()}
+    ).T
+
+
+def compare_runs(run_dirs) -> pd.DataFrame:
+    """One table for several evaluated runs: a row per run and decoding, baselines last.
+
+    Args:
+        run_dirs: Run folders that `evaluate` has written `metrics.json` into,
+            evaluated on the same split (the baselines are taken from the first
+            run that has them).
+
+    Returns:
+        A DataFrame indexed by `"<run> <decoding>"` and `"baseline: <name>"`,
+        with the columns of `metrics_table`.
+    """
+    tables, baselines = [], None
+    for run_dir in map(Path, run_dirs):
+        path = run_dir / runs.METRICS
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"No {path}: evaluate that run first (radcap.evaluate.evaluate or "
+                "`radcap evaluate --run ...`)."
+            )
+        metrics = read_json(path, "metrics file")
+        if baselines is None and metrics.get("baselines"):
+            baselines = metrics["baselines"]
+        table = metrics_table({"results": metrics["results"]})
+        table.index = [f"{run_dir.name} {name}" for name in table.index]
+        tables.append(table)
+    if baselines:
+        tables.append(metrics_table({"results": {}, "baselines": baselines}))
+    return pd.concat(tables)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A metrics table (`metrics_table`, `compare_runs`) as a Markdown table."""
+    head = ["run", *table.columns]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+    ]
+    for name, row in table.iterrows():
+        cells = [f"{row[c]:.3f}" if pd.notna(row[c]) else "" for c in table.columns]
+        lines.append("| " + " | ".join([str(name), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") -> str:
+    """`report.md`: the metrics table, the verdict, controls, diversity, samples.
+
+    Args:
+        metrics: As returned by `evaluate`.
+        samples: Rows of `captions_<split>.csv` to show.
+        run_name: Shown in the title and the table's row names.
+    """
+    table = metrics_table(metrics)
+    table.index = [
+        name if name.startswith("baseline") else f"{run_name} {name}".strip()
+        for name in table.index
+    ]
+    lines = [
+        f"# Evaluation of {run_name or 'the run'} on the {metrics['split']} split",
+        "",
+        f"{metrics['images']} images, scoring `{metrics['scoring']}`"
+        + (
+            f", {metrics['skipped_images']} unreadable images left out."
+            if metrics["skipped_images"]
+            else "."
+        ),
+        "`distinct`: share of distinct captions; `copied`: share copied verbatim "
+        "from the training captions.",
+        "",
+        markdown_table(table),
+    ]
+    if "METEOR_skipped" in metrics:
+        lines += ["", f"METEOR left out: {metrics['METEOR_skipped']}"]
+    if "beats_baselines" in metrics:
+        verdict = [
+            f"{key} {'beats' if ok else 'does NOT beat'} both baselines"
+            for key, ok in metrics["beats_baselines"].items()
+        ]
+        lines += ["", f"{metrics['decoding']} decoding: {'; '.join(verdict)}."]
+    if metrics.get("controls"):
+        lines += [
+            "",
+            "## Controls",
+            "",
+            "Captions of images that show nothing. A finding here means the model "
+            "writes it without looking.",
+            "",
+        ]
+        lines += [f"- {name}: {text!r}" for name, text in metrics["controls"].items()]
+    if metrics.get("controls_skipped"):
+        lines += ["", f"Controls not run: {metrics['controls_skipped']}"]
+    div = metrics["diversity"]
+    lines += [
+        "",
+        "## Diversity",
+        "",
+        f"- words used: {metrics['words_used']} (references: "
+        f"{div['reference_words_used']})",
+        f"- mean length: {metrics['mean_length']:.2f} words (references: "
+        f"{div['reference_mean_length']:.2f})",
+        f"- distinct captions: {metrics['distinct']:.3f} (references: "
+        f"{metrics['reference_distinct']:.3f})",
+        f"- copied from training captions: {metrics['copied']:.3f}",
+    ]
+    if len(samples):
+        lines += ["", "## Samples", ""]
+        for row in samples.to_dict("records"):
+            lines.append(f"**{row['image_id']}**")
+            lines.append("")
+            lines += [
+                f"- {key}: {value}" for key, value in row.items() if key != "image_id"
+            ]
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_comparison(run_dirs, split: str) -> Path:
+    """Write `comparison.md` beside the first run: one table for several runs.
+
+    Returns:
+        The path written.
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    table = compare_runs(run_dirs)
+    path = run_dirs[0].parent / runs.COMPARISON
+    names = ", ".join(d.name for d in run_dirs)
+    write_text(path, f"# {names} on the {split} split\n\n{markdown_table(table)}\n")
+    return path

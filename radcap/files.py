@@ -1,0 +1,227 @@
+"""Files that survive a crash: atomic writes, one writer per folder, free space.
+
+Stage: the base, beside `config`; imports nothing from radcap.
+
+Every file radcap writes goes through here. A write lands in a temporary file
+in the same folder, is flushed to disk, and is then renamed over the target,
+so a reader sees the old file or the new one, never half of one: a kill, a
+power cut or a full disk in the middle leaves the previous version intact.
+A folder that one process writes into (a run folder, a feature cache) is
+held with an OS file lock, which the kernel releases when the process dies,
+so a crash never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+LOCK_FILE = ".lock"
+# Tests kill a process at a chosen moment: RADCAP_KILL_AT="<point>" or
+# "<point>@<n>" (the n-th time it is reached). Points: "write:<file name>"
+# (a file written, not yet renamed into place), "epoch-<e>-batch-<b>".
+_KILL_ENV = "RADCAP_KILL_AT"
+_reached: dict[str, int] = {}
+
+
+class LockError(RuntimeError):
+    """Another process is writing into the same folder."""
+
+
+class DiskFullError(OSError):
+    """Not enough free space for a write; the message says how much and where."""
+
+
+def kill_point(point: str) -> None:
+    """Die here (SIGKILL) when `RADCAP_KILL_AT` names this point: a test hook."""
+    wanted = os.environ.get(_KILL_ENV)
+    if not wanted:
+        return
+    name, _, nth = wanted.partition("@")
+    if name != point:
+        return
+    _reached[point] = _reached.get(point, 0) + 1
+    if _reached[point] == int(nth or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def disk_full_message(path: str | Path, needed: int | None = None) -> str:
+    """The message for a write that ran out of space at `path`."""
+    folder = Path(path).parent if not Path(path).is_dir() else Path(path)
+    try:
+        free = shutil.disk_usage(_existing(folder)).free
+    except OSError:
+        free = None
+    need = f" It needs about {needed / 1e6:.0f} MB;" if needed else ""
+    have = f" {free / 1e6:.0f} MB are free there." if free is not None else ""
+    return (
+        f"The disk is full: could not write {path}.{need}{have} Free some space "
+        "(or point the folder elsewhere), then run the same command again: it "
+        "continues where it stopped."
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None):
+    """A temporary path to write to; renamed over `path` when the block succeeds.
+
+    For writers that want a file name (Keras' `model.save`, `DataFrame.to_csv`).
+    On any error the temporary file is removed and `path` is left as it was.
+
+    Args:
+        path: The file to replace.
+        suffix: Suffix of the temporary file (some writers check it, e.g.
+            `.keras`); default `path`'s own.
+
+    Raises:
+        DiskFullError: The disk filled up during the write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent
+    )
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        kill_point(f"write:{path.name}")
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        _remove(tmp)
+        if err.errno == errno.ENOSPC or "No space left" in str(err):
+            raise DiskFullError(errno.ENOSPC, disk_full_message(path)) from None
+        raise
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (see the module docstring)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, value) -> None:
+    """Write `value` as indented JSON to `path` atomically."""
+    write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """Read a JSON file; a damaged one raises an error that names it.
+
+    Args:
+        path: The file.
+        what: What the file is, for the message (e.g. "vocabulary").
+
+    Raises:
+        ValueError: The file is empty or not valid JSON.
+    """
+    path = Path(path)
+    text = path.read_bytes()
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        state = "empty (0 bytes)" if not text else f"not valid JSON ({err})"
+        raise ValueError(
+            f"The {what} {path} is {state}. It was damaged, probably by an "
+            "interrupted write: delete it, and the step that writes it makes it "
+            "again."
+        ) from None
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """Refuse to start a write of `needed` bytes that the disk cannot hold.
+
+    Args:
+        folder: Where the bytes go (need not exist yet).
+        needed: Bytes that will be written.
+        what: What is written, for the message.
+
+    Raises:
+        DiskFullError: Less than `needed` bytes are free there.
+    """
+    free = shutil.disk_usage(_existing(Path(folder))).free
+    if free < needed:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"Not enough disk space for {what} in {folder}: it needs about "
+            f"{needed / 1e6:.0f} MB and {free / 1e6:.0f} MB are free. Free some "
+            "space or point the folder elsewhere, then run the same command again.",
+        )
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str):
+    """Hold `folder` for this process: a second writer gets a clear `LockError`.
+
+    The lock is an OS lock (`flock`) on `folder/.lock`, released by the
+    kernel when the process ends, however it ends. The file records the
+    holder's process id for the message.
+
+    Args:
+        folder: The folder written into (made if needed).
+        what: What the folder is, for the message (e.g. "run folder").
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise LockError(
+                f"The {what} {folder} is in use by another radcap process (pid "
+                f"{holder}). Wait for it to finish (or stop it), then run again; "
+                "nothing was changed."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -1,0 +1,190 @@
+"""The run folder: the one place that knows its files, checks it and loads it.
+
+Stage: runs, after `generate`. Imports the base, `radcap.text` and
+`radcap.model` (loading registers the captioner's Keras classes).
+
+```
+checkpoints/<run>/   config.json   the Config the run was trained with
+                     vocab.json    its vocabulary
+                     best.keras    the captioner at its best validation loss
+                     history.csv   one row per finished epoch
+                     training.json written when training ends (its summary)
+                     metrics.json, report.md, captions_<split>.csv, controls/
+                                   written by evaluation
+                     backup/       resume state while training runs
+```
+
+Every module names these files through the constants here, never as string
+literals of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from radcap.config import CONFIG_FILE, Config
+from radcap.files import write_text
+from radcap.text import Vocabulary
+
+CONFIG = CONFIG_FILE
+VOCAB = "vocab.json"
+MODEL = "best.keras"
+HISTORY = "history.csv"
+TRAINING = "training.json"
+METRICS = "metrics.json"
+REPORT = "report.md"
+BACKUP = "backup"
+CONTROLS = "controls"
+COMPARISON = "comparison.md"
+REQUIRED = (CONFIG, VOCAB, MODEL)
+
+
+def captions_file(split: str) -> str:
+    """The name of the table of generated captions for `split`."""
+    return f"captions_{split}.csv"
+
+
+class RunError(FileNotFoundError):
+    """A folder that is not a usable radcap run folder."""
+
+
+def resolve(run: str | Path, root: str | Path = ".", config: Config | None = None):
+    """The folder `--run` names: a folder as given, else a run name.
+
+    Args:
+        run: A path to a run folder, or the name of a run.
+        root: The working folder.
+        config: Whose `checkpoints_dir` holds named runs; default the
+            `Config` default (`checkpoints`).
+    """
+    path = Path(run)
+    if path.is_dir():
+        return path
+    checkpoints = (config or Config()).checkpoints_dir
+    return Path(root) / checkpoints / str(run)
+
+
+def check(run_dir: str | Path) -> Path:
+    """Return `run_dir` as a Path, or say clearly why it is not a run folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(
+            f"Run folder {run_dir} does not exist. Train one first with "
+            "`radcap demo` or `radcap train`, or pass the right --run."
+        )
+    missing = [name for name in REQUIRED if not (run_dir / name).is_file()]
+    if missing:
+        raise RunError(
+            f"{run_dir} is not a radcap run folder: it lacks {', '.join(missing)}. "
+            "A run folder is made by `radcap train` (or `radcap demo`) and holds "
+            f"{', '.join(REQUIRED)}."
+        )
+    return run_dir
+
+
+def is_trained(run_dir: str | Path) -> bool:
+    """Whether training of this run folder has finished (`training.json` exists)."""
+    return (Path(run_dir) / TRAINING).is_file()
+
+
+def load_config(run_dir: str | Path) -> Config:
+    """The run's `Config`."""
+    return Config.load(Path(run_dir) / CONFIG)
+
+
+def load_vocab(run_dir: str | Path) -> Vocabulary:
+    """The run's vocabulary."""
+    return Vocabulary.load(Path(run_dir) / VOCAB)
+
+
+def _model_class(path: Path) -> str:
+    """The class name recorded in a `.keras` file, or a reason it has none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
+        raise RunError(
+            f"{path} is damaged ({type(err).__name__}: {err}), probably by an "
+            "interrupted write. Train the run again: delete the folder and run "
+            "`radcap train` with the same settings."
+        ) from None
+    return str(config.get("class_name"))
+
+
+def load_model(run_dir: str | Path):
+    """The run's captioner (`best.keras`), ready for `radcap.generate`.
+
+    Raises:
+        RunError: The file is damaged, or was written by radcap 0.1, whose
+            model file cannot be read by this version; the message says how
+            to train the run again.
+    """
+    import keras
+
+    import radcap.model  # noqa: F401  (registers the captioner's classes)
+
+    path = Path(run_dir) / MODEL
+    if path.stat().st_size == 0:
+        raise RunError(
+            f"{path} is empty (0 bytes): it was being written when the process "
+            "stopped. Run `radcap train` for this run again to continue it."
+        )
+    if _model_class(path) == "Functional":
+        name = Path(run_dir).name
+        raise RunError(
+            f"{path} was written by radcap 0.1, whose model file this version "
+            "cannot read. Train the run again with this version, under a new "
+            f"name: `radcap train --config {Path(run_dir) / CONFIG} --run "
+            f"{name}-v2` (or delete {run_dir} and run the same `radcap train` or "
+            "`radcap demo` as before). The feature caches are reused, so only "
+            "the training runs again."
+        )
+    return keras.saving.load_model(path, compile=False)
+
+
+def backup_path(run_dir: str | Path, epoch: int) -> Path:
+    """The resume state after `epoch` (0-based) while training runs."""
+    return Path(run_dir) / BACKUP / f"epoch-{epoch}.keras"
+
+
+def usable_model_file(path: str | Path) -> bool:
+    """Whether a `.keras` file is complete: a readable zip that holds the weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            return "model.weights.h5" in names and archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def read_history(run_dir: Path, verbose: bool = True) -> pd.DataFrame | None:
+    """The finished epochs in `history.csv`, or None when there are none.
+
+    A file that is empty or damaged (written by an older radcap that was
+    interrupted) counts as none, with a message.
+    """
+    path = Path(run_dir) / HISTORY
+    if not path.exists():
+        return None
+    try:
+        history = pd.read_csv(path)
+        ok = {"epoch", "val_loss"} <= set(history) and len(history) > 0
+        ok = ok and history["epoch"].tolist() == list(range(len(history)))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
+        ok = False
+    if not ok:
+        if verbose:
+            print(f"{path} holds no usable epochs (an interrupted run); ignoring it.")
+        return None
+    return history
+
+
+def write_history(run_dir: Path, rows: list[dict]) -> None:
+    """Rewrite `history.csv` with every finished epoch, atomically."""
+    frame = pd.DataFrame(rows)
+    frame = frame[["epoch", *sorted(c for c in frame.columns if c != "epoch")]]
+    write_text(Path(run_dir) / HISTORY, frame.to_csv(index=False))

@@ -1,0 +1,514 @@
+"""Crash safety: kill a real `radcap train` at chosen moments, then run it again.
+
+The kill is a SIGKILL sent by the process to itself through the test hook in
+`radcap.files.kill_point` (env `RADCAP_KILL_AT`): no cleanup code runs, as
+after a power cut or the OOM killer. After every kill, each file in the run
+folder must be complete (the old version or the new one, never half of one),
+and a plain rerun must finish the run: every file present and valid, the
+history holding each epoch once, `best.keras` the state of the best epoch.
+
+The demo data and its feature caches are made once per module by a complete
+run (the reference), so each trial below only trains. Training the demo with
+a fixed seed is deterministic, so epochs finished before a kill must match
+the reference exactly.
+
+Also: two trainers on one run folder (the lock), and unit tests of the
+atomic writes, `read_json` and `folder_lock` in `radcap.files`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from radcap import files, runs
+
+TIMEOUT = 300  # seconds for one `radcap train`; a healthy one takes 15-25 s
+SETTINGS = (
+    "demo_size=40",
+    "epochs=3",
+    "early_stopping=0",
+    "units=32",
+    "embed_dim=16",
+    "extract_batch_size=8",
+)
+EPOCHS = 3
+RUN_FILES = (runs.CONFIG, runs.VOCAB, runs.MODEL, runs.HISTORY, runs.TRAINING)
+LOCK_MESSAGE = "is in use by another radcap process"
+
+
+# --- running `radcap train` ---------------------------------------------------
+
+
+def _env(kill_at: str | None = None) -> dict:
+    env = dict(os.environ)
+    env.pop("RADCAP_KILL_AT", None)  # never inherited: only the killed run has it
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if kill_at is not None:
+        env["RADCAP_KILL_AT"] = kill_at
+    return env
+
+
+def _command(root: Path, run: str) -> list[str]:
+    command = [sys.executable, "-m", "radcap", "train", "--root", str(root)]
+    for setting in SETTINGS:
+        command += ["--set", setting]
+    return command + ["--run", run]
+
+
+def radcap_train(root: Path, run: str, kill_at: str | None = None):
+    """Run `radcap train` to its end (or its kill): the CompletedProcess."""
+    return subprocess.run(
+        _command(root, run),
+        env=_env(kill_at),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def _describe(result) -> str:
+    return (
+        f"exit status {result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}"
+        f"\n--- stderr ---\n{result.stderr[-3000:]}"
+    )
+
+
+# --- what a run folder holds ----------------------------------------------------
+
+
+def temporary_files(run_dir: Path) -> list[str]:
+    """Leftovers of interrupted atomic writes (hidden files, `.lock` aside)."""
+    return sorted(
+        str(p.relative_to(run_dir))
+        for p in run_dir.rglob(".*")
+        if p.is_file() and p.name != files.LOCK_FILE
+    )
+
+
+def history_epochs(run_dir: Path) -> list[int] | None:
+    path = run_dir / runs.HISTORY
+    return pd.read_csv(path)["epoch"].tolist() if path.exists() else None
+
+
+def check_files_in_place_are_whole(run_dir: Path) -> None:
+    """Every file at its real name is complete: the atomic-write promise."""
+    for path in sorted(run_dir.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        assert path.stat().st_size > 0, f"{path} is empty"
+        if path.suffix == ".json":
+            files.read_json(path)  # raises on a damaged file
+        elif path.suffix == ".keras":
+            assert runs.usable_model_file(path), f"{path} is not a complete .keras"
+        elif path.name == runs.HISTORY:
+            assert runs.read_history(run_dir, verbose=False) is not None, path
+
+
+def validation_loss(run_dir: Path, root: Path) -> float:
+    """The validation loss of the run's `best.keras`, computed as training does."""
+    import keras
+
+    from radcap.batches import Batches
+    from radcap.data import load
+    from radcap.splits import load_split
+
+    config = runs.load_config(run_dir)
+    vocab = runs.load_vocab(run_dir)
+    split = load_split(config, load(config, root), "validation", root)
+    batches = Batches(
+        vocab.encode_batch(split.captions["caption"]),
+        split.caption_rows(),
+        {"features": split.features},
+        config.batch_size,
+        False,
+    )
+    model = runs.load_model(run_dir)
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=0
+        )
+    )
+    return float(model.evaluate(batches.dataset(), verbose=0))
+
+
+def check_complete_run(run_dir: Path, root: Path) -> pd.DataFrame:
+    """Assert that `run_dir` is a finished, valid run folder; its history."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        assert path.is_file(), f"{name} is missing: {sorted(os.listdir(run_dir))}"
+        assert path.stat().st_size > 0, f"{name} is empty (0 bytes)"
+    check_files_in_place_are_whole(run_dir)
+    assert not (run_dir / runs.BACKUP).exists(), "backup/ was not removed"
+
+    history = pd.read_csv(run_dir / runs.HISTORY)
+    assert history["epoch"].tolist() == list(range(EPOCHS))
+    assert history["val_loss"].map(math.isfinite).all()
+    summary = files.read_json(run_dir / runs.TRAINING)
+    assert summary["epochs"] == EPOCHS and summary["epochs_run"] == EPOCHS
+    assert summary["best_val_loss"] == pytest.approx(history["val_loss"].min())
+    assert summary["best_epoch"] == int(history["val_loss"].idxmin()) + 1
+    assert runs.load_config(run_dir).name == run_dir.name
+    assert runs.load_vocab(run_dir).size == summary["vocab_size"]
+
+    assert runs.usable_model_file(run_dir / runs.MODEL)
+    with zipfile.ZipFile(run_dir / runs.MODEL) as archive:
+        assert archive.testzip() is None
+    # best.keras is the state of the best epoch, not of another one: its
+    # validation loss is the one the history recorded for that epoch.
+    assert validation_loss(run_dir, root) == pytest.approx(
+        summary["best_val_loss"], rel=1e-5
+    )
+    return history
+
+
+# --- the reference run and the trials -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A root with the demo data and feature caches, and an unkilled run's history."""
+    root = tmp_path_factory.mktemp("crash")
+    result = radcap_train(root, "reference")
+    assert result.returncode == 0, _describe(result)
+    run_dir = root / "checkpoints" / "reference"
+    history = check_complete_run(run_dir, root)
+    assert temporary_files(run_dir) == []
+    return root, history
+
+
+def improvements(history: pd.DataFrame) -> list[int]:
+    """The epochs whose validation loss improved, i.e. that wrote `best.keras`."""
+    losses = history["val_loss"].tolist()
+    return [e for e, v in enumerate(losses) if v < min(losses[:e], default=math.inf)]
+
+
+@dataclasses.dataclass
+class Point:
+    """A kill point and where it falls."""
+
+    id: str
+    hook: str  # RADCAP_KILL_AT
+    kept: int  # epochs in history.csv when the process dies
+    temp: str | None  # the temporary file it leaves: "<folder>/.<name>." prefix
+    missing: tuple[str, ...] = ()  # files not yet in place when it dies
+
+
+def point(point_id: str, reference_history: pd.DataFrame) -> Point:
+    """Resolve a kill point against the reference run (when best.keras is written)."""
+    better = improvements(reference_history)
+    if point_id == "mid-first-epoch":
+        return Point(point_id, "epoch-0-batch-0", 0, None, (runs.MODEL, runs.HISTORY))
+    if point_id == "history-epoch-0":
+        return Point(
+            point_id,
+            "write:history.csv",
+            0,
+            ".history.csv.",
+            (runs.MODEL, runs.HISTORY),
+        )
+    if point_id == "best-epoch-0":
+        assert better[0] == 0  # the first epoch always improves on nothing
+        return Point(point_id, "write:best.keras", 1, ".best.keras.", (runs.MODEL,))
+    if point_id == "backup-epoch-1":
+        return Point(
+            point_id,
+            "write:epoch-1.keras",
+            1,
+            "backup/.epoch-1.keras.",
+            ("backup/epoch-1.keras",),
+        )
+    if point_id == "history-epoch-1":
+        return Point(point_id, "write:history.csv@2", 1, ".history.csv.")
+    if point_id == "best-later-epoch":
+        if len(better) < 2:
+            pytest.skip(f"the reference run improved only in epoch {better}")
+        return Point(
+            point_id, f"write:best.keras@{len(better)}", better[-1] + 1, ".best.keras."
+        )
+    if point_id == "training-json":
+        return Point(
+            point_id, "write:training.json", EPOCHS, ".training.json.", (runs.TRAINING,)
+        )
+    raise KeyError(point_id)
+
+
+POINTS = (
+    "mid-first-epoch",
+    "history-epoch-0",
+    "best-epoch-0",
+    "backup-epoch-1",
+    "history-epoch-1",
+    "best-later-epoch",
+    "training-json",
+)
+
+
+@dataclasses.dataclass
+class Trial:
+    point: Point
+    run_dir: Path
+    killed: subprocess.CompletedProcess
+    after_kill: dict  # relative path -> size, right after the kill
+    history_after_kill: list[int] | None
+    temps_after_kill: list[str]
+    whole_after_kill: str | None  # why a file in place was damaged, or None
+    rerun: subprocess.CompletedProcess
+    seconds: tuple[float, float]
+
+
+@pytest.fixture(scope="module")
+def trial(reference):
+    """`trial(point_id)`: kill a run there, then rerun it; each trial runs once."""
+    root, reference_history = reference
+    done: dict[str, Trial] = {}
+
+    def run(point_id: str) -> Trial:
+        if point_id in done:
+            return done[point_id]
+        where = point(point_id, reference_history)
+        run_dir = root / "checkpoints" / point_id
+        started = time.perf_counter()
+        killed = radcap_train(root, point_id, kill_at=where.hook)
+        middle = time.perf_counter()
+        sizes = {
+            str(p.relative_to(run_dir)): p.stat().st_size
+            for p in run_dir.rglob("*")
+            if p.is_file()
+        }
+        try:
+            check_files_in_place_are_whole(run_dir)
+            whole = None
+        except (AssertionError, ValueError) as err:
+            whole = str(err)
+        history = history_epochs(run_dir) if whole is None else None
+        temps = temporary_files(run_dir)
+        rerun = radcap_train(root, point_id)
+        done[point_id] = Trial(
+            where,
+            run_dir,
+            killed,
+            sizes,
+            history,
+            temps,
+            whole,
+            rerun,
+            (middle - started, time.perf_counter() - middle),
+        )
+        print(
+            f"{point_id} ({where.hook}): killed after {middle - started:.1f} s, "
+            f"rerun {time.perf_counter() - middle:.1f} s"
+        )
+        return done[point_id]
+
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point_id", POINTS)
+def test_a_killed_run_leaves_only_whole_files(trial, point_id):
+    t = trial(point_id)
+    assert t.killed.returncode == -signal.SIGKILL, _describe(t.killed)
+    assert "Traceback" not in t.killed.stderr
+    assert t.whole_after_kill is None, t.whole_after_kill
+    # The kill fell where it was meant to: the epochs finished by then are in
+    # the history, the file being written is complete beside its real name.
+    expected = list(range(t.point.kept)) if t.point.kept else None
+    assert t.history_after_kill == expected, t.after_kill
+    for name in t.point.missing:
+        assert name not in t.after_kill, t.after_kill
+    for name in (runs.CONFIG, runs.VOCAB):
+        assert t.after_kill.get(name, 0) > 0, t.after_kill
+    if t.point.temp is not None:
+        temps = [n for n in t.after_kill if n.startswith(t.point.temp)]
+        assert len(temps) == 1, t.after_kill
+        assert t.after_kill[temps[0]] > 0  # written in full, then killed
+    if t.point.kept:  # the resume state of the last finished epoch is there
+        backup = f"{runs.BACKUP}/epoch-{t.point.kept - 1}.keras"
+        assert t.after_kill.get(backup, 0) > 0, t.after_kill
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point_id", POINTS)
+def test_the_rerun_finishes_a_complete_valid_run(trial, reference, point_id):
+    root, reference_history = reference
+    t = trial(point_id)
+    assert t.rerun.returncode == 0, _describe(t.rerun)
+    assert "Traceback" not in t.rerun.stderr
+    if t.point.kept:  # it continued from the last finished epoch...
+        assert f"continuing at epoch {t.point.kept + 1} from" in t.rerun.stdout
+    else:  # ...or, with none finished, started over
+        assert "continuing" not in t.rerun.stdout, t.rerun.stdout
+    history = check_complete_run(t.run_dir, root)
+    # The epochs before the kill are kept as they were; a run that started
+    # over (or only had to finish up) is the reference, seeds being fixed.
+    same = t.point.kept if 0 < t.point.kept < EPOCHS else EPOCHS
+    pd.testing.assert_frame_equal(history.head(same), reference_history.head(same))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point_id", POINTS)
+def test_no_temporary_file_is_left_behind(trial, point_id):
+    t = trial(point_id)
+    assert t.rerun.returncode == 0, _describe(t.rerun)
+    assert temporary_files(t.run_dir) == []
+    assert sorted(os.listdir(t.run_dir)) == sorted([*RUN_FILES, files.LOCK_FILE])
+
+
+@pytest.mark.slow
+def test_two_trainers_on_one_run_folder_one_waits_out(reference):
+    root, _ = reference
+    procs = [
+        subprocess.Popen(
+            _command(root, "twice"),
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=TIMEOUT))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    codes = [p.returncode for p in procs]
+    assert sorted(code == 0 for code in codes) == [False, True], codes
+    winner = codes.index(0)
+    loser = 1 - winner
+    out, err = outputs[loser]
+    assert LOCK_MESSAGE in err, err
+    assert f"(pid {procs[winner].pid})" in err, err
+    assert "Traceback" not in err and "Traceback" not in outputs[winner][1]
+    assert codes[loser] == 2
+
+    again = radcap_train(root, "twice")
+    assert again.returncode == 0, _describe(again)
+    assert "already trained" in again.stdout
+    check_complete_run(root / "checkpoints" / "twice", root)
+
+
+# --- radcap.files ------------------------------------------------------------------
+
+
+def test_a_failed_rename_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "notes.txt"
+    files.write_text(path, "old")
+
+    def refuse(src, dst):
+        raise OSError(errno.EIO, "simulated I/O error")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="simulated"):
+        files.write_text(path, "new " * 10_000)
+    assert path.read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # the temporary file went
+
+
+def test_a_full_disk_leaves_the_old_file_and_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    files.write_json(path, {"epochs": 1})
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(files.DiskFullError, match=re.escape(str(path))):
+        files.write_json(path, {"epochs": 2})
+    assert files.read_json(path) == {"epochs": 1}
+    assert sorted(os.listdir(tmp_path)) == ["summary.json"]
+
+
+def test_a_writer_failing_midway_leaves_the_old_file(tmp_path):
+    path = tmp_path / "model.keras"
+    files.write_bytes(path, b"old model")
+    with pytest.raises(RuntimeError, match="midway"):
+        with files.atomic_path(path) as tmp:
+            tmp.write_bytes(b"half a mod")
+            raise RuntimeError("the writer died midway")
+    assert path.read_bytes() == b"old model"
+    assert sorted(os.listdir(tmp_path)) == ["model.keras"]
+    # No file at all stays no file.
+    with pytest.raises(RuntimeError):
+        with files.atomic_path(tmp_path / "new.keras") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError
+    assert sorted(os.listdir(tmp_path)) == ["model.keras"]
+
+
+def test_a_write_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "a.json"
+    files.write_json(path, {"long": "x" * 1000})
+    files.write_json(path, {"short": 1})
+    assert json.loads(path.read_text()) == {"short": 1}
+    assert sorted(os.listdir(tmp_path)) == ["a.json"]
+
+
+@pytest.mark.parametrize(
+    "content, state",
+    [
+        (b"", "empty (0 bytes)"),
+        (b'{"epochs": 3, "best', "not valid JSON"),
+        (b"\xff\xfe{", "not valid JSON"),
+    ],
+    ids=["empty", "garbled", "not-utf8"],
+)
+def test_read_json_names_a_damaged_file(tmp_path, content, state):
+    path = tmp_path / "training.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        files.read_json(path, "training summary")
+    message = str(err.value)
+    assert str(path) in message
+    assert f"The training summary {path} is {state}" in message
+
+
+_HOLDER = """
+import sys, time
+from radcap.files import folder_lock
+with folder_lock(sys.argv[1], "run folder"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_folder_lock_refuses_a_second_holder_until_the_first_dies(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(files.LockError) as err:
+            with files.folder_lock(folder, "run folder"):
+                pytest.fail("a second holder got the lock")
+        message = str(err.value)
+        assert f"The run folder {folder} {LOCK_MESSAGE} (pid {holder.pid})" in message
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    assert holder.returncode == -signal.SIGKILL
+    # The kernel released the lock of the killed holder: no stale lock.
+    with files.folder_lock(folder, "run folder"):
+        assert (folder / files.LOCK_FILE).read_text() == str(os.getpid())
+    with files.folder_lock(folder, "run folder"):  # and released it again
+        pass
