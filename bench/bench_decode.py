@@ -1,8 +1,8 @@
 """Decoding speed: radcap's batched greedy and beam search against the classic loop.
 
-radcap decodes 64 images at a time with a compiled step (`DecoderStep`);
-the classic loop captions one image at a time with one `model.predict` per
-word (`classic.classic_caption`). Both models are untrained, with the `roco`
+radcap decodes 64 images at a time with a compiled step
+(`radcap.generate.CompiledStep`); the classic loop captions one image at a
+time with one `model.predict` per word (`classic.classic_caption`). Both models are untrained, with the `roco`
 preset's sizes and a 5000-word vocabulary, and `<end>` is never picked, so
 every caption has `max_len` (60) words and all methods do the same work per
 caption. Rates are captions per second, after a warm-up that traces each
@@ -27,8 +27,8 @@ from classic import build_classic, classic_caption
 from common import VOCAB_SIZE, machine, random_stats
 
 from radcap.config import preset
-from radcap.decode import beam_search, greedy_search
-from radcap.model import DecoderStep, build_model
+from radcap.generate import CompiledStep, beam_search, greedy_search
+from radcap.model import build_captioner
 
 START_ID, END_ID = 1, 2
 GREEDY_GOAL = 300  # greedy captions per second / classic's
@@ -88,10 +88,12 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     merge = preset("roco", weights=None)
     stats = {"fc2": random_stats(4096), "grid": random_stats(512)}
-    steps = {"": DecoderStep(build_model(merge, VOCAB_SIZE, stats))}
+    steps = {"": CompiledStep(build_captioner(merge, VOCAB_SIZE, stats))}
     if args.attention:
         attention = merge.replace(attention=True)
-        steps["attention_"] = DecoderStep(build_model(attention, VOCAB_SIZE, stats))
+        steps["attention_"] = CompiledStep(
+            build_captioner(attention, VOCAB_SIZE, stats)
+        )
     rng = np.random.default_rng(0)
     features = rng.standard_normal((args.images, 4096)).astype(np.float32)
     grid = rng.standard_normal((args.images, 49, 512)).astype(np.float32)

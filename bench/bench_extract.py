@@ -32,8 +32,9 @@ import tensorflow as tf
 from common import machine
 from PIL import Image
 
+from radcap.backbone import Extractor, preprocess
 from radcap.config import preset
-from radcap.features import Extractor, extract, preprocess
+from radcap.features import extract
 
 GOAL = 0.9  # radcap images per second / the forward-only ceiling
 

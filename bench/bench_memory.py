@@ -52,15 +52,15 @@ def train_epoch(cache: Path, captions: int) -> dict:
     """One epoch over `captions` captions; runs in its own process."""
     import keras
 
+    from radcap.batches import Batches
     from radcap.config import preset
-    from radcap.model import build_model, feature_stats
-    from radcap.train import Batches
+    from radcap.model import build_captioner, feature_stats
 
     config = preset("roco", weights=None)
     features = np.load(cache, mmap_mode="r")  # (images, 4096) float16
     tokens = caption_tokens(captions, config.max_len)
     rows = np.random.default_rng(1).integers(0, len(features), captions)
-    model = build_model(config, VOCAB_SIZE, {"fc2": random_stats(4096)})
+    model = build_captioner(config, VOCAB_SIZE, {"fc2": random_stats(4096)})
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(

@@ -24,9 +24,9 @@ import numpy as np
 from classic import build_classic, prefix_samples
 from common import VOCAB_SIZE, caption_tokens, machine, random_stats, target_count
 
+from radcap.batches import Batches
 from radcap.config import preset
-from radcap.model import build_model
-from radcap.train import Batches
+from radcap.model import build_captioner
 
 GOAL = 30  # radcap target tokens per second / classic's
 
@@ -61,7 +61,7 @@ def radcap_epoch(config, tokens, arrays):
     stats = {"fc2": random_stats(4096)}
     if config.attention:
         stats["grid"] = random_stats(512)
-    model = build_model(config, VOCAB_SIZE, stats)
+    model = build_captioner(config, VOCAB_SIZE, stats)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(

@@ -2,7 +2,7 @@
 
 Writes a fake `all_data/` tree into a temporary folder (1-byte image files,
 captions quoted over two lines as in the Kaggle CSVs), then times
-`radcap.datasets.load_roco` and `radcap.datasets.report`. Prints one JSON object.
+`radcap.data.roco.load_roco` and `radcap.data.profile`. Prints one JSON object.
 
     python bench/manifest_speed.py
 """
@@ -13,7 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from radcap.datasets import ROCO_SHORT, load_roco, report
+from radcap.data import profile as report
+from radcap.data.roco import ROCO_SHORT, load_roco
 
 # Rows per split of ROCO's radiology part.
 ROWS = {"train": 65_450, "validation": 8_180, "test": 8_176}

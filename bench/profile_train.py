@@ -19,7 +19,7 @@ from classic import build_classic
 from common import VOCAB_SIZE, machine, random_stats
 
 from radcap.config import preset
-from radcap.model import build_model
+from radcap.model import build_captioner
 
 
 def train_step(model, inputs, targets):
@@ -30,7 +30,7 @@ def train_step(model, inputs, targets):
 
 def radcap_step(config, vocab_size: int, width: int):
     stats = {"fc2": random_stats(4096), "grid": random_stats(512)}
-    model = build_model(config, vocab_size, stats)
+    model = build_captioner(config, vocab_size, stats)
     model.compile(
         optimizer="adam",
         loss=keras.losses.SparseCategoricalCrossentropy(

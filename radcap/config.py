@@ -46,7 +46,7 @@ class Config:
         name: Run name; the run folder is `checkpoints_dir/name`.
         dataset: Dataset name; raw data lives in `data_dir/dataset`.
         source: Loader: `"demo"`, `"csv"`, `"roco"`, `"rocov2"`, `"iu_xray"` or
-            `"coco"` (see `radcap.datasets.load`).
+            `"coco"` (see `radcap.data.load`).
         data_dir: Folder of raw datasets.
         features_dir: Folder of feature caches.
         checkpoints_dir: Folder of run folders.

@@ -48,7 +48,7 @@ def compare_runs(run_dirs) -> pd.DataFrame:
         path = run_dir / runs.METRICS
         if not path.is_file():
             raise FileNotFoundError(
-                f"No {path}: evaluate that run first (radcap.evaluate.evaluate or "
+                f"No {path}: evaluate that run first (radcap.evaluation.evaluate or "
                 "`radcap evaluate --run ...`)."
             )
         metrics = read_json(path, "metrics file")
