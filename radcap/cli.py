@@ -7,9 +7,9 @@ radcap evaluate --run roco-1               metrics.json and report.md (test spli
 radcap caption --run roco-1 scan.png       one caption per image
 radcap download roco --dest data/roco      fetch ROCO from Kaggle
 
-Stage: the top. Each command is a few calls into the library; the heavy
-modules (TensorFlow behind them) are imported by the command that needs
-them, so `radcap --help` answers at once.
+Stage: the top. Each command is a few calls into the library. TensorFlow is
+imported only when a command needs it (training imports it with
+`radcap.train`), so `radcap --help` answers at once.
 """
 
 from __future__ import annotations
@@ -21,8 +21,16 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from radcap import runs
+from radcap.backbone import LAYER, Extractor, WeightsError
+from radcap.captioner import Captioner
 from radcap.config import PRESETS, SCORINGS, SPLITS, Config, preset
+from radcap.data import load
+from radcap.data.download import DownloadError, download_roco
+from radcap.evaluation import compare_runs, evaluate, write_comparison
+from radcap.features import FeatureCacheError, extract
 from radcap.files import DiskFullError, LockError
 from radcap.images import ImageError
 from radcap.runs import RunError
@@ -106,9 +114,6 @@ def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):
 
 
 def cmd_extract(args) -> int:
-    from radcap.backbone import LAYER, Extractor
-    from radcap.data import load
-    from radcap.features import extract
 
     config = config_from_args(args)
     dataset = load(config, args.root)
@@ -131,8 +136,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from radcap.data import load
-    from radcap.train import train
+    from radcap.train import train  # lazy: it loads TensorFlow; --help stays quick
 
     config = config_from_args(args)
     dataset = load(config, args.root)
@@ -142,7 +146,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from radcap.evaluation import compare_runs, evaluate, write_comparison
 
     run_dirs = [runs.resolve(run, args.root) for run in args.run]
     for run_dir in run_dirs:
@@ -163,7 +166,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_caption(args) -> int:
-    from radcap.captioner import Captioner
 
     captioner = Captioner.load(runs.resolve(args.run, args.root))
     paths = []
@@ -185,10 +187,7 @@ def cmd_caption(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import pandas as pd
-
-    from radcap.evaluation import evaluate
-    from radcap.train import train
+    from radcap.train import train  # lazy: it loads TensorFlow; --help stays quick
 
     started = time.perf_counter()
     config = config_from_args(args)
@@ -214,7 +213,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from radcap.data.download import download_roco
 
     path = download_roco(args.dest, force=args.force)
     print(f"ROCO is in {path}")
@@ -304,9 +302,6 @@ def main(argv=None) -> int:
     """Entry point of the `radcap` command; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from radcap.backbone import WeightsError
-    from radcap.data.download import DownloadError
-    from radcap.features import FeatureCacheError
 
     known = (
         ValueError,

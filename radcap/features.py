@@ -305,14 +305,15 @@ def _extract(config, split, root, ids, paths, folders, max_batches, extractor):
         progress["done"] = start + len(outputs[0])
         write_json(progress_path, progress)
 
-    extractor = extractor or Extractor(config, layers)
-    extractor.run(
-        paths,
-        on_batch,
-        start=progress["done"],
-        max_batches=max_batches,
-        desc=f"{split} features",
-    )
+    if progress["done"] < len(ids):
+        extractor = extractor or Extractor(config, layers)
+        extractor.run(
+            paths,
+            on_batch,
+            start=progress["done"],
+            max_batches=max_batches,
+            desc=f"{split} features",
+        )
     for array in partial.values():
         array.close()
     if progress["done"] < len(ids):

@@ -148,6 +148,13 @@ def _prepare(
     config: Config, dataset: Dataset, root, run_dir: Path, verbose: bool
 ) -> Prepared:
     """The vocabulary (built once, then read back), both splits, the statistics."""
+    counts = dataset.counts()["captions"]
+    if counts["train"] == 0 or counts["validation"] == 0:
+        raise ValueError(
+            f"Nothing to train on: the dataset has {counts['train']} train and "
+            f"{counts['validation']} validation captions. Check its splits and the "
+            "rows it skipped (listed above)."
+        )
     vocab_path = run_dir / runs.VOCAB
     if vocab_path.exists():
         vocab = Vocabulary.load(vocab_path)

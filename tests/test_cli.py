@@ -40,6 +40,9 @@ def test_caption_on_a_folder_that_is_no_run(tmp_path, capsys):
         (["--set", "epochs"], "expected KEY=VALUE"),
         (["--set", "units=0"], "Config.units=0 is invalid"),
         (["--set", "learning_rate=x"], "Config.learning_rate='x' is invalid"),
+        (["--set", "seed=-5"], "Config.seed=-5 is invalid: expected an integer >= 0"),
+        (["--set", "name=.."], "Config.name='..' is invalid: expected a folder name"),
+        (["--run", "../up"], "Config.name='../up' is invalid"),
     ],
 )
 def test_bad_settings_are_reported(args, message, tmp_path, capsys):
@@ -64,3 +67,19 @@ def test_set_reads_true_false_and_none_in_any_case():
     assert config.name == "demo"  # not renamed to demo-attention
     config = cli.config_from_args(parse(["train", "--set", "attention=true"]))
     assert config.attention is True and config.name == "demo-attention"
+
+
+def test_extract_and_train_summarise_the_skipped_rows(tmp_path, capsys):
+    root = tmp_path / "data/mine"
+    (root / "images").mkdir(parents=True)
+    (root / "captions.csv").write_text(
+        "image,caption,split\nimages/gone.png,a caption,train\n"
+        "images/gone2.png,another,train\nimages/x.png,,test\n"
+    )
+    (root / "images/x.png").write_bytes(b"not read here")
+    args = ["--root", str(tmp_path), "--set", "source=csv", "--set", "dataset=mine"]
+    assert cli.main(["train", *args]) == 2  # nothing left to train on
+    out = capsys.readouterr()
+    assert "3 rows of the dataset were skipped:" in out.out
+    assert "2  missing image file" in out.out and "1  empty caption" in out.out
+    assert "Nothing to train on" in out.err

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -270,51 +271,70 @@ class Trial:
     seconds: tuple[float, float]
 
 
+def run_trial(root: Path, point_id: str, reference_history: pd.DataFrame) -> Trial:
+    """Kill a `radcap train` at the point, look at the run folder, rerun it."""
+    where = point(point_id, reference_history)
+    run_dir = root / "checkpoints" / point_id
+    started = time.perf_counter()
+    killed = radcap_train(root, point_id, kill_at=where.hook)
+    middle = time.perf_counter()
+    sizes = {
+        str(p.relative_to(run_dir)): p.stat().st_size
+        for p in run_dir.rglob("*")
+        if p.is_file()
+    }
+    try:
+        check_files_in_place_are_whole(run_dir)
+        whole = None
+    except (AssertionError, ValueError) as err:
+        whole = str(err)
+    history = history_epochs(run_dir) if whole is None else None
+    temps = temporary_files(run_dir)
+    rerun = radcap_train(root, point_id)
+    seconds = (middle - started, time.perf_counter() - middle)
+    print(
+        f"\n{point_id} ({where.hook}): killed run {seconds[0]:.1f} s "
+        f"(exit {killed.returncode}), rerun {seconds[1]:.1f} s "
+        f"(exit {rerun.returncode})"
+    )
+    return Trial(where, run_dir, killed, sizes, history, temps, whole, rerun, seconds)
+
+
+# Trials run two at a time: each process is mostly single-threaded work
+# (imports, tracing), so two share this test's 2-core budget well.
+WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+
 @pytest.fixture(scope="module")
-def trial(reference):
-    """`trial(point_id)`: kill a run there, then rerun it; each trial runs once."""
+def trial(request, reference):
+    """`trial(point_id)`: the Trial of that point; each runs once per module.
+
+    The trials of every selected test start at once, `WORKERS` at a time,
+    in the order the tests run.
+    """
     root, reference_history = reference
-    done: dict[str, Trial] = {}
+    wanted = [
+        item.callspec.params["point_id"]
+        for item in request.session.items
+        if item.module is request.module
+        and "point_id" in getattr(getattr(item, "callspec", None), "params", {})
+    ]
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    futures = {}
 
-    def run(point_id: str) -> Trial:
-        if point_id in done:
-            return done[point_id]
-        where = point(point_id, reference_history)
-        run_dir = root / "checkpoints" / point_id
-        started = time.perf_counter()
-        killed = radcap_train(root, point_id, kill_at=where.hook)
-        middle = time.perf_counter()
-        sizes = {
-            str(p.relative_to(run_dir)): p.stat().st_size
-            for p in run_dir.rglob("*")
-            if p.is_file()
-        }
-        try:
-            check_files_in_place_are_whole(run_dir)
-            whole = None
-        except (AssertionError, ValueError) as err:
-            whole = str(err)
-        history = history_epochs(run_dir) if whole is None else None
-        temps = temporary_files(run_dir)
-        rerun = radcap_train(root, point_id)
-        done[point_id] = Trial(
-            where,
-            run_dir,
-            killed,
-            sizes,
-            history,
-            temps,
-            whole,
-            rerun,
-            (middle - started, time.perf_counter() - middle),
-        )
-        print(
-            f"{point_id} ({where.hook}): killed after {middle - started:.1f} s, "
-            f"rerun {time.perf_counter() - middle:.1f} s"
-        )
-        return done[point_id]
+    def get(point_id: str) -> Trial:
+        if point_id not in futures:
+            futures[point_id] = pool.submit(
+                run_trial, root, point_id, reference_history
+            )
+        return futures[point_id].result()
 
-    return run
+    for point_id in dict.fromkeys(wanted):
+        futures[point_id] = pool.submit(run_trial, root, point_id, reference_history)
+    try:
+        yield get
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.mark.slow
@@ -359,8 +379,32 @@ def test_the_rerun_finishes_a_complete_valid_run(trial, reference, point_id):
     pd.testing.assert_frame_equal(history.head(same), reference_history.head(same))
 
 
+# radcap bug: a kill between writing a temporary file and renaming it into
+# place leaves the temporary file, and nothing removes it later.
+LEFTOVER = pytest.mark.xfail(
+    strict=True,
+    reason="radcap bug: files.atomic_path leaves its temporary file "
+    "(.<name>.XXXXXXXX<suffix>) when the process is killed before the rename, "
+    "and no rerun removes it: train._resume/_finish clean only backup/",
+)
+# Temporary files in backup/ go with the folder; the others stay.
+LEAVES_TEMP_IN_RUN_FOLDER = {
+    "history-epoch-0",
+    "best-epoch-0",
+    "history-epoch-1",
+    "best-later-epoch",
+    "training-json",
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("point_id", POINTS)
+@pytest.mark.parametrize(
+    "point_id",
+    [
+        pytest.param(p, marks=LEFTOVER) if p in LEAVES_TEMP_IN_RUN_FOLDER else p
+        for p in POINTS
+    ],
+)
 def test_no_temporary_file_is_left_behind(trial, point_id):
     t = trial(point_id)
     assert t.rerun.returncode == 0, _describe(t.rerun)

@@ -482,6 +482,34 @@ def test_csv_paths_outside_the_root_are_refused(tmp_path):
     ]
 
 
+def test_symbolic_links_are_followed_before_the_inside_the_root_check(tmp_path):
+    root = tmp_path / "set"
+    write(root / "images/a.png")
+    write(tmp_path / "secret.png")
+    (root / "images/link.png").symlink_to(tmp_path / "secret.png")
+    (root / "outside").symlink_to(tmp_path, target_is_directory=True)
+    (root / "inside.png").symlink_to(root / "images/a.png")
+    write(
+        root / "captions.csv",
+        "image,caption,split\n"
+        "images/link.png,A link to a file outside.,train\n"
+        "outside/secret.png,A folder link leading outside.,train\n"
+        "inside.png,A link that stays inside.,train\n",
+    )
+    dataset = load_csv(root / "captions.csv")
+    assert dataset.manifest["image_id"].tolist() == ["inside.png"]
+    assert dataset.skipped["reason"].tolist() == ["path outside dataset root"] * 2
+
+
+def test_a_column_given_twice_is_refused_not_ignored(tmp_path):
+    write(tmp_path / "c.csv", "image,caption,Caption\na.png,first,second\n")
+    with pytest.raises(ValueError, match="column 'caption' more than once"):
+        load_csv(tmp_path / "c.csv")
+    write(tmp_path / "d.csv", "image,caption,caption\na.png,first,second\n")
+    with pytest.raises(ValueError, match="column 'caption' more than once.*Rename"):
+        load_csv(tmp_path / "d.csv")
+
+
 def test_csv_without_splits_splits_by_a_hash_of_the_image_path(tmp_path):
     names = [f"img/{i:03d}.png" for i in range(40)]
     for name in names:

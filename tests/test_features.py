@@ -181,3 +181,120 @@ def test_one_decode_worker_does_not_deadlock(images, tmp_path):
     extractor = Extractor(config, workers=1)
     cached = extract(config, images, "train", tmp_path, extractor=extractor)
     assert cached["fc2"].array.shape == (N, 4096)
+
+
+def test_an_empty_split_caches_at_once(tmp_path):
+    config = preset("demo")
+    none = pd.DataFrame({"image_id": [], "path": []})
+    cached = extract(config, none, "test", tmp_path, extractor=object())
+    assert cached["fc2"].array.shape == (0, 4096) and cached["fc2"].ids == []
+    folder = cache_dir(config, "fc2", tmp_path)
+    assert not (folder / "test.progress.json").exists()
+
+
+def test_a_passing_read_error_is_named_and_retried_next_time(
+    images, extractors, tmp_path, monkeypatch
+):
+    import radcap.images
+
+    extractor = extractors[False]
+    config = extractor.config
+    locked = images["path"][5]
+    real_open = radcap.images.Image.open
+
+    def refuse(path, *args, **kwargs):
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(radcap.images.Image, "open", refuse)
+    first = extract(config, images, "train", tmp_path, extractor=extractor)["fc2"]
+    reasons = dict(zip(first.skipped["image_id"], first.skipped["reason"]))
+    assert reasons["img5"] == "permission denied (read again next time)"
+    assert not first.array[5].any()
+
+    monkeypatch.setattr(radcap.images.Image, "open", real_open)  # fixed
+    again = extract(config, images, "train", tmp_path, extractor=extractor)["fc2"]
+    assert again.skipped["image_id"].tolist() == ["img3", "img9"]  # the broken ones
+    assert again.array[5].any()
+    uninterrupted = extract(
+        config, images, "train", tmp_path / "b", extractor=extractor
+    )
+    np.testing.assert_array_equal(again.array, uninterrupted["fc2"].array)
+
+
+# Killed and concurrent extractions, through the command as a user runs it.
+
+EXTRACT = ["extract", "--split", "train", "--set", "demo_size=24"]
+EXTRACT += ["--set", "extract_batch_size=4"]
+
+
+def radcap_command(root, kill_at=None):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("RADCAP_KILL_AT", None)
+    if kill_at:
+        env["RADCAP_KILL_AT"] = kill_at
+    command = [sys.executable, "-m", "radcap", *EXTRACT, "--root", str(root)]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.fixture(scope="module")
+def reference_cache(tmp_path_factory):
+    """An uninterrupted extraction of the small demo's train split."""
+    root = tmp_path_factory.mktemp("reference")
+    process = radcap_command(root)
+    _, err = process.communicate()
+    assert process.returncode == 0, err[-2000:]
+    return root / "features/demo/vgg16-fc2"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        "write:meta.json",  # before the first batch
+        "write:train.progress.json@2",  # mid-split, a batch written, not noted
+        "write:train.skipped.csv",  # the arrays done, the lists not yet
+        "write:train.ids",
+    ],
+)
+def test_a_killed_extraction_resumes_to_the_same_cache(
+    reference_cache, tmp_path, kill_at
+):
+    killed = radcap_command(tmp_path, kill_at)
+    killed.communicate()
+    assert killed.returncode == -9  # SIGKILL at the chosen moment
+    rerun = radcap_command(tmp_path)
+    out, err = rerun.communicate()
+    assert rerun.returncode == 0, err[-2000:]
+    folder = tmp_path / "features/demo/vgg16-fc2"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(p.name for p in reference_cache.iterdir())
+    np.testing.assert_array_equal(
+        np.load(folder / "train.npy"), np.load(reference_cache / "train.npy")
+    )
+    for name in ("train.ids", "train.skipped.csv", "meta.json"):
+        assert (folder / name).read_text() == (reference_cache / name).read_text()
+
+
+@pytest.mark.slow
+def test_two_extractions_of_one_cache_one_runs_the_other_says_why(tmp_path):
+    from radcap.data.demo import make_demo
+
+    make_demo(tmp_path / "data/demo", n=24, seed=0)  # both start at extraction
+    first, second = radcap_command(tmp_path), radcap_command(tmp_path)
+    results = [p.communicate() + (p.returncode,) for p in (first, second)]
+    codes = sorted(code for _, _, code in results)
+    assert codes == [0, 2], [err[-1500:] for _, err, _ in results]
+    refused = next(err for _, err, code in results if code == 2)
+    assert "is in use by another radcap process (pid" in refused
+    assert "vgg16-fc2" in refused and "Traceback" not in refused
+    again = radcap_command(tmp_path)
+    _, err = again.communicate()
+    assert again.returncode == 0, err[-2000:]

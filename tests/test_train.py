@@ -164,3 +164,13 @@ def test_the_learning_rate_halves_on_a_plateau(tiny):
     assert rates[0] == pytest.approx(1e-9)
     assert rates.iloc[-1] < rates[0]  # halved at least once
     assert rates.iloc[-1] >= 1e-11 * 0.999  # never below learning_rate / 100
+
+
+def test_an_empty_vocabulary_is_refused_with_the_counts(tiny):
+    root, config, dataset = tiny
+    config = config.replace(name="novocab", min_count=10_000)
+    with pytest.raises(ValueError) as err:
+        train(config, dataset, root, verbose=False)
+    message = str(err.value)
+    assert "vocabulary is empty" in message and "min_count=10000" in message
+    assert f"the {len(dataset.split('train'))} train captions" in message

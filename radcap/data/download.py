@@ -16,6 +16,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from radcap.config import preset
 from radcap.data import roco
 from radcap.data.roco import check_roco_layout, find_roco
 from radcap.files import write_json
@@ -282,8 +283,6 @@ def prepare_dataset(kind: str, root: str | Path = ".", roco_dir=None):
         `(config, message)`: the preset to go on with and a few lines saying
         where the data comes from.
     """
-    from radcap.config import preset
-
     config = preset(kind)
     dest = config.dataset_dir(root)
     found = find_roco(roco_dir)  # the Kaggle input first, then roco_dir

@@ -148,6 +148,20 @@ def read_table(
             "breaks must be in double quotes."
         ) from None
     names = {str(c).strip().lower(): c for c in frame.columns}
+    header = [str(c).strip().lower() for c in frame.columns]
+    # pandas renames a repeated header "caption" to "caption.1".
+    twice = [
+        c
+        for c in (*expected, *optional)
+        if header.count(c) > 1
+        or any(re.fullmatch(rf"{re.escape(c)}\.\d+", h) for h in header)
+    ]
+    if twice:
+        raise ValueError(
+            f"{path} has the column {twice[0]!r} more than once (columns "
+            f"{[str(c) for c in frame.columns]}): radcap would not know which one "
+            "to read. Rename or remove the extra column."
+        )
     missing = [c for c in expected if c not in names]
     if missing:
         also = f" (optional {list(optional)})" if optional else ""

@@ -1,0 +1,135 @@
+"""A full disk: a clear message and exit 2, never a bus error; a rerun then completes.
+
+The small disks are tmpfs mounts, which need root; elsewhere these tests skip
+and say why. Data stay on the normal disk; only the folder under test (the
+feature cache or the run folder) lives on the small disk.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from radcap import runs
+from radcap.data.demo import make_demo
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--set", "demo_size=40", "--set", "epochs=2", "--set", "early_stopping=0"]
+TINY += ["--set", "units=32", "--set", "embed_dim=16", "--set", "extract_batch_size=8"]
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """`disk(size)` mounts a tmpfs of that size; `disk.resize(folder, size)`."""
+    mounted = []
+
+    def mount(size: str):
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()})")
+        mounted.append(folder)
+        return folder
+
+    def resize(folder, size: str):
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], check=True)
+
+    mount.resize = resize
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def radcap(*args, root):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("RADCAP_KILL_AT", None)
+    return subprocess.run(
+        [sys.executable, "-m", "radcap", *args, "--root", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+
+@pytest.fixture
+def root(tmp_path):
+    make_demo(tmp_path / "data/demo", n=40, seed=0)
+    return tmp_path
+
+
+def test_extraction_onto_a_full_disk_says_so_and_resumes(disk, root):
+    small = disk("200k")  # 40 images need 330 KB of fc2 features
+    args = ["extract", *TINY, "--set", f"features_dir={small}"]
+    first = radcap(*args, root=root)
+    assert first.returncode == 2, first.stderr[-2000:]
+    assert "Not enough disk space for the train features" in first.stderr
+    assert "Traceback" not in first.stderr
+    disk.resize(small, "8m")  # space freed
+    again = radcap(*args, root=root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert np.load(small / "demo/vgg16-fc2/train.npy").shape == (28, 4096)
+
+
+def test_a_write_that_fills_the_disk_is_an_error_not_a_bus_error(
+    disk, root, monkeypatch
+):
+    import radcap.features
+    from radcap.config import preset
+    from radcap.data import load
+    from radcap.files import DiskFullError
+
+    small = disk("150k")
+    monkeypatch.setattr(radcap.features, "check_free_space", lambda *a: None)
+    config = preset("demo", demo_size=40, extract_batch_size=8, features_dir=str(small))
+    images = load(config, root).images("train")
+    with pytest.raises(DiskFullError, match="The disk is full: could not write"):
+        radcap.features.extract(config, images, "train", root)
+    disk.resize(small, "8m")
+    cached = radcap.features.extract(config, images, "train", root)
+    assert cached["fc2"].array.shape == (28, 4096) and cached["fc2"].array[-1].any()
+
+
+def test_training_onto_a_full_disk_says_so_and_a_rerun_completes(disk, root):
+    assert radcap("extract", *TINY, root=root).returncode == 0  # on the normal disk
+    small = disk("2m")  # the checks ask for about 10 MB more than the files
+    args = ["train", *TINY, "--set", f"checkpoints_dir={small}"]
+    first = radcap(*args, root=root)
+    assert first.returncode == 2, first.stderr[-2000:]
+    assert "Not enough disk space for the training checkpoints" in first.stderr
+    assert "Traceback" not in first.stderr
+    disk.resize(small, "64m")
+    again = radcap(*args, root=root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert runs.is_trained(small / "demo")
+
+
+def test_evaluation_onto_a_full_disk_leaves_no_empty_file(disk, root):
+    small = disk("64m")
+    args = [*TINY, "--set", f"checkpoints_dir={small}"]
+    assert radcap("train", *args, root=root).returncode == 0
+    filler = small / "filler"
+    with open(filler, "wb") as f:  # fill the disk to the last block
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    evaluate = ["evaluate", "--run", str(small / "demo"), "--no-controls"]
+    first = radcap(*evaluate, root=root)
+    assert first.returncode == 2, first.stderr[-2000:]
+    assert "The disk is full" in first.stderr and "Traceback" not in first.stderr
+    assert not (small / "demo" / runs.METRICS).exists()
+    assert not [p for p in (small / "demo").iterdir() if p.name.startswith(".m")]
+    filler.unlink()
+    again = radcap(*evaluate, root=root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (small / "demo" / runs.METRICS).stat().st_size > 0
