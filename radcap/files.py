@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,6 +36,13 @@ class LockError(RuntimeError):
 
 class DiskFullError(OSError):
     """Not enough free space for a write; the message says how much and where."""
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def kill_point(point: str) -> None:
@@ -104,6 +112,7 @@ def atomic_path(path: str | Path, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         kill_point(f"write:{path.name}")
@@ -192,6 +201,31 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
         )
 
 
+# `atomic_path`'s temporary files: "." + target name + "." + 8 random characters.
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[str]:
+    """Delete temporary files that a killed writer left in `folder` (and below).
+
+    Only safe while holding `folder_lock(folder)`: then no other process is
+    writing there.
+
+    Returns:
+        The names removed.
+    """
+    removed = []
+    for path in Path(folder).rglob(".*"):
+        if (
+            path.name != LOCK_FILE
+            and path.is_file()
+            and _TEMPORARY.fullmatch(path.name)
+        ):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, what: str):
     """Hold `folder` for this process: a second writer gets a clear `LockError`.
@@ -222,6 +256,7 @@ def folder_lock(folder: str | Path, what: str):
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        remove_stale_temporaries(folder)
         yield
     finally:
         os.close(fd)  # closing releases the lock

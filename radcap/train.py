@@ -71,7 +71,7 @@ def train(
     Skips work already done: a finished run is not trained again, an
     interrupted one continues from its last finished epoch, and a finished
     one asked for more epochs (`config.epochs`, the one field that may
-    change) trains on from its last epoch. To retrain from scratch, delete
+    change) trains on from its best checkpoint. To retrain from scratch, delete
     the run folder or use another run name. One process at a time may train
     a run folder; a second one gets a `radcap.files.LockError`.
 
@@ -124,7 +124,7 @@ def _already_trained(run_dir: Path, config: Config, verbose: bool) -> dict | Non
             )
         return summary
     # Asked for more epochs: from here the run counts as unfinished, even if
-    # this is interrupted, and it trains on from its last epoch.
+    # this is interrupted; it trains on from best.keras (no backup is kept).
     path.unlink()
     return None
 

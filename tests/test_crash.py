@@ -379,33 +379,11 @@ def test_the_rerun_finishes_a_complete_valid_run(trial, reference, point_id):
     pd.testing.assert_frame_equal(history.head(same), reference_history.head(same))
 
 
-# radcap bug: a kill between writing a temporary file and renaming it into
-# place leaves the temporary file, and nothing removes it later.
-LEFTOVER = pytest.mark.xfail(
-    strict=True,
-    reason="radcap bug: files.atomic_path leaves its temporary file "
-    "(.<name>.XXXXXXXX<suffix>) when the process is killed before the rename, "
-    "and no rerun removes it: train._resume/_finish clean only backup/",
-)
-# Temporary files in backup/ go with the folder; the others stay.
-LEAVES_TEMP_IN_RUN_FOLDER = {
-    "history-epoch-0",
-    "best-epoch-0",
-    "history-epoch-1",
-    "best-later-epoch",
-    "training-json",
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "point_id",
-    [
-        pytest.param(p, marks=LEFTOVER) if p in LEAVES_TEMP_IN_RUN_FOLDER else p
-        for p in POINTS
-    ],
-)
+@pytest.mark.parametrize("point_id", POINTS)
 def test_no_temporary_file_is_left_behind(trial, point_id):
+    # The killed writer's temporary file is removed by the rerun, which holds
+    # the run folder's lock (radcap.files.remove_stale_temporaries).
     t = trial(point_id)
     assert t.rerun.returncode == 0, _describe(t.rerun)
     assert temporary_files(t.run_dir) == []
@@ -413,32 +391,32 @@ def test_no_temporary_file_is_left_behind(trial, point_id):
 
 
 @pytest.mark.slow
-def test_two_trainers_on_one_run_folder_one_waits_out(reference):
+def test_two_trainers_on_one_run_folder_one_waits_out(reference, tmp_path):
     root, _ = reference
-    procs = [
-        subprocess.Popen(
-            _command(root, "twice"),
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=TIMEOUT))
-        finally:
+    procs, logs = [], []
+    for i in range(2):  # output to files: a full pipe would stall a trainer
+        out, err = tmp_path / f"{i}.out", tmp_path / f"{i}.err"
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            procs.append(
+                subprocess.Popen(
+                    _command(root, "twice"), env=_env(), stdout=stdout, stderr=stderr
+                )
+            )
+        logs.append((out, err))
+    try:
+        codes = [proc.wait(timeout=TIMEOUT) for proc in procs]
+    finally:
+        for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    codes = [p.returncode for p in procs]
-    assert sorted(code == 0 for code in codes) == [False, True], codes
+                proc.wait()
+    outputs = [(out.read_text(), err.read_text()) for out, err in logs]
+    assert sorted(code == 0 for code in codes) == [False, True], (codes, outputs)
     winner = codes.index(0)
     loser = 1 - winner
-    out, err = outputs[loser]
+    err = outputs[loser][1]
     assert LOCK_MESSAGE in err, err
-    assert f"(pid {procs[winner].pid})" in err, err
+    assert f"(pid {procs[winner].pid})" in err, err  # names the holder
     assert "Traceback" not in err and "Traceback" not in outputs[winner][1]
     assert codes[loser] == 2
 
@@ -556,3 +534,39 @@ def test_folder_lock_refuses_a_second_holder_until_the_first_dies(tmp_path):
         assert (folder / files.LOCK_FILE).read_text() == str(os.getpid())
     with files.folder_lock(folder, "run folder"):  # and released it again
         pass
+
+
+# --- evaluation killed while it writes ---------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill_at",
+    ["write:metrics.json", "write:captions_test.csv", "write:report.md"],
+)
+def test_a_killed_evaluation_leaves_whole_files_and_reruns(reference, kill_at):
+    import shutil
+
+    root, _ = reference
+    source = root / "checkpoints" / "reference"
+    run_dir = root / "checkpoints" / f"evaluate-{kill_at.split(':')[1]}"
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    command = [sys.executable, "-m", "radcap", "evaluate", "--run", str(run_dir)]
+    command += ["--root", str(root), "--no-controls", "--beam", "1"]
+    killed = subprocess.run(
+        command, env=_env(kill_at), capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert killed.returncode == -signal.SIGKILL, _describe(killed)
+    for path in run_dir.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            assert path.stat().st_size > 0, path.name  # no half-written file
+    assert not (run_dir / runs.REPORT).exists()  # the last file comes last
+    rerun = subprocess.run(
+        command, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert rerun.returncode == 0, _describe(rerun)
+    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    assert metrics["images"] > 0 and "greedy" in metrics["results"]
+    assert len(pd.read_csv(run_dir / runs.captions_file("test"))) == metrics["images"]
+    assert "# Evaluation of" in (run_dir / runs.REPORT).read_text()
+    assert temporary_files(run_dir) == []
