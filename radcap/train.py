@@ -284,21 +284,8 @@ def _callbacks(config, run_dir, history, batches, extra, verbose) -> list:
 
 def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbose):
     """Run the epochs from `initial_epoch` to `config.epochs`."""
-    train_batches = Batches(
-        prepared.vocab.encode_batch(prepared.train.captions["caption"]),
-        prepared.train.caption_rows(),
-        _arrays(prepared.train),
-        config.batch_size,
-        True,
-        config.seed,
-    )
-    val_batches = Batches(
-        prepared.vocab.encode_batch(prepared.validation.captions["caption"]),
-        prepared.validation.caption_rows(),
-        _arrays(prepared.validation),
-        config.batch_size,
-        False,
-    )
+    train_batches = _batches(prepared.train, prepared.vocab, config, shuffle=True)
+    val_batches = _batches(prepared.validation, prepared.vocab, config, shuffle=False)
     model.fit(
         train_batches.dataset(),
         validation_data=val_batches.dataset(),
@@ -310,11 +297,14 @@ def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbos
     )
 
 
-def _arrays(split: Split) -> dict:
+def _batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
+    """A split's captions as length-bucketed batches over its feature caches."""
     arrays = {"features": split.features}
     if split.grid is not None:
         arrays["grid"] = split.grid
-    return arrays
+    tokens = vocab.encode_batch(split.captions["caption"])
+    rows = split.caption_rows()
+    return Batches(tokens, rows, arrays, config.batch_size, shuffle, config.seed)
 
 
 def _finish(run_dir: Path, config: Config, prepared: Prepared, seconds, verbose):

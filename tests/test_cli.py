@@ -78,6 +78,8 @@ def test_extract_and_train_summarise_the_skipped_rows(tmp_path, capsys):
     )
     (root / "images/x.png").write_bytes(b"not read here")
     args = ["--root", str(tmp_path), "--set", "source=csv", "--set", "dataset=mine"]
+    assert cli.main(["extract", *args]) == 0  # no images: nothing to extract
+    assert "3 rows of the dataset were skipped:" in capsys.readouterr().out
     assert cli.main(["train", *args]) == 2  # nothing left to train on
     out = capsys.readouterr()
     assert "3 rows of the dataset were skipped:" in out.out

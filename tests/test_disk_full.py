@@ -116,11 +116,10 @@ def test_evaluation_onto_a_full_disk_leaves_no_empty_file(disk, root):
     args = [*TINY, "--set", f"checkpoints_dir={small}"]
     assert radcap("train", *args, root=root).returncode == 0
     filler = small / "filler"
-    with open(filler, "wb") as f:  # fill the disk to the last block
+    with open(filler, "wb", buffering=0) as f:  # fill the disk to the last block
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     evaluate = ["evaluate", "--run", str(small / "demo"), "--no-controls"]
