@@ -3,6 +3,9 @@
 The notebooks read `RADCAP_WORKDIR`, so under pytest they write into a
 temporary folder instead of the repository; the end-to-end tests use the same
 folder, so the notebooks find the demo's features already cached.
+
+The suite runs on two pytest-xdist workers (`-n 2` in pyproject.toml), with
+the scheduling below.
 """
 
 import os
@@ -26,6 +29,28 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     for path in _created:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# The end-to-end tests and the notebooks share the working folder.
+SHARED = ("tests/test_e2e.py", "notebooks/")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Each test module on one worker; the end-to-end tests and notebooks together.
+
+    Module fixtures are then made once, and the tests that share the working
+    folder run in order on one worker. Largest groups start first.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(SHARED):
+                return "working folder"
+            return nodeid.split("::", 1)[0]
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

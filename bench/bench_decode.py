@@ -2,12 +2,13 @@
 
 radcap decodes 64 images at a time with a compiled step
 (`radcap.generate.CompiledStep`); the classic loop captions one image at a
-time with one `model.predict` per word (`classic.classic_caption`). Both models are untrained, with the `roco`
-preset's sizes and a 5000-word vocabulary, and `<end>` is never picked, so
-every caption has `max_len` (60) words and all methods do the same work per
-caption. Rates are captions per second, after a warm-up that traces each
-batch shape; the methods alternate for a few rounds and the best round of
-each counts, so that other work on the machine skews the ratios less.
+time with one `model.predict` per word (`classic.classic_caption`). Both
+models are untrained, with the `roco` preset's sizes and a 5000-word
+vocabulary, and `<end>` is never picked, so every caption has `max_len` (60)
+words and all methods do the same work per caption. Rates are captions per
+second, after a warm-up that traces each batch shape; the methods alternate
+for a few rounds and the best round of each counts, so that other work on
+the machine skews the ratios less.
 Prints one JSON object.
 
     .venv/bin/python bench/bench_decode.py

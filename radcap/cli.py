@@ -156,6 +156,7 @@ def cmd_evaluate(args) -> int:
             beams=args.beam,
             scoring=args.scoring,
             controls=not args.no_controls,
+            meteor=False if args.no_meteor else None,
         )
     if len(run_dirs) > 1:
         path = write_comparison(run_dirs, args.split)
@@ -277,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--no-controls", action="store_true", help="Skip the black/white/noise images."
+    )
+    p.add_argument(
+        "--no-meteor",
+        action="store_true",
+        help="Skip METEOR (a Java program that takes seconds to start); "
+        "default: computed when Java is installed.",
     )
     p.add_argument("--root", default=".", help="Folder the run's paths start from.")
     p.set_defaults(func=cmd_evaluate)

@@ -1,8 +1,9 @@
 """A full disk: a clear message and exit 2, never a bus error; a rerun then completes.
 
 The small disks are tmpfs mounts, which need root; elsewhere these tests skip
-and say why. Data stay on the normal disk; only the folder under test (the
-feature cache or the run folder) lives on the small disk.
+and say why. Data (and a feature cache for training) stay on the normal disk;
+only the folder under test (a feature cache or a run folder) lives on the
+small disk.
 """
 
 import os
@@ -59,10 +60,14 @@ def radcap(*args, root):
     )
 
 
-@pytest.fixture
-def root(tmp_path):
-    make_demo(tmp_path / "data/demo", n=40, seed=0)
-    return tmp_path
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """The demo data and its fc2 cache on the normal disk, shared by the tests."""
+    root = tmp_path_factory.mktemp("disk-full")
+    make_demo(root / "data/demo", n=40, seed=0)
+    done = radcap("extract", *TINY, root=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root
 
 
 def test_extraction_onto_a_full_disk_says_so_and_resumes(disk, root):
@@ -98,7 +103,6 @@ def test_a_write_that_fills_the_disk_is_an_error_not_a_bus_error(
 
 
 def test_training_onto_a_full_disk_says_so_and_a_rerun_completes(disk, root):
-    assert radcap("extract", *TINY, root=root).returncode == 0  # on the normal disk
     small = disk("2m")  # the checks ask for about 10 MB more than the files
     args = ["train", *TINY, "--set", f"checkpoints_dir={small}"]
     first = radcap(*args, root=root)
@@ -123,6 +127,7 @@ def test_evaluation_onto_a_full_disk_leaves_no_empty_file(disk, root):
         except OSError:
             pass
     evaluate = ["evaluate", "--run", str(small / "demo"), "--no-controls"]
+    evaluate += ["--no-meteor"]
     first = radcap(*evaluate, root=root)
     assert first.returncode == 2, first.stderr[-2000:]
     assert "The disk is full" in first.stderr and "Traceback" not in first.stderr

@@ -24,6 +24,7 @@ from radcap.evaluation.metrics import (
     METRICS,
     diversity,
     imageclef_normalize,
+    java_available,
     score,
 )
 from radcap.features import extract
@@ -95,6 +96,29 @@ def test_a_failing_meteor_is_left_out_with_its_reason(monkeypatch):
         and "BrokenPipeError: the JVM exited" in out["METEOR_skipped"]
     )
     assert out["BLEU-1"] > 0 and out["CIDEr"] > 0
+    off = score(refs, {"a": "a small nodule", "b": "a cyst"}, meteor=False)
+    assert off["METEOR_skipped"] == "METEOR was turned off (--no-meteor, meteor=False)."
+
+
+@pytest.mark.skipif(not java_available(), reason="METEOR needs Java, not installed")
+def test_one_meteor_process_serves_every_scoring_and_a_dead_one_is_replaced():
+    import radcap.evaluation.metrics as metrics
+
+    refs = {"a": ["a small nodule in the left lung"], "b": ["no abnormality"]}
+    candidates = {"a": "a small nodule in the right lung", "b": "a cyst"}
+    first = score(refs, candidates, meteor=True)
+    process = metrics._meteor_scorer.meteor_p
+    assert score(refs, candidates, meteor=True)["METEOR"] == first["METEOR"]
+    assert metrics._meteor_scorer.meteor_p is process  # started once
+    assert 0 < first["METEOR"] < 1
+
+    process.kill()  # Java dies between two scorings
+    process.wait()
+    broken = score(refs, candidates, meteor=True)
+    assert "METEOR" not in broken and "METEOR failed" in broken["METEOR_skipped"]
+    again = score(refs, candidates, meteor=True)  # a fresh process
+    assert again["METEOR"] == first["METEOR"]
+    assert metrics._meteor_scorer.meteor_p is not process
 
 
 def test_unknown_scoring_is_refused():
@@ -212,11 +236,9 @@ def runs(demo):
     return run
 
 
-@pytest.mark.parametrize(
-    "attention, cell",
-    [(False, "lstm"), (False, "gru"), (True, "lstm"), (True, "gru")],
-)
-def test_controls_run_for_every_model_type(runs, attention, cell, tmp_path):
+# Both decoders and both cells (each pairing is covered by tests/test_model.py).
+@pytest.mark.parametrize("attention, cell", [(False, "lstm"), (True, "gru")])
+def test_controls_run_for_both_decoders_and_cells(runs, attention, cell, tmp_path):
     captioner = Captioner.load(runs(attention, cell))
     assert captioner.attention == attention
     captions = caption_controls(captioner, tmp_path)

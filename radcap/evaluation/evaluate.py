@@ -23,7 +23,13 @@ from radcap.captioner import Captioner
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
 from radcap.evaluation.baselines import baseline_captions, caption_controls
-from radcap.evaluation.metrics import distinct_share, diversity, normalizer, score
+from radcap.evaluation.metrics import (
+    distinct_share,
+    diversity,
+    normalizer,
+    score,
+    start_meteor,
+)
 from radcap.evaluation.report import metrics_table, report_markdown
 from radcap.files import atomic_path, folder_lock, write_json, write_text
 from radcap.splits import Split, load_split
@@ -87,6 +93,8 @@ def evaluate(
         `"controls_skipped"` says why.
     """
     normalizer(scoring)  # an unknown scoring fails before any work
+    if meteor is not False:
+        start_meteor()  # Java boots while the model loads and decodes
     run_dir = Path(run_dir)
     captioner = Captioner.load(run_dir)
     config = captioner.config

@@ -31,6 +31,7 @@ says so.
 
 from __future__ import annotations
 
+import atexit
 import re
 import shutil
 import string
@@ -122,9 +123,9 @@ def score(
     if per_caption:
         bleu = [np.mean(scores) for scores in per_image]
     out.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
-    if meteor is None:
-        meteor = java_available()
-    if meteor:
+    if meteor is False:
+        out["METEOR_skipped"] = "METEOR was turned off (--no-meteor, meteor=False)."
+    elif meteor or java_available():
         try:
             out["METEOR"] = _meteor(gts, res, per_caption)
         except Exception as err:  # a JVM that fails to start, or dies mid-way
@@ -142,15 +143,59 @@ def score(
     return out
 
 
-def _meteor(gts: dict, res: dict, per_caption: bool) -> float:
-    from pycocoevalcap.meteor.meteor import Meteor
+# One METEOR process per Python process: the Java program takes about 8 s to
+# start and then scores a split in a fraction of a second, so every scoring
+# of an evaluation (decodings, baselines, several runs) shares it.
+_meteor_scorer = None
 
-    scorer = Meteor()
+
+def start_meteor() -> None:
+    """Start METEOR's Java process now, so that it boots while other work runs.
+
+    `score` uses it (and starts it when nothing has). Does nothing without
+    Java; a process that cannot start is reported by `score`.
+    """
+    if java_available():
+        try:
+            _meteor_process()
+        except OSError:
+            pass  # `score` tries again and says why in "METEOR_skipped"
+
+
+def _meteor_process():
+    """The running METEOR scorer, started when there is none."""
+    global _meteor_scorer
+    if _meteor_scorer is None:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        _meteor_scorer = Meteor()
+        atexit.register(_stop_meteor)
+    return _meteor_scorer
+
+
+def _stop_meteor() -> None:
+    """End the METEOR process (at exit, or after it failed mid-way)."""
+    global _meteor_scorer
+    scorer, _meteor_scorer = _meteor_scorer, None
+    if scorer is None:
+        return
+    if scorer.lock.locked():  # a failed call never released it; the destructor
+        scorer.lock.release()  # of pycocoevalcap's scorer would wait on it forever
+    scorer.meteor_p.kill()
+    scorer.meteor_p.wait()
+    try:  # closed here, so that the destructor does not flush into a dead pipe
+        scorer.meteor_p.stdin.close()
+    except OSError:
+        pass
+
+
+def _meteor(gts: dict, res: dict, per_caption: bool) -> float:
+    scorer = _meteor_process()
     try:
         total, per_image = scorer.compute_score(gts, res)
-    finally:
-        if hasattr(scorer, "close"):
-            scorer.close()
+    except Exception:
+        _stop_meteor()  # the next call starts a fresh process
+        raise
     return float(np.mean(per_image) if per_caption else total)
 
 
