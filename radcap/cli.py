@@ -254,6 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
+    _add_evaluate_parser(sub)
+
+    p = sub.add_parser("caption", help="Caption image files with a trained run.")
+    p.add_argument("--run", required=True, help="Run folder or run name.")
+    p.add_argument("images", nargs="+", help="Image files or folders of images.")
+    p.add_argument(
+        "--beam", type=int, default=1, help="Beam width (default 1: greedy)."
+    )
+    p.add_argument("--root", default=".", help="Folder that checkpoints/ is in.")
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("download", help="Download a dataset (needs the internet).")
+    p.add_argument("dataset", choices=("roco",))
+    p.add_argument("--dest", default="data/roco", help="Target folder.")
+    p.add_argument("--force", action="store_true", help="Download again.")
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="Score a trained run; writes metrics.json.")
     p.add_argument(
         "--run",
@@ -287,22 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--root", default=".", help="Folder the run's paths start from.")
     p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("caption", help="Caption image files with a trained run.")
-    p.add_argument("--run", required=True, help="Run folder or run name.")
-    p.add_argument("images", nargs="+", help="Image files or folders of images.")
-    p.add_argument(
-        "--beam", type=int, default=1, help="Beam width (default 1: greedy)."
-    )
-    p.add_argument("--root", default=".", help="Folder that checkpoints/ is in.")
-    p.set_defaults(func=cmd_caption)
-
-    p = sub.add_parser("download", help="Download a dataset (needs the internet).")
-    p.add_argument("dataset", choices=("roco",))
-    p.add_argument("--dest", default="data/roco", help="Target folder.")
-    p.add_argument("--force", action="store_true", help="Download again.")
-    p.set_defaults(func=cmd_download)
-    return parser
 
 
 def main(argv=None) -> int:
