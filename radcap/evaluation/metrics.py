@@ -169,7 +169,6 @@ def _meteor_process():
         from pycocoevalcap.meteor.meteor import Meteor
 
         _meteor_scorer = Meteor()
-        atexit.register(_stop_meteor)
     return _meteor_scorer
 
 
@@ -187,6 +186,9 @@ def _stop_meteor() -> None:
         scorer.meteor_p.stdin.close()
     except OSError:
         pass
+
+
+atexit.register(_stop_meteor)  # the Java process ends with this one
 
 
 def _meteor(gts: dict, res: dict, per_caption: bool) -> float:
