@@ -14,6 +14,10 @@ Prints one JSON object.
     .venv/bin/python bench/bench_decode.py
     .venv/bin/python bench/bench_decode.py --attention --images 64
 
+radcap's searches run with the default `no_repeat_ngram=3` (no trigram
+twice in a caption); `greedy_off`/`beam<k>_off` are the same searches with
+it turned off, so `no_repeat_cost` is what the check costs.
+
 With `--attention`, the attention model decodes in the same run too, and its
 rates are also given as shares of the merge model's (`attention_vs_merge`).
 """
@@ -27,7 +31,7 @@ import numpy as np
 from classic import build_classic, classic_caption
 from common import VOCAB_SIZE, machine, random_stats
 
-from radcap.config import preset
+from radcap.config import NO_REPEAT_NGRAM, preset
 from radcap.generate import CompiledStep, beam_search, greedy_search
 from radcap.model import build_captioner
 
@@ -48,13 +52,20 @@ def never_end(step):
     return forced
 
 
-def decode_seconds(step, features, grid, max_len, batch_size, beam) -> float:
+def decode_seconds(
+    step, features, grid, max_len, batch_size, beam, no_repeat=NO_REPEAT_NGRAM
+) -> float:
     """Seconds of greedy (`beam=1`) or beam search over all of `features`."""
     started = time.perf_counter()
     for s in range(0, len(features), batch_size):
         f = features[s : s + batch_size]
         state = step.start(f, None if grid is None else grid[s : s + batch_size])
-        args = dict(batch_size=len(f), start_id=START_ID, end_id=END_ID)
+        args = dict(
+            batch_size=len(f),
+            start_id=START_ID,
+            end_id=END_ID,
+            no_repeat_ngram=no_repeat,
+        )
         if beam == 1:
             result = greedy_search(never_end(step), state, max_len=max_len, **args)
         else:
@@ -114,15 +125,25 @@ def main() -> None:
 
     # Alternate the methods for a few rounds; the best round of each counts.
     names = {
-        (prefix, beam): prefix + ("greedy" if beam == 1 else f"beam{beam}")
+        (prefix, beam, NO_REPEAT_NGRAM): prefix
+        + ("greedy" if beam == 1 else f"beam{beam}")
         for prefix in steps
         for beam in beams
     }
+    names |= {
+        ("", beam, 0): names[("", beam, NO_REPEAT_NGRAM)] + "_off" for beam in beams
+    }
     rounds = {name: [] for name in [*names.values(), "classic"]}
     for _ in range(args.rounds):
-        for (prefix, beam), name in names.items():
+        for (prefix, beam, no_repeat), name in names.items():
             seconds = decode_seconds(
-                steps[prefix], features, grids[prefix], merge.max_len, n, beam
+                steps[prefix],
+                features,
+                grids[prefix],
+                merge.max_len,
+                n,
+                beam,
+                no_repeat,
             )
             rounds[name].append(len(features) / seconds)
         seconds = classic_seconds(classic, classic_features, merge.max_len)
@@ -151,6 +172,11 @@ def main() -> None:
         "greedy_ratio": round(greedy / classic_speed, 1),
         "greedy_goal": GREEDY_GOAL,
         "greedy_met": greedy / classic_speed >= GREEDY_GOAL,
+    }
+    out["no_repeat_ngram"] = NO_REPEAT_NGRAM
+    out["no_repeat_cost"] = {
+        name: round(rates[f"{name}_off"] / rates[name], 3)
+        for name in ("greedy", *(f"beam{b}" for b in args.beams))
     }
     if "beam3" in rates:
         out["beam3_goal"] = BEAM3_GOAL

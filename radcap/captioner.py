@@ -55,6 +55,7 @@ class Captioner:
         beam: int = 1,
         length_penalty: float | None = None,
         batch_size: int = 64,
+        no_repeat_ngram: int | None = None,
     ) -> Result:
         """Run greedy (`beam=1`) or beam search over cached features, in batches.
 
@@ -64,9 +65,13 @@ class Captioner:
             beam: Beam width; 1 is greedy search.
             length_penalty: Beam length normalisation; default from the config.
             batch_size: Images decoded together.
+            no_repeat_ngram: No n-gram of this length is repeated within a
+                caption; 0 turns it off; default from the config.
         """
         if length_penalty is None:
             length_penalty = self.config.length_penalty
+        if no_repeat_ngram is None:
+            no_repeat_ngram = self.config.no_repeat_ngram
         if (
             isinstance(beam, bool)
             or not isinstance(beam, (int, np.integer))
@@ -91,6 +96,7 @@ class Captioner:
                 start_id=self.vocab.start_id,
                 end_id=self.vocab.end_id,
                 max_len=self.vocab.max_len,
+                no_repeat_ngram=no_repeat_ngram,
             )
             if beam == 1:
                 parts.append(greedy_search(self.step, state, **args))
@@ -171,7 +177,8 @@ class Captioner:
             beam: Beam width; 1 is greedy search.
             return_attention: Return dicts with the caption, its words and
                 their attention maps `(words, R)` instead of strings.
-            **kwargs: `grid`, and `length_penalty`/`batch_size` for `search`.
+            **kwargs: `grid`, and `length_penalty`, `batch_size` and
+                `no_repeat_ngram` for `search`.
 
         Returns:
             One caption per image; an unreadable image gets `None` (strings),

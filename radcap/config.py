@@ -22,6 +22,8 @@ PRESETS = ("demo", "roco")
 SCORINGS = ("coco", "imageclef")  # see radcap.evaluation.metrics
 GRID_LAYERS = ("block5_pool", "block5_conv3")
 CELLS = ("lstm", "gru")
+# No n-gram of this length is generated twice in a caption (radcap.generate).
+NO_REPEAT_NGRAM = 3
 # Fields that could hold a single value and were removed; an old config.json
 # that holds exactly that value still loads.
 _RETIRED = {"backbone": "vgg16", "layer": "fc2", "image_size": 224}
@@ -30,7 +32,7 @@ _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 CONFIG_FILE = "config.json"  # in every run folder (see radcap.runs)
 _POSITIVE = "demo_size min_count max_len embed_dim units attention_units batch_size"
 _POSITIVE += " epochs beam extract_batch_size"
-_COUNTS = "early_stopping lr_patience seed"  # integers >= 0
+_COUNTS = "early_stopping lr_patience seed no_repeat_ngram"  # integers >= 0
 _NUMBERS = "dropout learning_rate length_penalty lr_factor"
 _STRINGS = "name dataset data_dir features_dir checkpoints_dir caption_file"
 
@@ -80,6 +82,8 @@ class Config:
         lr_factor: The learning rate's factor on a plateau, in (0, 1).
         beam: Beam width used for evaluation beside greedy; 1 means greedy only.
         length_penalty: Beam score is log-probability / length**length_penalty.
+        no_repeat_ngram: Greedy and beam search never repeat an n-gram of
+            this length within a caption; 0 turns it off.
         extract_batch_size: Images per forward pass in feature extraction.
         seed: Seed for the demo generator, splits, shuffling and weight init.
     """
@@ -113,6 +117,7 @@ class Config:
     lr_factor: float = 0.5
     beam: int = 3
     length_penalty: float = 0.7
+    no_repeat_ngram: int = NO_REPEAT_NGRAM
     extract_batch_size: int = 32
     seed: int = 0
 

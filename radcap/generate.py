@@ -1,7 +1,7 @@
 """Batched greedy and beam search: the one place captions are generated.
 
-Stage: generate, after `model`. Imports only NumPy here; `CompiledStep`
-imports TensorFlow when it is built.
+Stage: generate, after `model`. Imports NumPy and the base (`radcap.config`);
+`CompiledStep` imports TensorFlow when it is built.
 
 The searches are written once, against a step function
 
@@ -14,6 +14,10 @@ scripted step functions of the tests. An entry that the step hands back as
 the very object it got (the image's projections) is the same for every beam
 of an image, so beam search does not reorder it. Every image in the batch
 advances together; each sequence stops at its own `<end>`.
+
+Both searches take `no_repeat_ngram=n`: a token that would complete an
+n-gram already in the caption is never chosen ("shows frontal frontal
+frontal" cannot happen with n=2 or 3). 0 turns it off.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from radcap.config import NO_REPEAT_NGRAM
 
 
 @dataclasses.dataclass
@@ -42,6 +48,33 @@ class Result:
 
 def _take(state, index):
     return tuple(np.take(s, index, axis=0) for s in state)
+
+
+def repeated_ngram_tokens(seqs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens that would repeat an n-gram, for each sequence.
+
+    A token is banned for a sequence when its last `n - 1` tokens, followed
+    by the token, already occur in it.
+
+    Args:
+        seqs: `(rows, t)` tokens generated so far (without `<start>`).
+        n: The n-gram length; below 1 bans nothing.
+
+    Returns:
+        `(rows, tokens)`: index arrays, so `log_probs[rows, tokens] = -inf`
+        bans them (a pair may appear twice).
+
+    >>> repeated_ngram_tokens(np.array([[5, 6, 5, 6, 5], [5, 6, 7, 8, 9]]), 2)
+    (array([0, 0]), array([6, 6]))
+    """
+    rows, t = seqs.shape
+    if n < 1 or t < n:  # (n = 1 with t >= 1: every token seen is banned)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(seqs, n, axis=1)  # (rows, W, n)
+    prefix = seqs[:, t - n + 1 :]  # (rows, n - 1): the last n - 1 tokens
+    match = np.all(windows[:, :, : n - 1] == prefix[:, None, :], axis=2)  # (rows, W)
+    row, where = np.nonzero(match)
+    return row, windows[row, where, n - 1].astype(np.int64)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -71,7 +104,13 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def greedy_search(
-    step, state, batch_size: int, start_id: int, end_id: int, max_len: int
+    step,
+    state,
+    batch_size: int,
+    start_id: int,
+    end_id: int,
+    max_len: int,
+    no_repeat_ngram: int = NO_REPEAT_NGRAM,
 ) -> Result:
     """Pick the most likely next token for every image until `<end>` or `max_len`.
 
@@ -82,6 +121,7 @@ def greedy_search(
         start_id: Id of `<start>`, fed first.
         end_id: Id of `<end>`; a sequence that emits it is finished.
         max_len: Most words per caption; a caption cut at `max_len` has no `<end>`.
+        no_repeat_ngram: No n-gram of this length occurs twice; 0: off.
 
     Returns:
         A `Result`.
@@ -94,6 +134,9 @@ def greedy_search(
     weights = []
     for t in range(max_len):
         log_probs, state, attention = step(tokens, state)  # (B, V), ..., (B, R)
+        if no_repeat_ngram:
+            log_probs = np.array(log_probs)  # a copy: the step's array stays as it is
+            log_probs[repeated_ngram_tokens(out[:, :t], no_repeat_ngram)] = -np.inf
         tokens = np.argmax(log_probs, axis=-1).astype(np.int32)  # (B,)
         scores += np.where(done, 0.0, log_probs[np.arange(batch_size), tokens])
         out[:, t] = tokens
@@ -117,6 +160,7 @@ def beam_search(
     max_len: int,
     beam: int = 3,
     length_penalty: float = 0.0,
+    no_repeat_ngram: int = NO_REPEAT_NGRAM,
 ) -> Result:
     """Keep the `beam` best partial captions per image; pick the best finished one.
 
@@ -136,6 +180,7 @@ def beam_search(
         max_len: Most words per caption.
         beam: Beam width.
         length_penalty: Exponent of the length normalisation.
+        no_repeat_ngram: No n-gram of this length occurs twice in a beam; 0: off.
 
     Returns:
         A `Result` with each image's best beam.
@@ -155,6 +200,11 @@ def beam_search(
         log_probs, state, attention = step(tokens, state)  # (B*k, V), ..., (B*k, R)
         vocab_size = log_probs.shape[-1]
         log_probs = log_probs.reshape(batch_size, k, vocab_size).astype(np.float64)
+        if no_repeat_ngram:
+            row, token = repeated_ngram_tokens(
+                seqs.reshape(batch_size * k, -1), no_repeat_ngram
+            )
+            log_probs[row // k, row % k, token] = -np.inf
         log_probs[done] = -np.inf
         log_probs[done, end_id] = 0.0
         candidates = (scores[..., None] + log_probs).reshape(batch_size, k * vocab_size)

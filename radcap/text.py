@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import re
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,23 +21,105 @@ PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
 
 # Keep hyphens, periods and slashes inside words and numbers ("t2-weighted",
-# "3.5", "c5/6"), drop other punctuation; parentheses become spaces.
-_DROP = re.compile(r"[^a-z0-9\-./%\s]")
-_EDGE = re.compile(r"(?<![a-z0-9])[\-./]+|[\-./]+(?![a-z0-9])")
+# "3.5", "c5/6"), drop other ASCII punctuation; parentheses become spaces.
+# Characters beyond ASCII have been sorted out by `fold_unicode` already.
+_DROP = re.compile(r"[^a-z0-9\-./%\s\u0080-\U0010ffff]")
+_EDGE = re.compile(r"(?<!\w)[\-./]+|[\-./]+(?!\w)")
 _SPACE = re.compile(r"\s+")
+# The micro sign (NFKC makes it a Greek mu) outside a Greek word: "5 µm" -> "5 um".
+_GREEK = "\u0370-\u03ff\u1f00-\u1fff"
+_MICRO = re.compile(f"(?<![{_GREEK}])\u03bc(?![{_GREEK}])")
+# A degree sign after a number is a word ("45°" -> "45 degrees"); elsewhere
+# ("n°1") it is a symbol.
+_DEGREES = re.compile("(?<=[0-9])\\s?\u00b0")
+# A vulgar fraction after a digit gets a space, so "1½" becomes "1 1/2", not "11/2".
+_FRACTION = re.compile("(?<=[0-9])([\u00bc-\u00be\u2150-\u215e])")
+# Letters and signs that have an ASCII spelling but no Unicode decomposition.
+_SPELLED = {
+    "\u00d7": "x",  # multiplication sign: "5×3 cm" -> "5x3 cm"
+    "\u2044": "/",  # fraction slash (NFKC writes "½" as "1⁄2")
+    "\u2212": "-",  # minus sign
+    "\u00df": "ss",
+    "\u00e6": "ae",
+    "\u0153": "oe",
+    "\u00f8": "o",
+    "\u0142": "l",
+    "\u0111": "d",
+    "\u00f0": "d",
+    "\u00fe": "th",
+}
+
+
+def fold_unicode(text: str) -> str:
+    """Medical text as written, in the characters the vocabulary uses.
+
+    Unicode NFKC first ("ﬁ" -> "fi", "²" -> "2", "™" -> "TM"), then per
+    character: Latin letters lose their accents ("Ménétrier" -> "Menetrier",
+    "Sjögren" -> "Sjogren"), "×" becomes "x", the micro sign "u" ("µm" ->
+    "um"), "°" after a number " degrees", every dash, hyphen and minus "-",
+    every Unicode space a space; invisible format characters go. Letters,
+    marks and digits of every other script are kept ("α-fetoprotein",
+    Arabic, Chinese); other symbols and punctuation become spaces. ASCII
+    text comes back unchanged.
+
+    >>> fold_unicode("Ménétrier’s disease, 5×3\u2009cm – 10\u00a0µm")
+    'Menetrier s disease, 5x3 cm - 10 um'
+    """
+    if text.isascii():
+        return text
+    text = _DEGREES.sub(" degrees ", _FRACTION.sub(r" \1", text))
+    text = unicodedata.normalize("NFKC", text)
+    text = _MICRO.sub("u", text)
+    out = []
+    latin = False  # the last letter kept was Latin: its combining marks go
+    for ch in text:
+        if ch.isascii():
+            out.append(ch)
+            latin = ch.isalpha()
+            continue
+        category = unicodedata.category(ch)
+        if ch in _SPELLED:
+            out.append(_SPELLED[ch])
+            latin = ch.isalpha()
+        elif ch.isspace() or category == "Zs":
+            out.append(" ")
+        elif category == "Pd":
+            out.append("-")
+        elif category == "Cf":
+            continue  # zero-width spaces and joiners, byte-order marks
+        elif category[0] == "L":
+            latin = "LATIN" in unicodedata.name(ch, "")
+            if latin:
+                ch = "".join(
+                    c
+                    for c in unicodedata.normalize("NFKD", ch)
+                    if not unicodedata.combining(c)
+                )
+            out.append(ch)
+        elif category[0] == "M":
+            if not latin:
+                out.append(ch)  # vowel signs of Arabic, Devanagari...
+        elif category[0] == "N":
+            out.append(ch)
+            latin = False
+        else:
+            out.append(" ")  # quotes, arrows, "≥", "®", "※"...
+    return "".join(out)
 
 
 def clean_caption(caption: str) -> str:
     """Normalise a caption for training and scoring.
 
-    Lowercases, turns all whitespace (newlines included) into single spaces,
-    keeps punctuation that is part of a token ("t2-weighted", "3.5 cm",
-    "c5/6", "50%"), and drops the rest ("(arrow)" -> "arrow").
+    Folds Unicode to the vocabulary's characters (`fold_unicode`: accents,
+    "×", "µ", dashes and spaces; other scripts kept), lowercases, turns all
+    whitespace (newlines included) into single spaces, keeps punctuation
+    that is part of a token ("t2-weighted", "3.5 cm", "c5/6", "50%"), and
+    drops the rest ("(arrow)" -> "arrow").
 
     >>> clean_caption(" Axial T2-weighted MRI (arrow): a 3.5 cm mass.\\n")
     'axial t2-weighted mri arrow a 3.5 cm mass'
     """
-    text = _DROP.sub(" ", str(caption).lower())
+    text = _DROP.sub(" ", fold_unicode(str(caption)).lower())
     text = _EDGE.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
 

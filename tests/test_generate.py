@@ -56,8 +56,9 @@ def test_beam_finds_the_better_sequence():
     np.testing.assert_allclose(result.scores, np.log(0.4 * 0.9))
 
 
+@pytest.mark.parametrize("no_repeat", [0, 2, 3])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_beam_one_equals_greedy_on_random_steps(seed):
+def test_beam_one_equals_greedy_on_random_steps(seed, no_repeat):
     rng = np.random.default_rng(seed)
     table = rng.dirichlet(
         np.ones(VOCAB) * 0.3, size=(VOCAB, VOCAB)
@@ -69,7 +70,9 @@ def test_beam_one_equals_greedy_on_random_steps(seed):
         return np.log(probs + 1e-12), (np.asarray(tokens),), np.zeros((len(tokens), 1))
 
     start = (np.zeros(7, np.int64),)
-    kwargs = dict(batch_size=7, start_id=START, end_id=END, max_len=12)
+    kwargs = dict(
+        batch_size=7, start_id=START, end_id=END, max_len=12, no_repeat_ngram=no_repeat
+    )
     greedy = greedy_search(step, start, **kwargs)
     beam = beam_search(step, start, beam=1, **kwargs)
     assert greedy.tokens == beam.tokens
@@ -104,9 +107,67 @@ def test_max_len_cuts_captions_without_end():
             start_id=START,
             end_id=END,
             max_len=4,
+            no_repeat_ngram=0,
             **extra,
         )
         assert result.tokens == [[A, A, A, A]]
+
+
+# "A" is always the likeliest word, then "B": repetition is what the model wants.
+LOOP = {
+    START: {A: 0.6, B: 0.3, C: 0.1},
+    A: {A: 0.6, B: 0.3, END: 0.1},
+    B: {A: 0.6, B: 0.3, END: 0.1},
+    C: {END: 1.0},
+    END: {END: 1.0},
+}
+
+
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (0, [A, A, A, A, A, A]),
+        (3, [A, A, A, B, A, A]),  # a second A A A is barred; cut at max_len
+        (2, [A, A, B, A, END]),  # A A, then A B, B A, and A A / A B are taken
+        (1, [A, B, END]),  # every word at most once
+    ],
+)
+def test_no_repeat_ngram_exact_captions(n, expected):
+    for search, extra in ((greedy_search, {}), (beam_search, {"beam": 1})):
+        result = search(
+            scripted(LOOP),
+            (np.zeros(1),),
+            batch_size=1,
+            start_id=START,
+            end_id=END,
+            max_len=6,
+            no_repeat_ngram=n,
+            **extra,
+        )
+        assert result.tokens == [expected], (search.__name__, n)
+
+
+def test_no_repeat_ngram_is_on_by_default_with_trigrams():
+    kwargs = dict(batch_size=1, start_id=START, end_id=END, max_len=6)
+    for search in (greedy_search, beam_search):
+        result = search(scripted(LOOP), (np.zeros(1),), **kwargs)
+        assert result.tokens == [[A, A, A, B, A, A]]
+
+
+def test_repeated_ngram_tokens_exact():
+    from radcap.generate import repeated_ngram_tokens
+
+    seqs = np.array([[5, 6, 5, 6, 5], [5, 6, 7, 8, 9], [4, 4, 4, 4, 4]])
+    rows, tokens = repeated_ngram_tokens(seqs, 2)
+    assert (
+        sorted(zip(rows.tolist(), tokens.tolist()))
+        == [(0, 6), (0, 6), (2, 4)] + [(2, 4)] * 3
+    )
+    rows, tokens = repeated_ngram_tokens(seqs, 3)
+    pairs = sorted(zip(rows.tolist(), tokens.tolist()))
+    assert pairs == [(0, 6), (2, 4), (2, 4), (2, 4)]
+    assert repeated_ngram_tokens(seqs[:, :1], 3)[0].size == 0  # too short to repeat
+    assert repeated_ngram_tokens(seqs, 0)[0].size == 0
 
 
 def test_each_sequence_stops_at_its_own_end():
@@ -172,7 +233,15 @@ def history_step(vocab, regions, seed):
     return step, log_table
 
 
-def reference_beam(log_table, regions, image, k, max_len, length_penalty):
+def repeats(tokens, token, n):
+    """Whether `tokens + [token]` ends with an n-gram that `tokens` already holds."""
+    if not n or len(tokens) < n - 1:
+        return False
+    grams = {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+    return (*tokens[len(tokens) - n + 1 :], token) in grams
+
+
+def reference_beam(log_table, regions, image, k, max_len, length_penalty, n=0):
     """Beam search for one image, written plainly: every candidate, sorted."""
     # tokens, score, code (as the step function hashes them), done, attention
     beams = [([], 0.0, (1 * 7 + START) % 97, False, [])]
@@ -184,6 +253,8 @@ def reference_beam(log_table, regions, image, k, max_len, length_penalty):
                 if done:
                     if token == END:
                         candidates.append((score, p, token, tokens, code, True, att))
+                    continue
+                if repeats(tokens, token, n):
                     continue
                 new_att = [*att, np.eye(regions)[row % regions]]
                 candidates.append(
@@ -206,9 +277,10 @@ def reference_beam(log_table, regions, image, k, max_len, length_penalty):
     return best[0], best[1], np.array(best[4])
 
 
+@pytest.mark.parametrize("no_repeat", [0, 2, 3])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("k", [2, 3, 4])
-def test_beam_search_matches_a_plain_reference(seed, k):
+def test_beam_search_matches_a_plain_reference(seed, k, no_repeat):
     vocab, regions, images, max_len = 7, 5, 4, 6
     length_penalty = 0.7 if seed % 2 else 0.0
     step, log_table = history_step(vocab, regions, seed)
@@ -222,10 +294,11 @@ def test_beam_search_matches_a_plain_reference(seed, k):
         max_len=max_len,
         beam=k,
         length_penalty=length_penalty,
+        no_repeat_ngram=no_repeat,
     )
     for i in range(images):
         tokens, score, attention = reference_beam(
-            log_table, regions, i * 13, k, max_len, length_penalty
+            log_table, regions, i * 13, k, max_len, length_penalty, no_repeat
         )
         assert result.tokens[i] == tokens
         assert result.scores[i] == pytest.approx(score)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from radcap.text import Vocabulary, clean_caption
+from radcap.text import Vocabulary, clean_caption, fold_unicode
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,53 @@ from radcap.text import Vocabulary, clean_caption
 )
 def test_clean_caption(raw, clean):
     assert clean_caption(raw) == clean
+
+
+# Fragments of real ROCO captions (and a few of other scripts), as published.
+@pytest.mark.parametrize(
+    "raw, clean",
+    [
+        ("Ménétrier disease", "menetrier disease"),
+        (
+            " Scanner du fémur droit (coupe axiale)",
+            "scanner du femur droit coupe axiale",
+        ),
+        (
+            "nodule of size 10 × 6\u2009cm in right middle",
+            "nodule of size 10 x 6 cm in right middle",
+        ),
+        ("a 5×3 cm mass", "a 5x3 cm mass"),
+        ("It measured 4.3\u00a0cm in diameter", "it measured 4.3 cm in diameter"),
+        ("ANC of 200/µl.", "anc of 200/ul"),
+        ("scale bar corresponds to 1.0 μm.", "scale bar corresponds to 1.0 um"),
+        ("view of α-grains in EBM", "view of α-grains in ebm"),
+        ("homozygous ΔF508 CF", "homozygous δf508 cf"),
+        (" Posterior–anterior plain radiograph", "posterior-anterior plain radiograph"),
+        ("Coronal contrast\u2010enhanced CT", "coronal contrast-enhanced ct"),
+        (" — Dysmorphic profile", "dysmorphic profile"),
+        ("CTA\u200a=\u200acomputed tomography", "cta computed tomography"),
+        ("the \u2018fleck\u2019 sign (arrow)", "the fleck sign arrow"),
+        ("Waldenström's macroglobulinemia", "waldenstrom s macroglobulinemia"),
+        ("semanas após a admissão", "semanas apos a admissao"),
+        ("rotated 45° to the left", "rotated 45 degrees to the left"),
+        ("radiograph of patient n°1", "radiograph of patient n 1"),
+        ("a 1½ cm cyst", "a 1 1/2 cm cyst"),
+        ("ﬁbrosis of the lung", "fibrosis of the lung"),
+        ("Straße naïve Ångström", "strasse naive angstrom"),
+        ("zero\u200bwidth", "zerowidth"),
+        ("صورة شعاعية للصدر", "صورة شعاعية للصدر"),
+        ("胸部X光片", "胸部x光片"),
+        ("Μεγάλη μάζα στον πνεύμονα", "μεγάλη μάζα στον πνεύμονα"),
+        ("एक्स-रे छाती", "एक्स-रे छाती"),
+    ],
+)
+def test_clean_caption_unicode(raw, clean):
+    assert clean_caption(raw) == clean
+
+
+def test_fold_unicode_leaves_ascii_alone():
+    text = "Axial T2-weighted MRI (arrow): 3.5 cm, 50%!"
+    assert fold_unicode(text) is text
 
 
 def test_vocabulary_ids_and_round_trip(tmp_path):
