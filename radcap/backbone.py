@@ -23,7 +23,11 @@ BACKBONE = "vgg16"
 LAYER = "fc2"  # the whole-image vector every decoder reads, 4096-d
 IMAGE_SIZE = 224  # VGG16's fully connected layers need 224x224 inputs
 GRID_SHAPES = {"block5_pool": (49, 512), "block5_conv3": (196, 512)}
-FEATURE_SHAPES = {LAYER: (4096,), **GRID_SHAPES}
+# The mean of every channel of the five pooling blocks (64 + 128 + 256 + 512 +
+# 512 values): what kind of image it is, for `radcap.familiarity`.
+STATS = "block_means"
+STATS_FROM = tuple(f"block{i}_pool" for i in range(1, 6))
+FEATURE_SHAPES = {LAYER: (4096,), STATS: (1472,), **GRID_SHAPES}
 # ImageNet channel means of VGG16's "caffe" preprocessing, in BGR order.
 _BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
@@ -33,8 +37,8 @@ class WeightsError(RuntimeError):
 
 
 def layers_for(config: Config) -> list[str]:
-    """The layers a config needs: `fc2`, plus the grid when attention is on."""
-    return [LAYER] + ([config.grid_layer] if config.attention else [])
+    """The layers a config needs: `fc2`, the block means, the grid for attention."""
+    return [LAYER, STATS] + ([config.grid_layer] if config.attention else [])
 
 
 def build_backbone(config: Config, layers: list[str] | None = None):
@@ -82,6 +86,15 @@ def build_backbone(config: Config, layers: list[str] | None = None):
         ) from None
     outputs = []
     for name in layers:
+        if name == STATS:
+            means = [
+                keras.layers.GlobalAveragePooling2D(name=f"{block}_means")(
+                    vgg.get_layer(block).output
+                )
+                for block in STATS_FROM
+            ]
+            outputs.append(keras.layers.Concatenate(name=STATS)(means))
+            continue
         out = vgg.get_layer(name).output
         if name in GRID_SHAPES:
             out = keras.layers.Reshape(GRID_SHAPES[name], name=f"{name}_regions")(out)

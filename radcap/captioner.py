@@ -12,10 +12,31 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from radcap import runs
-from radcap.backbone import LAYER, Extractor, layers_for
+from radcap.backbone import LAYER, STATS, Extractor, layers_for
 from radcap.config import Config
+from radcap.familiarity import Familiarity
 from radcap.generate import CompiledStep, Result, beam_search, greedy_search
 from radcap.text import Vocabulary
+
+
+class Caption(str):
+    """A generated caption (a `str`) that also says how familiar its image was.
+
+    Attributes:
+        familiarity: The image's familiarity score (low is familiar), or
+            None when the run has no familiarity reference.
+        familiar: Whether the score is within the run's threshold; None when
+            unknown. An unfamiliar image's caption should not be believed.
+    """
+
+    familiarity: float | None
+    familiar: bool | None
+
+    def __new__(cls, text: str, familiarity=None, familiar=None):
+        caption = super().__new__(cls, text)
+        caption.familiarity = None if familiarity is None else float(familiarity)
+        caption.familiar = None if familiar is None else bool(familiar)
+        return caption
 
 
 class Captioner:
@@ -26,12 +47,24 @@ class Captioner:
             `radcap.model.MergeCaptioner`.
         vocab: Its vocabulary.
         config: The run's config.
+        familiarity: The run's `Familiarity` reference, or None (then every
+            image's familiarity is unknown).
+        run_dir: The run folder it came from, for messages.
     """
 
-    def __init__(self, model, vocab: Vocabulary, config: Config):
+    def __init__(
+        self,
+        model,
+        vocab: Vocabulary,
+        config: Config,
+        familiarity: Familiarity | None = None,
+        run_dir: str | Path | None = None,
+    ):
         self.model = model
         self.vocab = vocab
         self.config = config
+        self.familiarity = familiarity
+        self.run_dir = None if run_dir is None else Path(run_dir)
         self.step = CompiledStep(model)
         self._extractor = None
 
@@ -41,7 +74,22 @@ class Captioner:
         run_dir = runs.check(run_dir)
         config = runs.load_config(run_dir)
         vocab = runs.load_vocab(run_dir)
-        return cls(runs.load_model(run_dir), vocab, config)
+        familiarity = runs.load_familiarity(run_dir)
+        return cls(runs.load_model(run_dir), vocab, config, familiarity, run_dir)
+
+    @property
+    def familiarity_hint(self) -> str | None:
+        """Why familiarity is unknown and how to add it; None when it is known."""
+        if self.familiarity is not None:
+            return None
+        return runs.familiarity_hint(self.run_dir or "<run>")
+
+    def familiarity_scores(self, stats) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(scores, familiar)` of `(N, 1472)` block means; None without reference."""
+        if self.familiarity is None or stats is None:
+            return None
+        scores = self.familiarity.scores(stats)
+        return scores, self.familiarity.familiar(scores)
 
     @property
     def attention(self) -> bool:
@@ -146,12 +194,14 @@ class Captioner:
         result = self.search(features, grid, beam=beam, **kwargs)
         return [self.vocab.decode(t) for t in result.tokens]
 
-    def image_features(self, paths) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    def image_features(self, paths) -> tuple[dict[str, np.ndarray], dict]:
         """Run the run's backbone over image files.
 
         Returns:
-            `(features, grid or None, errors)` where `errors` maps the index
-            of each unreadable image to its reason (its rows are zeros).
+            `(arrays, errors)`: `arrays` maps each layer of
+            `radcap.backbone.layers_for` (`fc2`, the block means, the grid for
+            attention) to its `(N, ...)` array; `errors` maps the index of each
+            unreadable image to its reason (its rows are zeros).
         """
         if self._extractor is None:
             self._extractor = Extractor(self.config, layers_for(self.config))
@@ -165,15 +215,22 @@ class Captioner:
             errors.update({start + i: r for i, r in batch_errors.items()})
 
         self._extractor.run(paths, on_batch, desc="images")
-        arrays = [np.concatenate(o) for o in outputs]
-        return arrays[0], (arrays[1] if len(arrays) > 1 else None), errors
+        arrays = {
+            layer: np.concatenate(o)
+            for layer, o in zip(self._extractor.layers, outputs)
+        }
+        return arrays, errors
 
     def caption(self, images, beam: int = 1, return_attention: bool = False, **kwargs):
-        """Caption image files, or cached features.
+        """Caption image files, or cached features, each with its familiarity.
+
+        Every readable image gets a caption, familiar or not; the flag says
+        whether to believe it (see `radcap.familiarity`).
 
         Args:
             images: Paths of image files, or an `(N, 4096)` array of cached
-                `fc2` features (then pass `grid=` for attention models).
+                `fc2` features (then pass `grid=` for attention models, and
+                `stats=` with the block means for familiarity).
             beam: Beam width; 1 is greedy search.
             return_attention: Return dicts with the caption, its words and
                 their attention maps `(words, R)` instead of strings.
@@ -181,21 +238,33 @@ class Captioner:
                 `no_repeat_ngram` for `search`.
 
         Returns:
-            One caption per image; an unreadable image gets `None` (strings),
-            or a dict whose `error` says why.
+            One `Caption` per image (a `str` with `.familiarity` and
+            `.familiar`; both None when the run has no reference); an
+            unreadable image gets `None`. With `return_attention`, dicts with
+            `path`, `caption`, `words`, `attention`, `familiarity`,
+            `familiar` and `error` (why an image could not be read).
         """
         if isinstance(images, np.ndarray) and images.ndim == 2:
             features, grid, errors = images, kwargs.pop("grid", None), {}
+            stats = kwargs.pop("stats", None)
             images = [None] * len(features)
         else:
             images = [images] if isinstance(images, (str, Path)) else list(images)
             if not images:
                 raise ValueError("No images to caption: give at least one file.")
-            features, grid, errors = self.image_features(images)
+            arrays, errors = self.image_features(images)
+            features, stats = arrays[LAYER], arrays[STATS]
+            grid = arrays.get(self.config.grid_layer) if self.attention else None
         result = self.search(features, grid, beam=beam, **kwargs)
+        scores, familiar = self.familiarity_scores(stats) or (
+            [None] * len(features),
+            [None] * len(features),
+        )
         out = []
         for i, tokens in enumerate(result.tokens):
-            text = None if i in errors else self.vocab.decode(tokens)
+            text = None
+            if i not in errors:
+                text = Caption(self.vocab.decode(tokens), scores[i], familiar[i])
             if not return_attention:
                 out.append(text)
                 continue
@@ -206,6 +275,8 @@ class Captioner:
                     "caption": text,
                     "words": words,
                     "attention": result.attention[i][: len(words)],
+                    "familiarity": None if text is None else text.familiarity,
+                    "familiar": None if text is None else text.familiar,
                     "error": errors.get(i),
                 }
             )

@@ -4,7 +4,8 @@ radcap demo [--run NAME] [--attention]     the whole pipeline on the synthetic d
 radcap extract --preset roco               cache VGG16 features of every split
 radcap train --preset roco --run roco-1    train into checkpoints/roco-1
 radcap evaluate --run roco-1               metrics.json and report.md (test split)
-radcap caption --run roco-1 scan.png       one caption per image
+radcap caption --run roco-1 scan.png       one caption per image (flags unfamiliar ones)
+radcap familiarity --run roco-1            add the familiarity reference to an old run
 radcap download roco --dest data/roco      fetch ROCO from Kaggle
 
 Stage: the top. Each command is a few calls into the library. TensorFlow is
@@ -167,7 +168,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_caption(args) -> int:
-
     captioner = Captioner.load(runs.resolve(args.run, args.root))
     paths = []
     for image in args.images:
@@ -175,16 +175,35 @@ def cmd_caption(args) -> int:
         paths += sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
     if not paths:
         raise ValueError(f"No image files in {', '.join(args.images)}.")
+    if captioner.familiarity_hint:
+        print(f"note: {captioner.familiarity_hint}", file=sys.stderr)
     status = 0
-    for path, text in zip(
-        paths, captioner.caption(paths, beam=args.beam, return_attention=True)
-    ):
-        if text["error"]:
-            print(f"{path}\tERROR: {text['error']}")
+    results = captioner.caption(
+        paths,
+        beam=args.beam,
+        return_attention=True,
+        no_repeat_ngram=args.no_repeat_ngram,
+    )
+    for path, result in zip(paths, results):
+        if result["error"]:
+            print(f"{path}\tERROR: {result['error']}")
             status = 1
-        else:
-            print(f"{path}\t{text['caption']}")
+            continue
+        print(f"{path}\t{result['caption']}")
+        if result["familiar"] is False:
+            print(
+                f"  warning: unlike the training images (familiarity "
+                f"{result['familiarity']:.2f} > {captioner.familiarity.threshold:.2f}"
+                "): do not trust this caption."
+            )
     return status
+
+
+def cmd_familiarity(args) -> int:
+    from radcap.train import add_familiarity  # imports TensorFlow
+
+    add_familiarity(runs.resolve(args.run, args.root), args.root)
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -262,8 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--beam", type=int, default=1, help="Beam width (default 1: greedy)."
     )
+    p.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        help="No n-gram of this length twice in a caption; 0 turns it off "
+        "(default: the run's config, 3).",
+    )
     p.add_argument("--root", default=".", help="Folder that checkpoints/ is in.")
     p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser(
+        "familiarity",
+        help="Compute a trained run's familiarity reference from its cached "
+        "features (runs trained before radcap had it); no retraining.",
+    )
+    p.add_argument("--run", required=True, help="Run folder or run name.")
+    p.add_argument("--root", default=".", help="Folder the run's paths start from.")
+    p.set_defaults(func=cmd_familiarity)
 
     p = sub.add_parser("download", help="Download a dataset (needs the internet).")
     p.add_argument("dataset", choices=("roco",))

@@ -77,6 +77,18 @@ def repeated_ngram_tokens(seqs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
     return row, windows[row, where, n - 1].astype(np.int64)
 
 
+def ban_repeats(log_probs: np.ndarray, seqs: np.ndarray, n: int) -> np.ndarray:
+    """`log_probs` with `-inf` for each token that would repeat an n-gram of its row.
+
+    Returns `log_probs` itself when `n` is 0, else a changed copy.
+    """
+    if not n:
+        return log_probs
+    log_probs = np.array(log_probs)  # the step's own array stays as it was
+    log_probs[repeated_ngram_tokens(seqs, n)] = -np.inf
+    return log_probs
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of each row's `k` largest scores, best first.
 
@@ -134,9 +146,7 @@ def greedy_search(
     weights = []
     for t in range(max_len):
         log_probs, state, attention = step(tokens, state)  # (B, V), ..., (B, R)
-        if no_repeat_ngram:
-            log_probs = np.array(log_probs)  # a copy: the step's array stays as it is
-            log_probs[repeated_ngram_tokens(out[:, :t], no_repeat_ngram)] = -np.inf
+        log_probs = ban_repeats(log_probs, out[:, :t], no_repeat_ngram)
         tokens = np.argmax(log_probs, axis=-1).astype(np.int32)  # (B,)
         scores += np.where(done, 0.0, log_probs[np.arange(batch_size), tokens])
         out[:, t] = tokens
@@ -172,15 +182,11 @@ def beam_search(
     exactly greedy search.
 
     Args:
-        step: Step function (see the module docstring).
+        step, batch_size, start_id, end_id, max_len, no_repeat_ngram: As for
+            `greedy_search` (no n-gram repeats within a beam).
         state: Initial state for `batch_size` images (not yet repeated).
-        batch_size: Number of images.
-        start_id: Id of `<start>`.
-        end_id: Id of `<end>`.
-        max_len: Most words per caption.
         beam: Beam width.
         length_penalty: Exponent of the length normalisation.
-        no_repeat_ngram: No n-gram of this length occurs twice in a beam; 0: off.
 
     Returns:
         A `Result` with each image's best beam.
@@ -199,12 +205,11 @@ def beam_search(
         before = state
         log_probs, state, attention = step(tokens, state)  # (B*k, V), ..., (B*k, R)
         vocab_size = log_probs.shape[-1]
-        log_probs = log_probs.reshape(batch_size, k, vocab_size).astype(np.float64)
-        if no_repeat_ngram:
-            row, token = repeated_ngram_tokens(
-                seqs.reshape(batch_size * k, -1), no_repeat_ngram
-            )
-            log_probs[row // k, row % k, token] = -np.inf
+        log_probs = ban_repeats(
+            log_probs.astype(np.float64),
+            seqs.reshape(batch_size * k, -1),
+            no_repeat_ngram,
+        ).reshape(batch_size, k, vocab_size)
         log_probs[done] = -np.inf
         log_probs[done, end_id] = 0.0
         candidates = (scores[..., None] + log_probs).reshape(batch_size, k * vocab_size)
@@ -230,12 +235,17 @@ def beam_search(
         tokens = token.reshape(-1)
         if done.all():
             break
+    return _best_beams(seqs, scores, lengths, weights, length_penalty)
+
+
+def _best_beams(seqs, scores, lengths, weights, length_penalty: float) -> Result:
+    """Each image's best beam by `score / length ** length_penalty`."""
     final = scores / np.power(lengths, length_penalty)
     pick = np.argmax(final, axis=1)  # (B,)
-    out = [seqs[i, pick[i], : lengths[i, pick[i]]].tolist() for i in range(batch_size)]
+    out = [seqs[i, p, : lengths[i, p]].tolist() for i, p in enumerate(pick)]
     return Result(
         out,
-        scores[np.arange(batch_size), pick],
+        scores[np.arange(len(pick)), pick],
         [weights[i, pick[i], : len(o)] for i, o in enumerate(out)],
     )
 

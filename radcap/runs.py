@@ -1,7 +1,8 @@
 """The run folder: the one place that knows its files, checks it and loads it.
 
-Stage: runs, after `generate`. Imports the base, `radcap.text` and
-`radcap.model` (loading registers the captioner's Keras classes).
+Stage: runs, after `generate`. Imports the base, `radcap.text`,
+`radcap.familiarity` and `radcap.model` (loading registers the captioner's
+Keras classes).
 
 ```
 checkpoints/<run>/   config.json   the Config the run was trained with
@@ -9,6 +10,8 @@ checkpoints/<run>/   config.json   the Config the run was trained with
                      best.keras    the captioner at its best validation loss
                      history.csv   one row per finished epoch
                      training.json written when training ends (its summary)
+                     familiarity.npz  the training images' features, in
+                                   brief, to flag unfamiliar inputs
                      metrics.json, report.md, captions_<split>.csv, controls/
                                    written by evaluation
                      backup/       resume state while training runs
@@ -27,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from radcap.config import CONFIG_FILE, Config
+from radcap.familiarity import Familiarity
 from radcap.files import write_text
 from radcap.text import Vocabulary
 
@@ -35,6 +39,7 @@ VOCAB = "vocab.json"
 MODEL = "best.keras"
 HISTORY = "history.csv"
 TRAINING = "training.json"
+FAMILIARITY = "familiarity.npz"
 METRICS = "metrics.json"
 REPORT = "report.md"
 BACKUP = "backup"
@@ -99,6 +104,21 @@ def load_config(run_dir: str | Path) -> Config:
 def load_vocab(run_dir: str | Path) -> Vocabulary:
     """The run's vocabulary."""
     return Vocabulary.load(Path(run_dir) / VOCAB)
+
+
+def familiarity_hint(run_dir: str | Path) -> str:
+    """What to run when a run folder has no familiarity reference."""
+    return (
+        f"{Path(run_dir) / FAMILIARITY} is missing (a run trained before radcap "
+        "had it): familiarity is unknown. Add it from the cached features with "
+        f"`radcap familiarity --run {run_dir}` (no retraining)."
+    )
+
+
+def load_familiarity(run_dir: str | Path) -> Familiarity | None:
+    """The run's familiarity reference, or None when it has none."""
+    path = Path(run_dir) / FAMILIARITY
+    return Familiarity.load(path) if path.is_file() else None
 
 
 def _model_class(path: Path) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radcap.backbone import LAYER
+from radcap.backbone import LAYER, STATS
 from radcap.config import Config
 from radcap.data import Dataset
 from radcap.features import extract
@@ -38,6 +38,8 @@ class Split:
         grid: The split's grid cache `(N, R, 512)` for attention, else None.
         skipped: Images left out because their file could not be read,
             columns `image_id, path, reason`.
+        stats: The split's block-means cache `(N, 1472)` (for
+            `radcap.familiarity`), memory-mapped; None when not loaded.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Split:
     features: np.ndarray
     grid: np.ndarray | None
     skipped: pd.DataFrame
+    stats: np.ndarray | None = None
 
     def references(self) -> dict[str, list[str]]:
         """`{image_id: [caption, ...]}` for every image of `image_ids`."""
@@ -66,6 +69,10 @@ class Split:
         """The features (and grid) of `image_ids`, in that order, in memory."""
         grid = None if self.grid is None else np.asarray(self.grid[self.rows])
         return np.asarray(self.features[self.rows]), grid
+
+    def image_stats(self) -> np.ndarray:
+        """The block means of `image_ids`, in that order, in memory."""
+        return np.asarray(self.stats[self.rows])
 
 
 def load_split(
@@ -105,4 +112,5 @@ def load_split(
         features=fc2.array,
         grid=cached[config.grid_layer].array if config.attention else None,
         skipped=fc2.skipped,
+        stats=cached[STATS].array,
     )

@@ -36,6 +36,7 @@ from radcap.callbacks import EarlyStopping, EpochSeed, EpochWriter, Progress
 from radcap.config import SPLITS, Config
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
+from radcap.familiarity import Familiarity
 from radcap.features import is_cached
 from radcap.files import (
     atomic_path,
@@ -324,6 +325,7 @@ def _finish(run_dir: Path, config: Config, prepared: Prepared, seconds, verbose)
             len(prepared.train.skipped) + len(prepared.validation.skipped)
         ),
     }
+    _write_familiarity(run_dir, prepared.train, prepared.validation, config, verbose)
     write_json(run_dir / runs.TRAINING, summary)
     shutil.rmtree(run_dir / runs.BACKUP, ignore_errors=True)
     if verbose:
@@ -332,3 +334,42 @@ def _finish(run_dir: Path, config: Config, prepared: Prepared, seconds, verbose)
             f"{summary['best_val_loss']:.3f}): {run_dir / runs.MODEL}"
         )
     return summary
+
+
+def _write_familiarity(
+    run_dir: Path, train: Split, validation: Split, config: Config, verbose: bool
+) -> Familiarity:
+    """Fit the familiarity reference on the cached block means and save it."""
+    reference = Familiarity.fit(
+        train.stats, validation.image_stats(), rows=train.rows, seed=config.seed
+    )
+    reference.save(run_dir / runs.FAMILIARITY)
+    if verbose:
+        print(
+            f"familiarity reference: {len(reference.reference)} training images, "
+            f"threshold {reference.threshold:.3f} (the {reference.quantile:.0%} "
+            f"quantile of {len(validation.image_ids)} validation images)"
+        )
+    return reference
+
+
+def add_familiarity(
+    run_dir: str | Path, root: str | Path = ".", verbose: bool = True
+) -> Familiarity:
+    """Give a trained run its familiarity reference, from its cached features.
+
+    Training writes it; this is for runs trained before radcap had it (or
+    to recompute it). Nothing is trained again; missing feature caches are
+    extracted.
+
+    Args:
+        run_dir: The run folder.
+        root: Folder that the run config's relative paths start from.
+        verbose: Say what was written.
+    """
+    run_dir = runs.check(run_dir)
+    config = runs.load_config(run_dir)
+    with folder_lock(run_dir, "run folder"):
+        dataset = load_dataset(config, root)
+        splits = [load_split(config, dataset, s, root) for s in ("train", "validation")]
+        return _write_familiarity(run_dir, *splits, config, verbose)

@@ -134,7 +134,8 @@ def test_attention_runs_the_backbone_once_per_image(
     assert sum(calls) == -(-N // BATCH) * BATCH and len(calls) == -(-N // BATCH)
     assert sorted(reads) == sorted(images["path"])  # every file read once
     assert cached["block5_pool"].array.shape == (N, 49, 512)
-    assert set(cached) == {"fc2", "block5_pool"}
+    assert cached["block_means"].array.shape == (N, 1472)
+    assert set(cached) == {"fc2", "block_means", "block5_pool"}
 
 
 def test_attention_fc2_matches_plain_fc2(full):

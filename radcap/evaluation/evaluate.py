@@ -22,7 +22,9 @@ from radcap.backbone import WeightsError
 from radcap.captioner import Captioner
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
+from radcap.data.demo import read_cases
 from radcap.evaluation.baselines import baseline_captions, caption_controls
+from radcap.evaluation.clinical import clinical_scores, demo_agreement, describe
 from radcap.evaluation.metrics import (
     distinct_share,
     diversity,
@@ -112,9 +114,10 @@ def evaluate(
         )
         control_captions, skipped_controls = _controls(captioner, run_dir, controls)
         metrics = _assemble(test, train, scoring, results, baseline_results)
-        metrics["controls"] = control_captions
-        if skipped_controls:
-            metrics["controls_skipped"] = skipped_controls
+        _add_controls(metrics, captioner, test, control_captions, skipped_controls)
+        if config.source == "demo":  # the rules checked against the drawn truth
+            cases = read_cases(config.dataset_dir(root)).loc[test.image_ids]
+            metrics["clinical"]["extractor_vs_demo_truth"] = demo_agreement(cases)
         _write(run_dir, metrics, test, captions, samples, config.name)
     if verbose:
         print(metrics_table(metrics).to_string(float_format=lambda x: f"{x:.3f}"))
@@ -131,9 +134,11 @@ def _score_all(captioner, test, train, beams, baselines, meteor, scoring):
     references = test.references()
 
     def scored(texts):
+        candidates = dict(zip(test.image_ids, texts))
         return {
-            **score(references, dict(zip(test.image_ids, texts)), meteor, scoring),
+            **score(references, candidates, meteor, scoring),
             **diversity(texts, train.captions["caption"]),
+            "clinical": clinical_scores(references, candidates),
         }
 
     captions, results, baseline_results = {}, {}, {}
@@ -151,6 +156,37 @@ def _score_all(captioner, test, train, beams, baselines, meteor, scoring):
             baseline_results[name] = scored(texts)
         baseline_results["frequency"]["caption"] = captions["frequency"][0]
     return captions, results, baseline_results
+
+
+def _add_controls(metrics, captioner, test, control_captions, skipped) -> None:
+    """The controls' captions, what they claim, and every familiarity figure."""
+    metrics["controls"] = {k: str(v) for k, v in control_captions.items()}
+    if skipped:
+        metrics["controls_skipped"] = skipped
+    metrics["clinical"]["controls"] = {
+        name: describe(text) for name, text in control_captions.items()
+    }
+    metrics["familiarity"] = _familiarity(captioner, test, control_captions)
+
+
+def _familiarity(captioner, test: Split, control_captions: dict) -> dict:
+    """How many test images the run finds unfamiliar, and the controls' flags."""
+    reference = captioner.familiarity
+    if reference is None:
+        return {"unknown": captioner.familiarity_hint}
+    scores = reference.scores(test.image_stats())
+    flagged = ~reference.familiar(scores)
+    return {
+        "threshold": reference.threshold,
+        "images": len(scores),
+        "flagged": int(flagged.sum()),
+        "flagged_share": float(flagged.mean()),
+        "max_score": float(scores.max()),
+        "controls": {
+            name: {"score": text.familiarity, "familiar": text.familiar}
+            for name, text in control_captions.items()
+        },
+    }
 
 
 def _controls(captioner, run_dir: Path, wanted: bool) -> tuple[dict, str | None]:

@@ -3,6 +3,9 @@
 Stage: evaluation (its lowest module). Imports only `radcap.text`.
 
 - **Metrics**: BLEU-1..4, METEOR, ROUGE-L and CIDEr from `pycocoevalcap`.
+- **NLTK BLEU**: `nltk.translate.bleu_score.corpus_bleu`, cumulative
+  BLEU-1..4 as the classic Keras captioning tutorials compute it, on the
+  same cleaned words, reported beside the COCO toolkit's (see `nltk_bleu`).
 - **Diversity**: share of distinct captions, vocabulary words used, share of
   captions copied verbatim from the training captions, mean caption length
   against the references'.
@@ -137,10 +140,45 @@ def score(
         out["METEOR_skipped"] = (
             "Java not found: METEOR is a Java program. Install a JRE."
         )
+    out["nltk"] = nltk_bleu(gts, res)
     out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     out["distinct"] = distinct_share(candidates.values())
     return out
+
+
+def nltk_bleu(gts: dict, res: dict) -> dict:
+    """Corpus BLEU-1..4 by NLTK, as the classic captioning tutorials report it.
+
+    Cumulative weights (BLEU-2 is the geometric mean of the 1- and 2-gram
+    precisions), no smoothing, the brevity penalty against the closest
+    reference length. It differs from the COCO toolkit's BLEU mostly in
+    rounding and in the smoothing of n-gram orders with no match (COCO adds
+    a tiny count, NLTK scores them 0 and warns), so the two agree closely on
+    the same words; the tutorials' own figures differ more, because they
+    also drop one-letter words and numbers before scoring.
+
+    Args:
+        gts: image_id → list of normalised reference captions.
+        res: image_id → `[normalised generated caption]`.
+
+    Returns:
+        `{"BLEU-1": ..., "BLEU-4": ...}` floats in [0, 1].
+    """
+    import warnings
+
+    from nltk.translate.bleu_score import corpus_bleu
+
+    keys = list(gts)
+    references = [[r.split() for r in gts[k]] for k in keys]
+    hypotheses = [res[k][0].split() for k in keys]
+    weights = [(1.0,), (0.5, 0.5), (1 / 3, 1 / 3, 1 / 3), (0.25, 0.25, 0.25, 0.25)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the hypothesis contains 0 counts of 4-gram"
+        return {
+            f"BLEU-{n}": float(corpus_bleu(references, hypotheses, weights=w))
+            for n, w in enumerate(weights, 1)
+        }
 
 
 # One METEOR process per Python process: the Java program takes about 8 s to

@@ -22,12 +22,52 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
     Columns are BLEU-1..4, METEOR (when computed), ROUGE-L, CIDEr, `distinct`
     and `copied` (when present).
     """
+    return pd.DataFrame(
+        {
+            name: {k: r[k] for k in TABLE_COLUMNS if k in r}
+            for name, r in _rows(metrics).items()
+        }
+    ).T
+
+
+CLINICAL_COLUMNS = {
+    "side agrees": ("laterality", "agreement"),
+    "side contradicts": ("laterality", "contradiction"),
+    "modality agrees": ("modality", "agreement"),
+    "region agrees": ("region", "agreement"),
+    "false finding": ("finding", "false_finding"),
+    "missed finding": ("finding", "missed_finding"),
+}
+
+
+def _rows(metrics: dict) -> dict:
     rows = dict(metrics["results"])
     rows.update(
         {f"baseline: {name}": r for name, r in metrics.get("baselines", {}).items()}
     )
+    return rows
+
+
+def clinical_table(metrics: dict) -> pd.DataFrame:
+    """The clinical consistency figures (`radcap.evaluation.clinical`): a row per
+    decoding and baseline."""
     return pd.DataFrame(
-        {name: {k: r[k] for k in TABLE_COLUMNS if k in r} for name, r in rows.items()}
+        {
+            name: {
+                column: r["clinical"][group][key]
+                for column, (group, key) in CLINICAL_COLUMNS.items()
+            }
+            for name, r in _rows(metrics).items()
+            if "clinical" in r
+        },
+        dtype=float,
+    ).T
+
+
+def nltk_table(metrics: dict) -> pd.DataFrame:
+    """NLTK's corpus BLEU-1..4: a row per decoding and baseline."""
+    return pd.DataFrame(
+        {name: r["nltk"] for name, r in _rows(metrics).items() if "nltk" in r}
     ).T
 
 
@@ -75,19 +115,24 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _named(table: pd.DataFrame, run_name: str) -> pd.DataFrame:
+    table.index = [
+        name if name.startswith("baseline") else f"{run_name} {name}".strip()
+        for name in table.index
+    ]
+    return table
+
+
 def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") -> str:
-    """`report.md`: the metrics table, the verdict, controls, diversity, samples.
+    """`report.md`: metrics, verdict, trust (familiarity, clinical), controls,
+    diversity, samples.
 
     Args:
         metrics: As returned by `evaluate`.
         samples: Rows of `captions_<split>.csv` to show.
         run_name: Shown in the title and the table's row names.
     """
-    table = metrics_table(metrics)
-    table.index = [
-        name if name.startswith("baseline") else f"{run_name} {name}".strip()
-        for name in table.index
-    ]
+    table = _named(metrics_table(metrics), run_name)
     lines = [
         f"# Evaluation of {run_name or 'the run'} on the {metrics['split']} split",
         "",
@@ -110,6 +155,16 @@ def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") ->
             for key, ok in metrics["beats_baselines"].items()
         ]
         lines += ["", f"{metrics['decoding']} decoding: {'; '.join(verdict)}."]
+    if "nltk" in metrics:
+        lines += [
+            "",
+            "NLTK `corpus_bleu` on the same words (the figure the classic Keras "
+            "captioning tutorials quote; see the README on why it differs):",
+            "",
+            markdown_table(_named(nltk_table(metrics), run_name)),
+        ]
+    lines += _familiarity_lines(metrics.get("familiarity"))
+    lines += _clinical_lines(metrics, run_name)
     if metrics.get("controls"):
         lines += [
             "",
@@ -145,6 +200,53 @@ def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") ->
             ]
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _familiarity_lines(familiarity: dict | None) -> list[str]:
+    if not familiarity:
+        return []
+    lines = ["", "## Familiarity", ""]
+    if "unknown" in familiarity:
+        return lines + [f"Unknown: {familiarity['unknown']}"]
+    lines.append(
+        f"{familiarity['flagged']} of {familiarity['images']} images "
+        f"({familiarity['flagged_share']:.1%}) are unlike the training images "
+        f"(score above {familiarity['threshold']:.3f}, the validation images' "
+        "99th percentile); their captions should not be believed."
+    )
+    for name, flag in familiarity.get("controls", {}).items():
+        verdict = "familiar (!)" if flag["familiar"] else "flagged unfamiliar"
+        lines.append(f"- control {name}: score {flag['score']:.2f}, {verdict}")
+    return lines
+
+
+def _clinical_lines(metrics: dict, run_name: str) -> list[str]:
+    clinical = metrics.get("clinical")
+    if not clinical:
+        return []
+    lines = [
+        "",
+        "## Clinical consistency",
+        "",
+        "Rule-based (`radcap.evaluation.clinical`), against the first reference: "
+        f"{clinical['laterality']['images']} images name a side, "
+        f"{clinical['modality']['images']} a modality, {clinical['region']['images']} "
+        f"a region; {clinical['finding']['negative_references']} references report "
+        "no finding. `false finding`: a finding claimed where the reference has "
+        "none; `missed finding`: none claimed where it has one.",
+        "",
+        markdown_table(_named(clinical_table(metrics), run_name)),
+    ]
+    truth = clinical.get("extractor_vs_demo_truth")
+    if truth:
+        lines += [
+            "",
+            f"The rules read the demo generator's truth from {truth['all']:.1%} of "
+            f"the {truth['captions']} reference captions.",
+        ]
+    for name, claims in clinical.get("controls", {}).items():
+        lines.append(f"- control {name} claims: {claims}")
+    return lines
 
 
 def write_comparison(run_dirs, split: str) -> Path:
