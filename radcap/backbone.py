@@ -201,3 +201,22 @@ class Extractor:
                         o[i] = 0
                 on_batch(s, outputs, errors)
                 bar.update(n)
+
+
+_shared: dict = {}
+
+
+def shared_extractor(config: Config, layers: list[str] | None = None) -> Extractor:
+    """The process's `Extractor` for this backbone, built once and reused.
+
+    Building VGG16 (drawing or reading 138 million weights) takes seconds,
+    so every captioner and extraction in one process with the same weights,
+    seed, layers and batch size shares one backbone. Only the last one is
+    kept: VGG16 holds about 530 MB.
+    """
+    layers = list(layers or layers_for(config))
+    key = (config.weights, config.seed, tuple(layers), config.extract_batch_size)
+    if key not in _shared:
+        _shared.clear()
+        _shared[key] = Extractor(config, layers)
+    return _shared[key]

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from radcap import runs
-from radcap.backbone import LAYER, STATS, Extractor, layers_for
+from radcap.backbone import LAYER, STATS, shared_extractor
 from radcap.config import Config
 from radcap.familiarity import Familiarity
 from radcap.generate import CompiledStep, Result, beam_search, greedy_search
@@ -83,6 +83,21 @@ class Captioner:
         if self.familiarity is not None:
             return None
         return runs.familiarity_hint(self.run_dir or "<run>")
+
+    def familiarity_note(self, familiarity: float | None) -> str | None:
+        """The one-line warning to show beside a caption, or None when familiar.
+
+        Args:
+            familiarity: A caption's `.familiarity` (None: unknown).
+        """
+        if self.familiarity is None or familiarity is None:
+            return "familiarity unknown (this run has no familiarity reference)"
+        if familiarity <= self.familiarity.threshold:
+            return None
+        return (
+            f"warning: unlike the training images (familiarity {familiarity:.2f} > "
+            f"{self.familiarity.threshold:.2f}): do not trust this caption."
+        )
 
     def familiarity_scores(self, stats) -> tuple[np.ndarray, np.ndarray] | None:
         """`(scores, familiar)` of `(N, 1472)` block means; None without reference."""
@@ -204,7 +219,7 @@ class Captioner:
             unreadable image to its reason (its rows are zeros).
         """
         if self._extractor is None:
-            self._extractor = Extractor(self.config, layers_for(self.config))
+            self._extractor = shared_extractor(self.config)
         paths = [str(p) for p in paths]
         outputs = [[] for _ in self._extractor.layers]
         errors = {}

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from radcap import runs
-from radcap.backbone import LAYER, Extractor, WeightsError
+from radcap.backbone import LAYER, WeightsError, shared_extractor
 from radcap.captioner import Captioner
 from radcap.config import PRESETS, SCORINGS, SPLITS, Config, preset
 from radcap.data import load
@@ -125,7 +125,7 @@ def cmd_extract(args) -> int:
         if len(images) == 0:
             print(f"{split}: no images")
             continue
-        extractor = extractor or Extractor(config)
+        extractor = extractor or shared_extractor(config)
         started = time.perf_counter()
         cached = extract(config, images, split, args.root, extractor=extractor)
         f = cached[LAYER]
@@ -191,11 +191,7 @@ def cmd_caption(args) -> int:
             continue
         print(f"{path}\t{result['caption']}")
         if result["familiar"] is False:
-            print(
-                f"  warning: unlike the training images (familiarity "
-                f"{result['familiarity']:.2f} > {captioner.familiarity.threshold:.2f}"
-                "): do not trust this caption."
-            )
+            print(f"  {captioner.familiarity_note(result['familiarity'])}")
     return status
 
 

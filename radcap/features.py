@@ -39,6 +39,7 @@ from radcap.backbone import (
     LAYER,
     Extractor,
     layers_for,
+    shared_extractor,
 )
 from radcap.config import Config
 from radcap.data import SKIP_COLUMNS
@@ -249,7 +250,7 @@ def _retry(config, split, root, folders, extractor) -> None:
             arrays[layer][rows[start : start + len(out)]] = out.astype(np.float16)
         still.update({start + i: reason for i, reason in errors.items()})
 
-    extractor = extractor or Extractor(config, list(folders))
+    extractor = extractor or shared_extractor(config, list(folders))
     extractor.run(again["path"].tolist(), on_batch, desc=f"{split} retry")
     for array in arrays.values():
         array.flush()
@@ -306,7 +307,7 @@ def _extract(config, split, root, ids, paths, folders, max_batches, extractor):
         write_json(progress_path, progress)
 
     if progress["done"] < len(ids):
-        extractor = extractor or Extractor(config, layers)
+        extractor = extractor or shared_extractor(config, layers)
         extractor.run(
             paths,
             on_batch,

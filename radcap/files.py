@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -149,6 +150,15 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, value) -> None:
     """Write `value` as indented JSON to `path` atomically."""
     write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hex (read in 1 MB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str | Path, what: str = "file"):

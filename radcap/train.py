@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from radcap import runs
-from radcap.backbone import Extractor
+from radcap.backbone import shared_extractor
 from radcap.batches import Batches
 from radcap.callbacks import EarlyStopping, EpochSeed, EpochWriter, Progress
 from radcap.config import SPLITS, Config
@@ -174,7 +174,7 @@ def _prepare(
         vocab.save(vocab_path)
     extractor = None
     if not all(is_cached(config, s, root) for s in SPLITS[:2]):
-        extractor = Extractor(config)  # one backbone for both splits
+        extractor = shared_extractor(config)  # one backbone for both splits
     train = load_split(config, dataset, "train", root, extractor)
     validation = load_split(config, dataset, "validation", root, extractor)
     if len(train.captions) == 0 or len(validation.captions) == 0:

@@ -7,8 +7,10 @@ working folder with the notebooks, which then find the features cached.
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
+from real_images import write_real_images
 
 from radcap import cli
 from radcap.captioner import Captioner
@@ -147,6 +149,81 @@ def test_evaluate_compares_several_runs_in_one_table(
     for run in runs:
         bleu = metrics_of(run)["results"]["greedy"]["BLEU-4"]
         assert rows[f"{run.name} greedy"][4] == f"{bleu:.3f}"  # run, BLEU-1..4
+
+
+def repeated_trigram(caption: str) -> bool:
+    words = str(caption).split()
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.fixture(scope="module")
+def real_images(tmp_path_factory):
+    return write_real_images(tmp_path_factory.mktemp("real"))
+
+
+@pytest.mark.parametrize("run", ["demo_run", "attention_run"])
+def test_trust_figures_of_the_evaluation(run, request):
+    run_dir = request.getfixturevalue(run)
+    metrics = metrics_of(run_dir)
+    familiarity = metrics["familiarity"]
+    assert familiarity["images"] == metrics["images"]
+    assert familiarity["flagged_share"] <= 0.02
+    assert {k: v["familiar"] for k, v in familiarity["controls"].items()} == {
+        "black": False,
+        "white": False,
+        "noise": False,
+    }
+    # No caption repeats a 3-gram: the test split (both decodings), the controls.
+    table = pd.read_csv(run_dir / "captions_test.csv", dtype=str).fillna("")
+    written = [*table["greedy"], *table["beam-3"], *metrics["controls"].values()]
+    assert not [c for c in written if repeated_trigram(c)]
+    clinical = metrics["clinical"]
+    assert clinical["extractor_vs_demo_truth"]["all"] >= 0.99
+    for baseline in ("frequency", "nearest_neighbour"):
+        assert "clinical" in metrics["baselines"][baseline]
+    assert clinical["laterality"]["contradiction"] <= 0.1
+    assert clinical["modality"]["agreement"] >= 0.9
+    assert abs(metrics["nltk"]["BLEU-4"] - metrics["BLEU-4"]) <= 0.05
+    report = (run_dir / "report.md").read_text()
+    for section in ("## Familiarity", "## Clinical consistency", "NLTK"):
+        assert section in report
+
+
+def test_real_images_are_flagged_and_captioned_without_repeats(
+    demo_run, attention_run, real_images
+):
+    attention = Captioner.load(attention_run)
+    arrays, errors = attention.image_features(real_images)  # one backbone pass
+    assert errors == {}
+    for captioner in (Captioner.load(demo_run), attention):
+        grid = arrays["block5_pool"] if captioner.attention else None
+        captions = captioner.caption(
+            arrays["fc2"], grid=grid, stats=arrays["block_means"]
+        )
+        flagged = [c.familiar is False for c in captions]
+        assert sum(flagged) >= 0.95 * len(real_images), [
+            (p.name, c.familiarity) for p, c in zip(real_images, captions) if c.familiar
+        ]
+        assert not [c for c in captions if repeated_trigram(c)]
+
+
+def test_a_run_without_familiarity_still_captions_and_gets_it_added(
+    demo_run, workdir, tmp_path, capsys
+):
+    import shutil
+
+    old = shutil.copytree(demo_run, tmp_path / "old-run")
+    (old / "familiarity.npz").unlink()
+    image = sorted((workdir / "data/demo/images").glob("*.png"))[0]
+    caption = Captioner.load(old).caption([image])[0]
+    assert " shows " in caption and caption.familiar is None
+    assert cli.main(["caption", "--run", str(old), str(image)]) == 0
+    err = capsys.readouterr().err
+    assert "familiarity is unknown" in err and "radcap familiarity --run" in err
+    assert cli.main(["familiarity", "--run", str(old), "--root", str(workdir)]) == 0
+    again = Captioner.load(old).caption([image])[0]
+    assert again == caption and again.familiar is True
 
 
 def test_inputs_that_do_not_fit_get_clear_errors(demo_run, attention_run, tmp_path):

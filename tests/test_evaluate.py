@@ -294,11 +294,51 @@ def test_evaluate_writes_metrics_report_baselines_and_controls(runs, demo):
     )
 
     report = (run_dir / "report.md").read_text()
-    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    lines = report.splitlines()
+    first = lines.index(next(line for line in lines if line.startswith("| run |")))
+    rows = [line for line in lines[first:] if line.startswith("| ")]
+    rows = rows[: next(i for i, r in enumerate(rows[1:], 1) if r.startswith("| run"))]
     assert len(rows) == 5  # the header and four rows
+    for section in ("NLTK", "## Familiarity", "## Clinical consistency"):
+        assert section in report
+    assert set(metrics["nltk"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"}
+    assert {"laterality", "modality", "region", "finding", "controls"} <= set(
+        metrics["clinical"]
+    )
+    assert metrics["clinical"]["extractor_vs_demo_truth"]["all"] >= 0.99
+    assert metrics["familiarity"]["images"] == n
+    assert set(metrics["familiarity"]["controls"]) == {"black", "white", "noise"}
     assert "| merge-lstm greedy |" in report and "| baseline: frequency |" in report
     assert "## Controls" in report and "- black: " in report
     assert "## Samples" in report and report.count("- references: ") == 5
     samples = pd.read_csv(run_dir / "captions_test.csv")
     assert {"greedy", "beam-2", "frequency", "nearest_neighbour"} <= set(samples)
     assert len(samples) == n
+
+
+def test_evaluate_reuses_only_an_evaluation_of_the_same_model_and_settings(
+    runs, demo, tmp_path
+):
+    import shutil
+
+    root, _, dataset = demo
+    run_dir = shutil.copytree(runs(False, "lstm"), tmp_path / "run")
+    args = dict(dataset=dataset, verbose=False, meteor=False, controls=False)
+    first = evaluate(run_dir, root, **args)
+    written = (run_dir / "metrics.json").stat().st_mtime_ns
+    assert evaluate(run_dir, root, reuse=True, **args) == first
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == written  # not rewritten
+    # Other settings, or another model file: evaluated again.
+    other = evaluate(run_dir, root, reuse=True, beams=[1], **args)
+    assert list(other["results"]) == ["greedy"]
+    again = evaluate(run_dir, root, reuse=True, **args)
+    assert list(again["results"]) == ["greedy", "beam-2"]
+    (run_dir / "best.keras").write_bytes((run_dir / "best.keras").read_bytes())
+    assert (
+        evaluate(run_dir, root, reuse=True, **args)["evaluated"] == first["evaluated"]
+    )
+    with open(run_dir / "familiarity.npz", "ab") as f:
+        f.write(b"\0")  # a changed file (np.load still reads a zip with junk after)
+    assert (
+        evaluate(run_dir, root, reuse=True, **args)["evaluated"] != first["evaluated"]
+    )

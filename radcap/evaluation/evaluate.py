@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radcap import runs
+from radcap import __version__, runs
 from radcap.backbone import WeightsError
 from radcap.captioner import Captioner
 from radcap.data import Dataset
@@ -28,12 +28,20 @@ from radcap.evaluation.clinical import clinical_scores, demo_agreement, describe
 from radcap.evaluation.metrics import (
     distinct_share,
     diversity,
+    java_available,
     normalizer,
     score,
     start_meteor,
 )
 from radcap.evaluation.report import metrics_table, report_markdown
-from radcap.files import atomic_path, folder_lock, write_json, write_text
+from radcap.files import (
+    atomic_path,
+    file_digest,
+    folder_lock,
+    read_json,
+    write_json,
+    write_text,
+)
 from radcap.splits import Split, load_split
 from radcap.text import clean_caption
 
@@ -61,6 +69,7 @@ def evaluate(
     controls: bool = True,
     samples: int = 5,
     meteor: bool | None = None,
+    reuse: bool = False,
 ) -> dict:
     """Caption a split with a trained run; write `metrics.json` and `report.md`.
 
@@ -82,6 +91,10 @@ def evaluate(
         controls: Caption the black, white and noise control images.
         samples: Sample captions shown in `report.md`.
         meteor: Compute METEOR; default: when Java is installed.
+        reuse: Return the run's `metrics.json` as it is when it was written
+            for the same model file, familiarity reference, radcap version and
+            settings (split, beams, scoring, baselines, controls, samples,
+            METEOR); else evaluate.
 
     Returns:
         The metrics dict: the greedy scores under the metric keys (and its
@@ -89,25 +102,24 @@ def evaluate(
         `"decoding"`, `"scoring"`, `"results"` with every decoding's scores,
         `"baselines"` (`"frequency"`, `"nearest_neighbour"`, same keys),
         `"controls"` (`{name: caption}`), `"diversity"` (the references'
-        figures) and `"beats_baselines"` (whether the greedy decoding, or the
-        first one asked for, scores above both baselines on BLEU-4 and CIDEr).
-        Where the controls cannot run (no backbone weights here),
-        `"controls_skipped"` says why.
+        figures), `"beats_baselines"` (whether the greedy decoding, or the
+        first one asked for, beats both baselines on BLEU-4 and CIDEr),
+        `"nltk"`, `"clinical"`, `"familiarity"` and `"evaluated"` (the stamp
+        `reuse` checks). `"controls_skipped"` says why controls could not run.
     """
     normalizer(scoring)  # an unknown scoring fails before any work
+    run_dir = runs.check(run_dir)
+    settings = dict(split=split, beams=beams, scoring=scoring, baselines=baselines)
+    settings.update(controls=controls, samples=samples, meteor=meteor)
+    stamp = _stamp(run_dir, **settings)
+    if reuse and (saved := _saved(run_dir, stamp, verbose)):
+        return saved
     if meteor is not False:
         start_meteor()  # Java boots while the model loads and decodes
-    run_dir = Path(run_dir)
     captioner = Captioner.load(run_dir)
     config = captioner.config
     dataset = dataset if dataset is not None else load_dataset(config, root)
-    test = load_split(config, dataset, split, root)
-    if not test.image_ids:
-        raise ValueError(
-            f"No {split} image to evaluate: the split is empty or none of its images "
-            "could be read (see the feature cache's skipped.csv)."
-        )
-    train = load_split(config, dataset, "train", root)
+    test, train = _splits(config, dataset, split, root)
     with folder_lock(run_dir, "run folder"):
         captions, results, baseline_results = _score_all(
             captioner, test, train, beams, baselines, meteor, scoring
@@ -118,13 +130,61 @@ def evaluate(
         if config.source == "demo":  # the rules checked against the drawn truth
             cases = read_cases(config.dataset_dir(root)).loc[test.image_ids]
             metrics["clinical"]["extractor_vs_demo_truth"] = demo_agreement(cases)
+        metrics["evaluated"] = stamp
         _write(run_dir, metrics, test, captions, samples, config.name)
     if verbose:
-        print(metrics_table(metrics).to_string(float_format=lambda x: f"{x:.3f}"))
-        for name, text in control_captions.items():
-            print(f"control {name}: {text}")
-        print(f"Wrote {run_dir / runs.METRICS} and {run_dir / runs.REPORT}")
+        _say(metrics, captioner, control_captions, run_dir)
     return metrics
+
+
+def _say(metrics: dict, captioner, control_captions: dict, run_dir: Path) -> None:
+    print(metrics_table(metrics).to_string(float_format=lambda x: f"{x:.3f}"))
+    for name, text in control_captions.items():
+        note = captioner.familiarity_note(text.familiarity)
+        print(f"control {name}: {text}" + (f" ({note})" if note else ""))
+    print(f"Wrote {run_dir / runs.METRICS} and {run_dir / runs.REPORT}")
+
+
+def _splits(config, dataset, split: str, root) -> tuple[Split, Split]:
+    """The split to evaluate and the training split, or why there is nothing."""
+    test = load_split(config, dataset, split, root)
+    if not test.image_ids:
+        raise ValueError(
+            f"No {split} image to evaluate: the split is empty or none of its images "
+            "could be read (see the feature cache's skipped.csv)."
+        )
+    return test, load_split(config, dataset, "train", root)
+
+
+def _stamp(run_dir: Path, beams, meteor, **settings) -> dict:
+    """What an evaluation depends on: the run's files, radcap and the settings."""
+    config = runs.load_config(run_dir)
+    familiarity = run_dir / runs.FAMILIARITY
+    return {
+        "model": file_digest(run_dir / runs.MODEL),
+        "familiarity": file_digest(familiarity) if familiarity.is_file() else None,
+        "radcap": __version__,
+        "beams": decodings(config, beams),
+        "meteor": java_available() if meteor is None else bool(meteor),
+        **settings,
+    }
+
+
+def _saved(run_dir: Path, stamp: dict, verbose: bool) -> dict | None:
+    """The saved metrics when they were made with `stamp`, else None."""
+    path = run_dir / runs.METRICS
+    files = (path, run_dir / runs.REPORT, run_dir / runs.captions_file(stamp["split"]))
+    if not all(f.is_file() for f in files):
+        return None
+    try:
+        saved = read_json(path, "metrics file")
+    except ValueError:
+        return None  # damaged: evaluate again
+    if not isinstance(saved, dict) or saved.get("evaluated") != stamp:
+        return None
+    if verbose:
+        print(f"{path} is up to date (same model and settings): reusing it.")
+    return saved
 
 
 def _score_all(captioner, test, train, beams, baselines, meteor, scoring):
