@@ -32,7 +32,7 @@ from classic import build_classic, classic_caption
 from common import VOCAB_SIZE, machine, random_stats
 
 from radcap.config import NO_REPEAT_NGRAM, preset
-from radcap.generate import CompiledStep, beam_search, greedy_search
+from radcap.generate import CompiledStep, Rules, beam_search, greedy_search
 from radcap.model import build_captioner
 
 START_ID, END_ID = 1, 2
@@ -64,7 +64,7 @@ def decode_seconds(
             batch_size=len(f),
             start_id=START_ID,
             end_id=END_ID,
-            no_repeat_ngram=no_repeat,
+            rules=Rules(no_repeat_ngram=no_repeat),
         )
         if beam == 1:
             result = greedy_search(never_end(step), state, max_len=max_len, **args)

@@ -15,7 +15,7 @@ from radcap import runs
 from radcap.backbone import LAYER, STATS, shared_extractor
 from radcap.config import Config
 from radcap.familiarity import Familiarity
-from radcap.generate import CompiledStep, Result, beam_search, greedy_search
+from radcap.generate import CompiledStep, Result, Rules, beam_search, greedy_search
 from radcap.text import Vocabulary
 
 
@@ -135,6 +135,10 @@ class Captioner:
             length_penalty = self.config.length_penalty
         if no_repeat_ngram is None:
             no_repeat_ngram = self.config.no_repeat_ngram
+        vocab = self.vocab
+        never = (vocab.pad_id, vocab.start_id)
+        never += () if self.config.allow_unk else (vocab.unk_id,)
+        rules = Rules(never=never, min_len=1, no_repeat_ngram=no_repeat_ngram)
         if (
             isinstance(beam, bool)
             or not isinstance(beam, (int, np.integer))
@@ -159,7 +163,7 @@ class Captioner:
                 start_id=self.vocab.start_id,
                 end_id=self.vocab.end_id,
                 max_len=self.vocab.max_len,
-                no_repeat_ngram=no_repeat_ngram,
+                rules=rules,
             )
             if beam == 1:
                 parts.append(greedy_search(self.step, state, **args))

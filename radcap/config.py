@@ -84,6 +84,8 @@ class Config:
         length_penalty: Beam score is log-probability / length**length_penalty.
         no_repeat_ngram: Greedy and beam search never repeat an n-gram of
             this length within a caption; 0 turns it off.
+        allow_unk: Let the searches write `<unk>` (for research: how often
+            the model would); by default they never do.
         extract_batch_size: Images per forward pass in feature extraction.
         seed: Seed for the demo generator, splits, shuffling and weight init.
     """
@@ -118,6 +120,7 @@ class Config:
     beam: int = 3
     length_penalty: float = 0.7
     no_repeat_ngram: int = NO_REPEAT_NGRAM
+    allow_unk: bool = False
     extract_batch_size: int = 32
     seed: int = 0
 
@@ -146,7 +149,7 @@ class Config:
         for field in _STRINGS.split():
             if not isinstance(getattr(self, field), str):
                 self._fail(field, "a string")
-        for field in ("attention", "include_nonradiology"):
+        for field in ("attention", "include_nonradiology", "allow_unk"):
             if not isinstance(getattr(self, field), bool):
                 self._fail(field, "true or false")
         if not (self.weights is None or isinstance(self.weights, str)):

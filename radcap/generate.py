@@ -15,9 +15,12 @@ the very object it got (the image's projections) is the same for every beam
 of an image, so beam search does not reorder it. Every image in the batch
 advances together; each sequence stops at its own `<end>`.
 
-Both searches take `no_repeat_ngram=n`: a token that would complete an
-n-gram already in the caption is never chosen ("shows frontal frontal
-frontal" cannot happen with n=2 or 3). 0 turns it off.
+Both searches follow `Rules`: tokens never written (the captioner bars
+`<pad>`, `<start>` and `<unk>`), a minimum length before `<end>` (1: never
+an empty caption), and no repeated n-gram (`no_repeat_ngram=3`: a token that
+would complete a 3-gram already in the caption is never chosen, so "shows
+frontal frontal frontal" cannot happen twice over). `Rules(min_len=0,
+no_repeat_ngram=0)` is the plain search.
 """
 
 from __future__ import annotations
@@ -77,16 +80,41 @@ def repeated_ngram_tokens(seqs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
     return row, windows[row, where, n - 1].astype(np.int64)
 
 
-def ban_repeats(log_probs: np.ndarray, seqs: np.ndarray, n: int) -> np.ndarray:
-    """`log_probs` with `-inf` for each token that would repeat an n-gram of its row.
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    """What a search may never write.
 
-    Returns `log_probs` itself when `n` is 0, else a changed copy.
+    Attributes:
+        never: Token ids never generated (radcap's captioner passes `<pad>`,
+            `<start>` and `<unk>`: a caption is made of words).
+        min_len: `<end>` is barred until this many words were written, so a
+            caption is never empty (with the default 1).
+        no_repeat_ngram: No n-gram of this length occurs twice; 0: off.
     """
-    if not n:
+
+    never: tuple = ()
+    min_len: int = 1
+    no_repeat_ngram: int = NO_REPEAT_NGRAM
+
+    def apply(self, log_probs: np.ndarray, seqs: np.ndarray, end_id: int) -> np.ndarray:
+        """`log_probs` `(rows, V)` with `-inf` for every barred next token.
+
+        Args:
+            log_probs: The step's scores; returned as they are when nothing
+                is barred, else a changed copy (the step's array stays).
+            seqs: `(rows, t)` tokens generated so far.
+            end_id: Id of `<end>`.
+        """
+        t = seqs.shape[1]
+        if not (self.never or t < self.min_len or self.no_repeat_ngram):
+            return log_probs
+        log_probs = np.array(log_probs)
+        log_probs[:, list(self.never)] = -np.inf
+        if t < self.min_len:
+            log_probs[:, end_id] = -np.inf
+        if self.no_repeat_ngram:
+            log_probs[repeated_ngram_tokens(seqs, self.no_repeat_ngram)] = -np.inf
         return log_probs
-    log_probs = np.array(log_probs)  # the step's own array stays as it was
-    log_probs[repeated_ngram_tokens(seqs, n)] = -np.inf
-    return log_probs
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -122,7 +150,7 @@ def greedy_search(
     start_id: int,
     end_id: int,
     max_len: int,
-    no_repeat_ngram: int = NO_REPEAT_NGRAM,
+    rules: Rules = Rules(),
 ) -> Result:
     """Pick the most likely next token for every image until `<end>` or `max_len`.
 
@@ -133,7 +161,8 @@ def greedy_search(
         start_id: Id of `<start>`, fed first.
         end_id: Id of `<end>`; a sequence that emits it is finished.
         max_len: Most words per caption; a caption cut at `max_len` has no `<end>`.
-        no_repeat_ngram: No n-gram of this length occurs twice; 0: off.
+        rules: What may never be written (`Rules`: barred tokens, a minimum
+            length, no repeated n-gram of 3 by default).
 
     Returns:
         A `Result`.
@@ -146,7 +175,7 @@ def greedy_search(
     weights = []
     for t in range(max_len):
         log_probs, state, attention = step(tokens, state)  # (B, V), ..., (B, R)
-        log_probs = ban_repeats(log_probs, out[:, :t], no_repeat_ngram)
+        log_probs = rules.apply(log_probs, out[:, :t], end_id)
         tokens = np.argmax(log_probs, axis=-1).astype(np.int32)  # (B,)
         scores += np.where(done, 0.0, log_probs[np.arange(batch_size), tokens])
         out[:, t] = tokens
@@ -170,7 +199,7 @@ def beam_search(
     max_len: int,
     beam: int = 3,
     length_penalty: float = 0.0,
-    no_repeat_ngram: int = NO_REPEAT_NGRAM,
+    rules: Rules = Rules(),
 ) -> Result:
     """Keep the `beam` best partial captions per image; pick the best finished one.
 
@@ -182,8 +211,8 @@ def beam_search(
     exactly greedy search.
 
     Args:
-        step, batch_size, start_id, end_id, max_len, no_repeat_ngram: As for
-            `greedy_search` (no n-gram repeats within a beam).
+        step, batch_size, start_id, end_id, max_len, rules: As for
+            `greedy_search` (the rules hold within each beam).
         state: Initial state for `batch_size` images (not yet repeated).
         beam: Beam width.
         length_penalty: Exponent of the length normalisation.
@@ -205,10 +234,8 @@ def beam_search(
         before = state
         log_probs, state, attention = step(tokens, state)  # (B*k, V), ..., (B*k, R)
         vocab_size = log_probs.shape[-1]
-        log_probs = ban_repeats(
-            log_probs.astype(np.float64),
-            seqs.reshape(batch_size * k, -1),
-            no_repeat_ngram,
+        log_probs = rules.apply(
+            log_probs.astype(np.float64), seqs.reshape(batch_size * k, -1), end_id
         ).reshape(batch_size, k, vocab_size)
         log_probs[done] = -np.inf
         log_probs[done, end_id] = 0.0

@@ -224,6 +224,15 @@ def test_a_run_without_familiarity_still_captions_and_gets_it_added(
     assert cli.main(["familiarity", "--run", str(old), "--root", str(workdir)]) == 0
     again = Captioner.load(old).caption([image])[0]
     assert again == caption and again.familiar is True
+    # The command marks an unfamiliar image with one warning line, and only it.
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((300, 300), np.uint8)).save(black)
+    capsys.readouterr()
+    assert cli.main(["caption", "--run", str(old), str(image), str(black)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    assert [line.split("\t")[0] for line in lines[:2]] == [str(image), str(black)]
+    assert lines[2].startswith("  warning: unlike the training images")
 
 
 def test_inputs_that_do_not_fit_get_clear_errors(demo_run, attention_run, tmp_path):

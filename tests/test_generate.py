@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from radcap.captioner import Captioner
-from radcap.generate import beam_search, greedy_search
+from radcap.generate import Rules, beam_search, greedy_search
 from radcap.runs import RunError
 
 PAD, START, END, A, B, C = range(6)
@@ -71,7 +71,11 @@ def test_beam_one_equals_greedy_on_random_steps(seed, no_repeat):
 
     start = (np.zeros(7, np.int64),)
     kwargs = dict(
-        batch_size=7, start_id=START, end_id=END, max_len=12, no_repeat_ngram=no_repeat
+        batch_size=7,
+        start_id=START,
+        end_id=END,
+        max_len=12,
+        rules=Rules(never=(PAD, C), min_len=2, no_repeat_ngram=no_repeat),
     )
     greedy = greedy_search(step, start, **kwargs)
     beam = beam_search(step, start, beam=1, **kwargs)
@@ -107,7 +111,7 @@ def test_max_len_cuts_captions_without_end():
             start_id=START,
             end_id=END,
             max_len=4,
-            no_repeat_ngram=0,
+            rules=Rules(no_repeat_ngram=0),
             **extra,
         )
         assert result.tokens == [[A, A, A, A]]
@@ -141,7 +145,7 @@ def test_no_repeat_ngram_exact_captions(n, expected):
             start_id=START,
             end_id=END,
             max_len=6,
-            no_repeat_ngram=n,
+            rules=Rules(no_repeat_ngram=n),
             **extra,
         )
         assert result.tokens == [expected], (search.__name__, n)
@@ -152,6 +156,40 @@ def test_no_repeat_ngram_is_on_by_default_with_trigrams():
     for search in (greedy_search, beam_search):
         result = search(scripted(LOOP), (np.zeros(1),), **kwargs)
         assert result.tokens == [[A, A, A, B, A, A]]
+
+
+# The best first word is a barred one (think `<unk>`), and then `<end>`.
+BARRED = {
+    START: {PAD: 0.4, END: 0.35, A: 0.15, B: 0.1},
+    A: {C: 0.6, END: 0.4},
+    B: {END: 1.0},
+    C: {END: 1.0},
+    END: {END: 1.0},
+}
+
+
+@pytest.mark.parametrize(
+    "rules, expected",
+    [
+        (Rules(min_len=0, no_repeat_ngram=0), [PAD, END]),  # the model's own best
+        (Rules(never=(PAD,), min_len=0, no_repeat_ngram=0), [END]),  # empty caption
+        (Rules(never=(PAD,)), [A, C]),  # min_len=1: a word first
+        (Rules(never=(PAD, C)), [A, END]),
+    ],
+)
+def test_barred_tokens_and_minimum_length_exact(rules, expected):
+    for search, extra in ((greedy_search, {}), (beam_search, {"beam": 1})):
+        result = search(
+            scripted(BARRED),
+            (np.zeros(1),),
+            batch_size=1,
+            start_id=START,
+            end_id=END,
+            max_len=2,
+            rules=rules,
+            **extra,
+        )
+        assert result.tokens == [expected], (search.__name__, rules)
 
 
 def test_repeated_ngram_tokens_exact():
@@ -241,7 +279,9 @@ def repeats(tokens, token, n):
     return (*tokens[len(tokens) - n + 1 :], token) in grams
 
 
-def reference_beam(log_table, regions, image, k, max_len, length_penalty, n=0):
+def reference_beam(
+    log_table, regions, image, k, max_len, length_penalty, n=0, never=(), min_len=0
+):
     """Beam search for one image, written plainly: every candidate, sorted."""
     # tokens, score, code (as the step function hashes them), done, attention
     beams = [([], 0.0, (1 * 7 + START) % 97, False, [])]
@@ -254,7 +294,9 @@ def reference_beam(log_table, regions, image, k, max_len, length_penalty, n=0):
                     if token == END:
                         candidates.append((score, p, token, tokens, code, True, att))
                     continue
-                if repeats(tokens, token, n):
+                if repeats(tokens, token, n) or token in never:
+                    continue
+                if token == END and len(tokens) < min_len:
                     continue
                 new_att = [*att, np.eye(regions)[row % regions]]
                 candidates.append(
@@ -277,10 +319,12 @@ def reference_beam(log_table, regions, image, k, max_len, length_penalty, n=0):
     return best[0], best[1], np.array(best[4])
 
 
-@pytest.mark.parametrize("no_repeat", [0, 2, 3])
+@pytest.mark.parametrize(
+    "no_repeat, never, min_len", [(0, (), 0), (2, (), 1), (3, (PAD, C), 2)]
+)
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("k", [2, 3, 4])
-def test_beam_search_matches_a_plain_reference(seed, k, no_repeat):
+def test_beam_search_matches_a_plain_reference(seed, k, no_repeat, never, min_len):
     vocab, regions, images, max_len = 7, 5, 4, 6
     length_penalty = 0.7 if seed % 2 else 0.0
     step, log_table = history_step(vocab, regions, seed)
@@ -294,11 +338,19 @@ def test_beam_search_matches_a_plain_reference(seed, k, no_repeat):
         max_len=max_len,
         beam=k,
         length_penalty=length_penalty,
-        no_repeat_ngram=no_repeat,
+        rules=Rules(never=never, min_len=min_len, no_repeat_ngram=no_repeat),
     )
     for i in range(images):
         tokens, score, attention = reference_beam(
-            log_table, regions, i * 13, k, max_len, length_penalty, no_repeat
+            log_table,
+            regions,
+            i * 13,
+            k,
+            max_len,
+            length_penalty,
+            no_repeat,
+            never,
+            min_len,
         )
         assert result.tokens[i] == tokens
         assert result.scores[i] == pytest.approx(score)
