@@ -4,8 +4,10 @@ radcap decodes 64 images at a time with a compiled step
 (`radcap.generate.CompiledStep`); the classic loop captions one image at a
 time with one `model.predict` per word (`classic.classic_caption`). Both
 models are untrained, with the `roco` preset's sizes and a 5000-word
-vocabulary, and `<end>` is never picked, so every caption has `max_len` (60)
-words and all methods do the same work per caption. Rates are captions per
+vocabulary. `<end>` is picked only at each caption's set length: by default
+`max_len` (60) words, the worst case; with `--lengths real` the lengths of
+real ROCO captions (`common.real_lengths`). All methods do the same work per
+caption. Rates are captions per
 second, after a warm-up that traces each batch shape; the methods alternate
 for a few rounds and the best round of each counts, so that other work on
 the machine skews the ratios less.
@@ -29,7 +31,7 @@ import time
 import keras
 import numpy as np
 from classic import build_classic, classic_caption
-from common import VOCAB_SIZE, machine, random_stats
+from common import VOCAB_SIZE, machine, random_stats, real_lengths
 
 from radcap.config import NO_REPEAT_NGRAM, preset
 from radcap.generate import CompiledStep, Rules, beam_search, greedy_search
@@ -40,26 +42,40 @@ GREEDY_GOAL = 300  # greedy captions per second / classic's
 BEAM3_GOAL = 3  # beam-3 seconds per caption / greedy's, at most
 
 
-def never_end(step):
-    """The step function with `<end>` made impossible: captions run to `max_len`."""
+def stop_at(step, lengths, k: int):
+    """The step function made to end each caption after its length in words.
+
+    Row `i` (of `len(lengths) * k`, `k` beams per image) gets `<end>` as its
+    only choice once `lengths[i // k]` words are written, and never before; a
+    length of `max_len` never ends.
+    """
+    lengths = np.repeat(lengths, k)
+    t = 0
 
     def forced(tokens, state):
+        nonlocal t
         log_probs, state, attention = step(tokens, state)
         log_probs = np.array(log_probs)  # (B, vocab_size), writable
         log_probs[:, END_ID] = -np.inf
+        ends = lengths == t
+        log_probs[ends] = -np.inf
+        log_probs[ends, END_ID] = 0.0
+        t += 1
         return log_probs, state, attention
 
     return forced
 
 
 def decode_seconds(
-    step, features, grid, max_len, batch_size, beam, no_repeat=NO_REPEAT_NGRAM
+    step, features, grid, lengths, max_len, batch_size, beam, no_repeat=NO_REPEAT_NGRAM
 ) -> float:
     """Seconds of greedy (`beam=1`) or beam search over all of `features`."""
     started = time.perf_counter()
     for s in range(0, len(features), batch_size):
         f = features[s : s + batch_size]
         state = step.start(f, None if grid is None else grid[s : s + batch_size])
+        wanted = np.minimum(lengths[s : s + batch_size], max_len)
+        forced = stop_at(step, wanted, beam)
         args = dict(
             batch_size=len(f),
             start_id=START_ID,
@@ -67,21 +83,24 @@ def decode_seconds(
             rules=Rules(no_repeat_ngram=no_repeat),
         )
         if beam == 1:
-            result = greedy_search(never_end(step), state, max_len=max_len, **args)
+            result = greedy_search(forced, state, max_len=max_len, **args)
         else:
-            result = beam_search(
-                never_end(step), state, max_len=max_len, beam=beam, **args
-            )
-        assert all(len(t) == max_len for t in result.tokens)
+            result = beam_search(forced, state, max_len=max_len, beam=beam, **args)
+        expected = np.where(wanted < max_len, wanted + 1, max_len)  # with <end>
+        assert [len(t) for t in result.tokens] == expected.tolist()
     return time.perf_counter() - started
 
 
-def classic_seconds(model, features, max_len) -> float:
-    """Seconds of the classic loop over `features`, one image at a time."""
+def classic_seconds(model, features, lengths, max_len) -> float:
+    """Seconds of the classic loop over `features`, one image at a time.
+
+    Each caption takes as many steps as radcap's: its words and `<end>`.
+    """
     started = time.perf_counter()
-    for f in features:
-        words = classic_caption(model, f, START_ID, END_ID, max_len, True)
-        assert len(words) == max_len
+    for f, length in zip(features, lengths):
+        steps = min(int(length) + 1, max_len)
+        words = classic_caption(model, f, START_ID, END_ID, steps, True)
+        assert len(words) == steps
     return time.perf_counter() - started
 
 
@@ -94,6 +113,13 @@ def main() -> None:
     parser.add_argument("--beams", type=int, nargs="+", default=[3, 5])
     parser.add_argument(
         "--attention", action="store_true", help="also radcap + attention"
+    )
+    parser.add_argument(
+        "--lengths",
+        choices=("max", "real"),
+        default="max",
+        help="max: every caption has max_len words; real: the lengths of real "
+        "ROCO captions",
     )
     args = parser.parse_args()
 
@@ -115,12 +141,17 @@ def main() -> None:
         VOCAB_SIZE, merge.max_len + 1, merge.embed_dim, merge.units, 4096
     )
     classic_features = features[: args.classic_images]
+    if args.lengths == "real":
+        lengths = real_lengths(args.images, merge.max_len)
+    else:
+        lengths = np.full(args.images, merge.max_len)
     beams = [1, *args.beams]
     n = args.batch_size
     for prefix, step in steps.items():  # warm-up: trace each batch shape
         g = grids[prefix]
         for beam in beams:
-            decode_seconds(step, features[:n], None if g is None else g[:n], 2, n, beam)
+            g = None if g is None else g[:n]
+            decode_seconds(step, features[:n], g, lengths[:n], 2, n, beam)
     classic_caption(classic, features[0], START_ID, END_ID, 1)
 
     # Alternate the methods for a few rounds; the best round of each counts.
@@ -140,13 +171,16 @@ def main() -> None:
                 steps[prefix],
                 features,
                 grids[prefix],
+                lengths,
                 merge.max_len,
                 n,
                 beam,
                 no_repeat,
             )
             rounds[name].append(len(features) / seconds)
-        seconds = classic_seconds(classic, classic_features, merge.max_len)
+        seconds = classic_seconds(
+            classic, classic_features, lengths[: len(classic_features)], merge.max_len
+        )
         rounds["classic"].append(len(classic_features) / seconds)
     rates = {name: max(r) for name, r in rounds.items()}
     greedy, classic_speed = rates["greedy"], rates["classic"]
@@ -155,7 +189,10 @@ def main() -> None:
         "benchmark": "decode",
         "images": args.images,
         "batch_size": n,
-        "words_per_caption": merge.max_len,
+        "lengths": args.lengths,
+        "mean_words_per_caption": round(
+            float(np.minimum(lengths, merge.max_len).mean()), 2
+        ),
     }
     for prefix in steps:
         out[f"{prefix}greedy_captions_per_s"] = round(rates[f"{prefix}greedy"], 2)

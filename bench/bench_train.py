@@ -10,6 +10,11 @@ skews the ratio less. Prints one JSON object.
 
     .venv/bin/python bench/bench_train.py
     .venv/bin/python bench/bench_train.py --attention --captions 1000
+    .venv/bin/python bench/bench_train.py --text real
+
+With `--text real`, the captions are real ROCO captions (`common.real_captions`,
+drawn with replacement) encoded with radcap's vocabulary cut to 5000 words:
+their true lengths and word frequencies instead of the synthetic profile.
 
 With `--attention`, radcap with attention trains in the same run too, and its
 rate is also given as a share of the merge model's (`attention_vs_merge`).
@@ -22,7 +27,14 @@ import time
 import keras
 import numpy as np
 from classic import build_classic, prefix_samples
-from common import VOCAB_SIZE, caption_tokens, machine, random_stats, target_count
+from common import (
+    VOCAB_SIZE,
+    caption_tokens,
+    machine,
+    random_stats,
+    real_caption_tokens,
+    target_count,
+)
 
 from radcap.batches import Batches
 from radcap.config import preset
@@ -113,6 +125,7 @@ def main() -> None:
     parser.add_argument(
         "--attention", action="store_true", help="also radcap + attention"
     )
+    parser.add_argument("--text", choices=("synthetic", "real"), default="synthetic")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -120,7 +133,8 @@ def main() -> None:
     configs = {"merge": merge}
     if args.attention:
         configs["attention"] = merge.replace(attention=True)
-    tokens = caption_tokens(args.captions, merge.max_len)
+    make = caption_tokens if args.text == "synthetic" else real_caption_tokens
+    tokens = make(args.captions, merge.max_len)
     rng = np.random.default_rng(0)
     arrays = {"features": rng.standard_normal((len(tokens), 4096)).astype("float16")}
     if args.attention:
@@ -144,6 +158,7 @@ def main() -> None:
     ratio = best["merge"] / best["classic"]
     out = {
         "benchmark": "train",
+        "text": args.text,
         "captions": len(tokens),
         "targets_per_caption": round(target_count(tokens) / len(tokens), 2),
         "radcap_positions_per_target": round(positions, 2),

@@ -1,7 +1,9 @@
-"""What the benchmarks share: ROCO-like synthetic captions and the machine's facts."""
+"""What the benchmarks share: ROCO-like captions (synthetic or real), the machine."""
 
+import csv
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +37,47 @@ def caption_tokens(n: int, max_len: int, vocab_size: int = VOCAB_SIZE, seed: int
     tokens[:, 1:-1] = np.where(inside, words, 0)
     tokens[np.arange(n), lengths + 1] = 2
     return tokens
+
+
+_REPO = Path(__file__).resolve().parents[1]
+REAL_CAPTIONS = (
+    _REPO.parent / "shared/data/roco_validation_captions_sample.tsv",  # 2,000
+    _REPO / "tests/data/roco_captions_sample.tsv",  # 300 of them
+)
+
+
+def real_captions() -> list[str]:
+    """Real ROCO captions: the shared 2,000 when present, else the tests' 300."""
+    path = next(p for p in REAL_CAPTIONS if p.is_file())
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row["caption"] for row in csv.DictReader(f, delimiter="\t")]
+
+
+def real_caption_tokens(
+    n: int, max_len: int, vocab_size: int = VOCAB_SIZE, seed: int = 0
+):
+    """`n` real ROCO captions (drawn with replacement), encoded as radcap does.
+
+    The vocabulary is radcap's, built on all the real captions and cut to the
+    `vocab_size - 4` most frequent words, so the model has the same size as
+    with `caption_tokens`; rarer words become `<unk>`.
+
+    Returns:
+        `(n, max_len + 2)` int32, as `caption_tokens`.
+    """
+    from radcap.text import Vocabulary
+
+    captions = real_captions()
+    vocab = Vocabulary.build(captions, max_len=max_len)
+    vocab = Vocabulary(vocab.words[4:vocab_size], max_len)
+    picks = np.random.default_rng(seed).integers(0, len(captions), n)
+    return vocab.encode_batch([captions[i] for i in picks])
+
+
+def real_lengths(n: int, max_len: int, seed: int = 0) -> np.ndarray:
+    """Words per caption of `n` real captions (with replacement), cut at `max_len`."""
+    tokens = real_caption_tokens(n, max_len, seed=seed)
+    return (tokens != 0).sum(1) - 2
 
 
 def target_count(tokens: np.ndarray) -> int:
