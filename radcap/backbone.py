@@ -206,17 +206,33 @@ class Extractor:
 _shared: dict = {}
 
 
-def shared_extractor(config: Config, layers: list[str] | None = None) -> Extractor:
+def shared_extractor(
+    config: Config, layers: list[str] | None = None, more: bool = False
+) -> Extractor:
     """The process's `Extractor` for this backbone, built once and reused.
 
     Building VGG16 (drawing or reading 138 million weights) takes seconds,
     so every captioner and extraction in one process with the same weights,
-    seed, layers and batch size shares one backbone. Only the last one is
-    kept: VGG16 holds about 530 MB.
+    seed and batch size shares one backbone. Only the last one is kept:
+    VGG16 holds about 530 MB.
+
+    Args:
+        config: Uses `weights`, `seed`, `extract_batch_size` (and the layers
+            of `layers_for` by default).
+        layers: The layers wanted.
+        more: Accept an extractor with more layers than wanted (the caller
+            picks its outputs by `Extractor.layers`); a new one is then built
+            with all of them, so that the next caller can share it too.
     """
     layers = list(layers or layers_for(config))
-    key = (config.weights, config.seed, tuple(layers), config.extract_batch_size)
-    if key not in _shared:
-        _shared.clear()
-        _shared[key] = Extractor(config, layers)
+    key = (config.weights, config.seed, config.extract_batch_size)
+    have = _shared.get(key)
+    if have is not None and (
+        have.layers == layers or (more and set(layers) <= set(have.layers))
+    ):
+        return have
+    if more and have is not None:
+        layers += [layer for layer in have.layers if layer not in layers]
+    _shared.clear()
+    _shared[key] = Extractor(config, layers)
     return _shared[key]

@@ -133,12 +133,7 @@ class Captioner:
         """
         if length_penalty is None:
             length_penalty = self.config.length_penalty
-        if no_repeat_ngram is None:
-            no_repeat_ngram = self.config.no_repeat_ngram
-        vocab = self.vocab
-        never = (vocab.pad_id, vocab.start_id)
-        never += () if self.config.allow_unk else (vocab.unk_id,)
-        rules = Rules(never=never, min_len=1, no_repeat_ngram=no_repeat_ngram)
+        rules = self.rules(no_repeat_ngram)
         if (
             isinstance(beam, bool)
             or not isinstance(beam, (int, np.integer))
@@ -183,6 +178,20 @@ class Captioner:
             [a for p in parts for a in p.attention],
         )
 
+    def rules(self, no_repeat_ngram: int | None = None) -> Rules:
+        """What this captioner's searches never write.
+
+        `<pad>` and `<start>`, and `<unk>` unless the config's `allow_unk`;
+        `<end>` before the first word (no empty caption); a repeated n-gram
+        of `no_repeat_ngram` words (default: the config's, 3).
+        """
+        vocab, config = self.vocab, self.config
+        never = (vocab.pad_id, vocab.start_id)
+        never += () if config.allow_unk else (vocab.unk_id,)
+        if no_repeat_ngram is None:
+            no_repeat_ngram = config.no_repeat_ngram
+        return Rules(never=never, min_len=1, no_repeat_ngram=no_repeat_ngram)
+
     def _check_inputs(self, features, grid) -> None:
         """Say clearly when cached features do not fit this model."""
         dim = self.model.feature_dim
@@ -219,11 +228,12 @@ class Captioner:
         Returns:
             `(arrays, errors)`: `arrays` maps each layer of
             `radcap.backbone.layers_for` (`fc2`, the block means, the grid for
-            attention) to its `(N, ...)` array; `errors` maps the index of each
-            unreadable image to its reason (its rows are zeros).
+            attention; perhaps more, from the process's shared backbone) to its
+            `(N, ...)` array; `errors` maps the index of each unreadable image
+            to its reason (its rows are zeros).
         """
         if self._extractor is None:
-            self._extractor = shared_extractor(self.config)
+            self._extractor = shared_extractor(self.config, more=True)
         paths = [str(p) for p in paths]
         outputs = [[] for _ in self._extractor.layers]
         errors = {}

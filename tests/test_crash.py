@@ -48,6 +48,7 @@ SETTINGS = (
 )
 EPOCHS = 3
 RUN_FILES = (runs.CONFIG, runs.VOCAB, runs.MODEL, runs.HISTORY, runs.TRAINING)
+RUN_FILES += (runs.FAMILIARITY,)
 LOCK_MESSAGE = "is in use by another radcap process"
 
 
