@@ -245,8 +245,20 @@ def _clinical_lines(metrics: dict, run_name: str) -> list[str]:
             f"the {truth['captions']} reference captions.",
         ]
     for name, claims in clinical.get("controls", {}).items():
-        lines.append(f"- control {name} claims: {claims}")
+        lines.append(f"- the {name} control's caption claims {_claims(claims)}")
     return lines
+
+
+def _claims(claims: dict) -> str:
+    """What a caption asserts, in words (from `radcap.evaluation.clinical.describe`)."""
+    finding = {True: "a finding", False: "no finding", None: "nothing about findings"}
+    words = [finding[claims["finding"]]]
+    if claims["laterality"]:
+        words.append(f"on the {claims['laterality']} side")
+    for key in ("modality", "region"):
+        if claims[key]:
+            words.append(f"{key} {', '.join(claims[key])}")
+    return "; ".join(words)
 
 
 def write_comparison(run_dirs, split: str) -> Path:
