@@ -141,7 +141,7 @@ def _say(metrics: dict, captioner, control_captions: dict, run_dir: Path) -> Non
     print(metrics_table(metrics).to_string(float_format=lambda x: f"{x:.3f}"))
     for name, text in control_captions.items():
         note = captioner.familiarity_note(text.familiarity)
-        print(f"control {name}: {text}" + (f" ({note})" if note else ""))
+        print(f"control {name}: {text}" + (f"\n  {note}" if note else ""))
     print(f"Wrote {run_dir / runs.METRICS} and {run_dir / runs.REPORT}")
 
 
