@@ -18,9 +18,9 @@ advances together; each sequence stops at its own `<end>`.
 Both searches follow `Rules`: tokens never written (the captioner bars
 `<pad>`, `<start>` and `<unk>`), a minimum length before `<end>` (1: never
 an empty caption), and no repeated n-gram (`no_repeat_ngram=3`: a token that
-would complete a 3-gram already in the caption is never chosen, so "shows
-frontal frontal frontal" cannot happen twice over). `Rules(min_len=0,
-no_repeat_ngram=0)` is the plain search.
+would complete a 3-gram already in the caption is never chosen, so no word
+or phrase loops: "frontal frontal frontal" may occur once, never a fourth
+"frontal"). `Rules(min_len=0, no_repeat_ngram=0)` is the plain search.
 """
 
 from __future__ import annotations
