@@ -67,6 +67,7 @@ class Captioner:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.step = CompiledStep(model)
         self._extractor = None
+        self._familiarity_problem = None
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Captioner:
@@ -74,15 +75,22 @@ class Captioner:
         run_dir = runs.check(run_dir)
         config = runs.load_config(run_dir)
         vocab = runs.load_vocab(run_dir)
-        familiarity = runs.load_familiarity(run_dir)
-        return cls(runs.load_model(run_dir), vocab, config, familiarity, run_dir)
+        try:
+            familiarity, problem = runs.load_familiarity(run_dir), None
+        except ValueError as err:  # damaged: caption anyway, familiarity unknown
+            familiarity, problem = None, f"{err} Until then familiarity is unknown."
+        captioner = cls(runs.load_model(run_dir), vocab, config, familiarity, run_dir)
+        captioner._familiarity_problem = problem
+        return captioner
 
     @property
     def familiarity_hint(self) -> str | None:
         """Why familiarity is unknown and how to add it; None when it is known."""
         if self.familiarity is not None:
             return None
-        return runs.familiarity_hint(self.run_dir or "<run>")
+        return self._familiarity_problem or runs.familiarity_hint(
+            self.run_dir or "<run>"
+        )
 
     def familiarity_note(self, familiarity: float | None) -> str | None:
         """The one-line warning to show beside a caption, or None when familiar.
@@ -190,6 +198,13 @@ class Captioner:
         never += () if config.allow_unk else (vocab.unk_id,)
         if no_repeat_ngram is None:
             no_repeat_ngram = config.no_repeat_ngram
+        if isinstance(no_repeat_ngram, bool) or not (
+            isinstance(no_repeat_ngram, (int, np.integer)) and no_repeat_ngram >= 0
+        ):
+            raise ValueError(
+                f"no_repeat_ngram={no_repeat_ngram!r} is invalid: use 0 (off) or "
+                "a positive n-gram length such as 3."
+            )
         return Rules(never=never, min_len=1, no_repeat_ngram=no_repeat_ngram)
 
     def _check_inputs(self, features, grid) -> None:

@@ -222,6 +222,14 @@ def test_a_run_without_familiarity_still_captions_and_gets_it_added(
     out, err = capsys.readouterr()
     assert out == f"{image}\t{caption}\n"
     assert "familiarity is unknown" in err and "radcap familiarity --run" in err
+    # A damaged reference does not stop captioning either, and the command
+    # that adds a missing one replaces it.
+    (old / "familiarity.npz").write_bytes(b"half a file")
+    damaged = Captioner.load(old)
+    assert damaged.familiarity is None
+    assert "not a readable familiarity reference" in damaged.familiarity_hint
+    with pytest.raises(ValueError, match="no_repeat_ngram=-1 is invalid"):
+        damaged.caption(np.zeros((1, 4096), np.float32), no_repeat_ngram=-1)
     assert cli.main(["familiarity", "--run", str(old), "--root", str(workdir)]) == 0
     # Now the command knows: the demo image passes, a black image gets one
     # warning line under its caption.
