@@ -50,6 +50,8 @@ class Captioner:
         familiarity: The run's `Familiarity` reference, or None (then every
             image's familiarity is unknown).
         run_dir: The run folder it came from, for messages.
+        familiarity_problem: Why the run's reference could not be read, when
+            it could not (then `familiarity` is None).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Captioner:
         config: Config,
         familiarity: Familiarity | None = None,
         run_dir: str | Path | None = None,
+        familiarity_problem: str | None = None,
     ):
         self.model = model
         self.vocab = vocab
@@ -67,7 +70,7 @@ class Captioner:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.step = CompiledStep(model)
         self._extractor = None
-        self._familiarity_problem = None
+        self._familiarity_problem = familiarity_problem
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Captioner:
@@ -79,9 +82,8 @@ class Captioner:
             familiarity, problem = runs.load_familiarity(run_dir), None
         except ValueError as err:  # damaged: caption anyway, familiarity unknown
             familiarity, problem = None, f"{err} Until then familiarity is unknown."
-        captioner = cls(runs.load_model(run_dir), vocab, config, familiarity, run_dir)
-        captioner._familiarity_problem = problem
-        return captioner
+        model = runs.load_model(run_dir)
+        return cls(model, vocab, config, familiarity, run_dir, problem)
 
     @property
     def familiarity_hint(self) -> str | None:
@@ -99,7 +101,7 @@ class Captioner:
             familiarity: A caption's `.familiarity` (None: unknown).
         """
         if self.familiarity is None or familiarity is None:
-            return "familiarity unknown (this run has no familiarity reference)"
+            return "familiarity unknown (no usable familiarity reference in this run)"
         if familiarity <= self.familiarity.threshold:
             return None
         return (
