@@ -38,7 +38,7 @@ class WeightsError(RuntimeError):
 
 def layers_for(config: Config) -> list[str]:
     """The layers a config needs: `fc2`, the block means, the grid for attention."""
-    return [LAYER, STATS] + ([config.grid_layer] if config.attention else [])
+    return [LAYER, STATS] + ([config.grid_layer] if config.uses_grid else [])
 
 
 def build_backbone(config: Config, layers: list[str] | None = None):

@@ -1,6 +1,7 @@
 """The `radcap` command: the notebook steps from a shell.
 
 radcap demo [--run NAME] [--attention]     the whole pipeline on the synthetic demo
+radcap demo --hard --decoder transformer   the hard demo with the transformer decoder
 radcap extract --preset roco               cache VGG16 features of every split
 radcap train --preset roco --run roco-1    train into checkpoints/roco-1
 radcap evaluate --run roco-1               metrics.json and report.md (test split)
@@ -27,7 +28,7 @@ import pandas as pd
 from radcap import runs
 from radcap.backbone import LAYER, WeightsError, shared_extractor
 from radcap.captioner import Captioner
-from radcap.config import PRESETS, SCORINGS, SPLITS, Config, preset
+from radcap.config import DECODERS, PRESETS, SCORINGS, SPLITS, Config, preset
 from radcap.data import load
 from radcap.data.download import DownloadError, download_roco
 from radcap.evaluation import compare_runs, evaluate, write_comparison
@@ -61,6 +62,10 @@ def config_from_args(args) -> Config:
         changes[key] = _parse_value(value)
     if getattr(args, "attention", False):
         changes["attention"] = True
+    if getattr(args, "decoder", None):
+        changes["decoder"] = args.decoder
+    if getattr(args, "hard", False):
+        args.preset = "hard"
     if getattr(args, "run", None):
         changes["name"] = args.run
     if args.config:
@@ -105,6 +110,11 @@ def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):
         "--attention",
         action="store_true",
         help="Bahdanau attention over the VGG16 grid.",
+    )
+    p.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        help="Decoder: the merge LSTM (default) or the transformer.",
     )
     p.add_argument(
         "--root",
@@ -248,9 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Generate the synthetic demo, extract, train, "
         "evaluate; print metrics and sample captions.",
     )
-    _add_config_args(p, "Run name (default: demo, or demo-attention with --attention).")
+    _add_config_args(
+        p,
+        "Run name (default: the preset's, with -attention or -transformer added: "
+        "demo, demo-attention, hard-transformer, ...).",
+    )
     p.add_argument(
         "--size", type=int, help="Number of demo images (default: the preset's 600)."
+    )
+    p.add_argument(
+        "--hard",
+        action="store_true",
+        help="The hard demo (the `hard` preset): two findings per image.",
     )
     p.add_argument("--samples", type=int, default=5, help="Sample captions to print.")
     p.set_defaults(func=cmd_demo)

@@ -18,10 +18,11 @@ SPLITS = ("train", "validation", "test")
 # Percent of images per split when a source has no splits of its own (and the demo).
 SPLIT_PERCENT = (("train", 70), ("validation", 15), ("test", 15))
 SOURCES = ("demo", "csv", "roco", "rocov2", "iu_xray", "coco")
-PRESETS = ("demo", "roco")
+PRESETS = ("demo", "hard", "roco")
 SCORINGS = ("coco", "imageclef")  # see radcap.evaluation.metrics
 GRID_LAYERS = ("block5_pool", "block5_conv3")
 CELLS = ("lstm", "gru")
+DECODERS = ("merge", "transformer")
 # No n-gram of this length is generated twice in a caption (radcap.generate).
 NO_REPEAT_NGRAM = 3
 # Fields that could hold a single value and were removed; an old config.json
@@ -31,10 +32,10 @@ _RETIRED = {"backbone": "vgg16", "layer": "fc2", "image_size": 224}
 _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 CONFIG_FILE = "config.json"  # in every run folder (see radcap.runs)
 _POSITIVE = "demo_size min_count max_len embed_dim units attention_units batch_size"
-_POSITIVE += " epochs beam extract_batch_size"
+_POSITIVE += " epochs beam extract_batch_size heads decoder_layers"
 _COUNTS = "early_stopping lr_patience seed no_repeat_ngram"  # integers >= 0
 _NUMBERS = "dropout learning_rate length_penalty lr_factor"
-_STRINGS = "name dataset data_dir features_dir checkpoints_dir caption_file"
+_STRINGS = "name dataset data_dir features_dir checkpoints_dir caption_file decoder"
 
 
 @dataclasses.dataclass
@@ -60,15 +61,25 @@ class Config:
         projection: For IU X-ray: keep `"frontal"` or `"lateral"` images, or
             None for both.
         demo_size: Number of images the demo generator makes.
+        demo_findings: Findings per demo image: 1 (the demo: a lesion or
+            none) or 2 (the hard demo: an upper and a lower lesion, each on
+            either side; see `radcap.data.demo`).
         weights: `"imagenet"`, `None` (random, for offline smoke runs) or a path
             to a weights `.h5` file.
-        attention: Add Bahdanau attention over the backbone's spatial grid.
+        decoder: `"merge"` (the LSTM merge decoder, with Bahdanau attention
+            when `attention` is on) or `"transformer"` (causal self-attention
+            and cross-attention over the grid; see `radcap.transformer`).
+        attention: Add Bahdanau attention over the backbone's spatial grid
+            (merge decoder; the transformer always attends).
         grid_layer: Grid layer for attention, `"block5_pool"` (7x7x512) or
             `"block5_conv3"` (14x14x512).
         min_count: Words seen fewer times in the train split become `<unk>`.
         max_len: Most words kept per caption (without `<start>`/`<end>`).
         embed_dim: Word embedding size.
-        units: Recurrent units, also the size of the merged image projection.
+        units: Recurrent units, also the size of the merged image projection;
+            for the transformer, its width (feed-forward: twice as wide).
+        heads: Attention heads of the transformer (they split `units`).
+        decoder_layers: Transformer blocks.
         attention_units: Hidden size of the attention scorer.
         dropout: Dropout on embeddings, image projection and merge output.
         cell: Recurrent cell, `"lstm"` or `"gru"`.
@@ -101,7 +112,9 @@ class Config:
     report_fields: str = "findings,impression"
     projection: str | None = "frontal"
     demo_size: int = 500
+    demo_findings: int = 1
     weights: str | None = "imagenet"
+    decoder: str = "merge"
     attention: bool = False
     grid_layer: str = "block5_pool"
     min_count: int = 1
@@ -109,6 +122,8 @@ class Config:
     embed_dim: int = 256
     units: int = 512
     attention_units: int = 256
+    heads: int = 4
+    decoder_layers: int = 2
     dropout: float = 0.3
     cell: str = "lstm"
     batch_size: int = 64
@@ -160,6 +175,13 @@ class Config:
             (self.source in SOURCES, "source", f"one of {SOURCES}"),
             (self.grid_layer in GRID_LAYERS, "grid_layer", f"one of {GRID_LAYERS}"),
             (self.cell in CELLS, "cell", f"one of {CELLS}"),
+            (self.decoder in DECODERS, "decoder", f"one of {DECODERS}"),
+            (self.demo_findings in (1, 2), "demo_findings", "1 or 2"),
+            (
+                self.decoder != "transformer" or self.units % self.heads == 0,
+                "heads",
+                f"a divisor of units={self.units} (the heads split the width)",
+            ),
             (
                 self.projection in (None, "frontal", "lateral"),
                 "projection",
@@ -186,6 +208,11 @@ class Config:
         for ok, field, allowed in checks:
             if not ok:
                 self._fail(field, allowed)
+
+    @property
+    def uses_grid(self) -> bool:
+        """Whether the decoder attends over grid features (attention or transformer)."""
+        return self.attention or self.decoder == "transformer"
 
     # Derived paths; relative paths are taken from `root`.
     def run_dir(self, root: str | Path = ".") -> Path:
@@ -269,12 +296,15 @@ def preset(kind: str, /, name: str | None = None, **overrides) -> Config:
     """A ready configuration.
 
     The run is named after the preset (`demo`), with `-attention` added when
-    attention is on (`demo-attention`), unless `name` says otherwise: the
-    one naming rule that the CLI and the notebooks share.
+    attention is on (`demo-attention`) and `-transformer` for the
+    transformer decoder (`demo-transformer`), unless `name` says otherwise:
+    the one naming rule that the CLI and the notebooks share.
 
     Args:
         kind: `"demo"`: the synthetic dataset with random VGG16 weights and a
             small decoder; runs offline on 2 CPU cores in minutes.
+            `"hard"`: the hard demo, two findings per image named in reading
+            order, some combinations seen only in the test split.
             `"roco"`: ROCO with ImageNet weights and sizes for ~65k captions.
         name: Run name; None for the rule above.
         **overrides: Fields to change on top of the preset.
@@ -298,6 +328,12 @@ def preset(kind: str, /, name: str | None = None, **overrides) -> Config:
             early_stopping=8,
             beam=3,
         ),
+        "hard": dict(
+            name="hard",
+            dataset="demo-hard",
+            demo_findings=2,
+            max_len=24,
+        ),
         "roco": dict(
             name="roco",
             dataset="roco",
@@ -317,8 +353,13 @@ def preset(kind: str, /, name: str | None = None, **overrides) -> Config:
             beam=3,
         ),
     }
+    presets["hard"] = {**presets["demo"], **presets["hard"]}
     if kind not in presets:
         raise ValueError(f"Unknown preset {kind!r}; choose one of {sorted(presets)}.")
     if name is None:
-        name = f"{kind}-attention" if overrides.get("attention") else kind
+        name = kind
+        if overrides.get("decoder", "merge") != "merge":
+            name += f"-{overrides['decoder']}"
+        elif overrides.get("attention"):
+            name += "-attention"
     return Config(**{**presets[kind], **overrides, "name": name})

@@ -1,7 +1,8 @@
 """The merge-style captioner: an LSTM over the words, the image merged in at every step.
 
-Stage: model, after `layers`. Imports `radcap.config`, `radcap.layers` and
-`radcap.backbone` (for the feature sizes).
+Stage: model, after `layers` and `transformer`. Imports `radcap.config`,
+`radcap.layers`, `radcap.transformer` and `radcap.backbone` (for the
+feature sizes).
 
 ```
 features (B, 4096) ─ FeatureNormalization ─ Dropout ─ Dense(units) ─┐ image
@@ -27,6 +28,7 @@ from keras import ops
 from radcap.backbone import FEATURE_SHAPES, GRID_SHAPES, LAYER
 from radcap.config import Config
 from radcap.layers import BahdanauAttention, FeatureNormalization
+from radcap.transformer import TransformerCaptioner
 
 
 @keras.saving.register_keras_serializable(package="radcap")
@@ -221,17 +223,34 @@ class MergeCaptioner(keras.Model):
 
 def build_captioner(
     config: Config, vocab_size: int, stats: dict | None = None
-) -> MergeCaptioner:
+) -> MergeCaptioner | TransformerCaptioner:
     """The captioner a config describes.
 
     Args:
-        config: Sizes (`embed_dim`, `units`, `attention_units`), `dropout`,
-            `cell`, `attention`, `grid_layer`.
+        config: `decoder`; sizes (`embed_dim`, `units`, `attention_units`;
+            `heads`, `decoder_layers` and `max_len` for the transformer),
+            `dropout`, `cell`, `attention`, `grid_layer`.
         vocab_size: Number of token ids.
         stats: Normalisation statistics from the train split (see
             `MergeCaptioner.set_statistics`); None keeps mean 0 and std 1,
             enough for a summary or a shape check.
     """
+    if config.decoder == "transformer":
+        regions, grid_dim = GRID_SHAPES[config.grid_layer]
+        model = TransformerCaptioner(
+            vocab_size,
+            units=config.units,
+            heads=config.heads,
+            depth=config.decoder_layers,
+            dropout=config.dropout,
+            max_positions=config.max_len + 1,  # <start> and up to max_len words
+            grid_dim=grid_dim,
+            regions=regions,
+            name="transformer_captioner",
+        )
+        if stats is not None:
+            model.set_statistics(stats)
+        return model
     model = MergeCaptioner(
         vocab_size,
         embed_dim=config.embed_dim,

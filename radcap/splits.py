@@ -110,7 +110,7 @@ def load_split(
         image_ids=image_ids,
         rows=fc2.rows(image_ids),
         features=fc2.array,
-        grid=cached[config.grid_layer].array if config.attention else None,
+        grid=cached[config.grid_layer].array if config.uses_grid else None,
         skipped=fc2.skipped,
         stats=cached[STATS].array,
     )

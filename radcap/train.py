@@ -190,7 +190,7 @@ def _prepare(
                 f"(listed in the feature cache's {split.name}.skipped.csv)"
             )
     stats = {"fc2": feature_stats(train.features, train.rows)}
-    if config.attention:
+    if config.uses_grid:
         stats["grid"] = feature_stats(train.grid, train.rows)
     return Prepared(vocab, train, validation, stats)
 
