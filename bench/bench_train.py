@@ -71,7 +71,7 @@ def timed(fit):
 def radcap_epoch(config, tokens, arrays):
     """A timed radcap epoch (warmed up), and padded positions per target."""
     stats = {"fc2": random_stats(4096)}
-    if config.attention:
+    if config.uses_grid:
         stats["grid"] = random_stats(512)
     model = build_captioner(config, VOCAB_SIZE, stats)
     model.compile(

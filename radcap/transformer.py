@@ -1,4 +1,4 @@
-"""The transformer captioner: causal self-attention over the words, cross-attention over the image.
+"""The transformer captioner: self-attention on words, cross-attention on the image.
 
 Stage: model, below `radcap.model` (which builds it from a config). Imports
 `radcap.layers` and Keras.
@@ -7,9 +7,9 @@ Stage: model, below `radcap.model` (which builds it from a config). Imports
 grid (B, R, 512) ─ FeatureNormalization ─ Dense(units) + region position ─┐
 features (B, 4096) ─ FeatureNormalization ─ Dropout ─ Dense(units) ────────┤ memory
                                                         LayerNorm ─ (B, R + 1, units)
-tokens (B, T) ─ embedding + position ─ Dropout ─┐
-  N x [ x + SelfAttention(LN x, causal) ; x + CrossAttention(LN x, memory) ;
-        x + FeedForward(LN x) ] ─ LayerNorm ─ Dense(vocab_size) → logits (B, T, vocab_size)
+tokens (B, T) ─ embedding + position ─ Dropout ─ x
+N x [ x + SelfAttention(LN x, causal); x + CrossAttention(LN x, memory);
+      x + FeedForward(LN x) ] ─ LayerNorm ─ Dense(vocab_size) → logits (B, T, V)
 ```
 
 The blocks are pre-norm (Xiong et al. 2020: stable without a warm-up on
@@ -292,7 +292,7 @@ class TransformerCaptioner(keras.Model):
         self.built = True
 
     def set_statistics(self, stats: dict) -> None:
-        """Normalisation statistics from the train split: `{"fc2": ..., "grid": ...}`."""
+        """Train-split normalisation statistics: `{"fc2": ..., "grid": ...}`."""
         self.fc2_norm.set_statistics(*stats["fc2"])
         self.grid_norm.set_statistics(*stats["grid"])
 

@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radcap.data.demo import Case, make_demo, render
+from radcap.data.demo import (
+    Case,
+    finding_sides,
+    is_held_out,
+    make_demo,
+    read_cases,
+    render,
+)
 
 
 def test_caption_follows_the_case():
@@ -67,3 +74,51 @@ def test_lesion_half_share():
     middle[:, 3] = 1.0  # the middle column counts half
     assert lesion_half_share(middle.ravel(), "left") == 0.5
     assert lesion_half_share(np.full(196, 1 / 196), "right") == pytest.approx(0.5)
+
+
+def test_hard_caption_names_both_findings_in_reading_order():
+    case = Case(
+        "ct", "chest", True, "right", "small", "nodule", 2, "left", "large", "cyst"
+    )
+    assert case.caption == (
+        "axial ct of the chest shows a small nodule in the upper right lung "
+        "and a large cyst in the lower left lung"
+    )
+    assert finding_sides(case) == ["right", "left"]
+    assert finding_sides(Case("ct", "chest", True, "left")) == ["left"]
+    assert finding_sides(Case("ct", "chest", False)) == []
+    assert not case.held_out
+    held = Case(
+        "mri", "brain", True, "left", "small", "cyst", 2, "left", "large", "nodule"
+    )
+    assert held.held_out
+
+
+def test_hard_drawing_puts_each_lesion_in_its_quadrant():
+    # Upper right nodule (image upper left) and lower left nodule (image lower right).
+    case = Case(
+        "ct", "chest", True, "right", "large", "nodule", 2, "left", "large", "nodule"
+    )
+    bright = render(case, np.random.default_rng(3)) > 230
+    quadrants = {
+        "upper image-left": bright[:112, :112].sum(),
+        "upper image-right": bright[:112, 112:].sum(),
+        "lower image-left": bright[112:, :112].sum(),
+        "lower image-right": bright[112:, 112:].sum(),
+    }
+    assert quadrants["upper image-left"] > 300 and quadrants["lower image-right"] > 300
+    assert quadrants["upper image-right"] < 20 and quadrants["lower image-left"] < 20
+
+
+def test_hard_demo_holds_pairings_out_of_training(tmp_path):
+    frame = read_cases(make_demo(tmp_path, n=200, seed=0, findings=2).parent)
+    held = np.array([is_held_out(row) for _, row in frame.iterrows()])
+    assert held.sum() > 10
+    assert set(frame.loc[held, "split"]) == {"test"}
+    assert (frame.loc[~held, "split"] == "test").any()  # test has the usual share too
+    assert frame["lesion"].all() and (frame["findings"] == 2).all()
+    # Upper and lower sides vary independently within each region.
+    assert len(frame.groupby(["region", "side", "side_2"])) == 12
+    # Asking for the one-finding demo in a hard folder makes it again.
+    assert make_demo(tmp_path, n=200, seed=0, findings=1)
+    assert (read_cases(tmp_path)["findings"] == 1).all()  # regenerated, not kept

@@ -289,8 +289,9 @@ def test_evaluate_writes_metrics_report_baselines_and_controls(runs, demo):
         "baseline: frequency",
         "baseline: nearest_neighbour",
     ]
-    assert [c for c in METRICS if c != "METEOR"] + ["distinct", "copied"] == list(
-        table.columns
+    # `exact`: the demo's drawn truth is known (`exact_scores`, tested below).
+    assert [c for c in METRICS if c != "METEOR"] + ["distinct", "copied", "exact"] == (
+        list(table.columns)
     )
 
     report = (run_dir / "report.md").read_text()
@@ -342,3 +343,54 @@ def test_evaluate_reuses_only_an_evaluation_of_the_same_model_and_settings(
     assert (
         evaluate(run_dir, root, reuse=True, **args)["evaluated"] != first["evaluated"]
     )
+
+
+def test_exact_scores_count_captions_as_drawn_and_the_held_out_pairings():
+    from radcap.data.demo import Case
+    from radcap.evaluation.evaluate import exact_scores
+
+    two = dict(lesion=True, findings=2, side_2="left")
+    cases = pd.DataFrame(
+        [
+            vars(
+                Case(
+                    "ct",
+                    "chest",
+                    size="small",
+                    kind="cyst",
+                    size_2="large",
+                    kind_2="nodule",
+                    **two,
+                )
+            ),
+            vars(
+                Case(
+                    "ct",
+                    "chest",
+                    size="large",
+                    kind="cyst",
+                    size_2="large",
+                    kind_2="nodule",
+                    **two,
+                )
+            ),
+            vars(
+                Case(
+                    "mri",
+                    "brain",
+                    size="large",
+                    kind="nodule",
+                    size_2="small",
+                    kind_2="cyst",
+                    **two,
+                )
+            ),
+        ]
+    )
+    cases["caption"] = [Case(**row).caption for row in cases.to_dict("records")]
+    texts = [cases["caption"][0], cases["caption"][1], "axial mri of the brain"]
+    # Rows 0 and 2 are held-out pairings; row 2 is wrong.
+    assert exact_scores(cases, texts) == {"exact": 2 / 3, "exact_held_out": 0.5}
+    one = pd.DataFrame([vars(Case("ct", "chest", True, "left"))])
+    one["caption"] = [Case("ct", "chest", True, "left").caption]
+    assert exact_scores(one, ["no"]) == {"exact": 0.0}

@@ -174,3 +174,27 @@ def test_an_empty_vocabulary_is_refused_with_the_counts(tiny):
     message = str(err.value)
     assert "vocabulary is empty" in message and "min_count=10000" in message
     assert f"the {len(dataset.split('train'))} train captions" in message
+
+
+def test_the_transformer_trains_resumes_and_captions_from_its_run_folder(tiny):
+    from radcap.captioner import Captioner
+    from radcap.transformer import TransformerCaptioner
+
+    root, config, dataset = tiny
+    config = config.replace(name="tiny-transformer", decoder="transformer", heads=4)
+    run_dir = config.run_dir(root)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, dataset, root, callbacks=[StopAfterFirstEpoch()], verbose=False)
+    seen = FirstEpoch()
+    summary = train(config, dataset, root, callbacks=[seen], verbose=False)
+    assert seen.epochs == [1, 2] and summary["epochs_run"] == 3
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]  # it learns
+
+    captioner = Captioner.load(run_dir)
+    assert isinstance(captioner.model, TransformerCaptioner) and captioner.attention
+    images = dataset.images("test")["path"].tolist()[:2]
+    results = captioner.caption(images, return_attention=True)
+    for result in results:
+        assert result["error"] is None and result["words"]
+        assert result["attention"].shape == (len(result["words"]), 49)

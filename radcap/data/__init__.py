@@ -60,7 +60,9 @@ def load(config, root: str | Path = ".") -> Dataset:
     folder = config.dataset_dir(root)
     source = config.source
     if source == "demo":
-        make_demo(folder, n=config.demo_size, seed=config.seed)
+        make_demo(
+            folder, n=config.demo_size, seed=config.seed, findings=config.demo_findings
+        )
         return load_demo(folder)
     if source == "csv":
         return load_csv(folder / config.caption_file)

@@ -275,7 +275,7 @@ def prepare_dataset(kind: str, root: str | Path = ".", roco_dir=None):
     none of these, it falls back to the demo and says how to get ROCO.
 
     Args:
-        kind: The preset asked for, `"demo"` or `"roco"`.
+        kind: The preset asked for, `"demo"`, `"hard"` or `"roco"`.
         root: The working folder.
         roco_dir: A folder that already holds ROCO, if any.
 
@@ -293,8 +293,9 @@ def prepare_dataset(kind: str, root: str | Path = ".", roco_dir=None):
                 "'roco' in every notebook to use it."
             )
         return config, (
-            "PRESET = 'demo': using the synthetic demo dataset (drawn offline the "
-            "first time). Set PRESET = 'roco' for the real ROCO dataset."
+            f"PRESET = {kind!r}: using the synthetic {'hard ' * (kind == 'hard')}demo "
+            "dataset (drawn offline the first time). Set PRESET = 'roco' for the "
+            "real ROCO dataset."
         )
     if found is None and dest.is_dir() and not check_roco_layout(dest):
         found = dest  # downloaded by an earlier run

@@ -1,4 +1,4 @@
-"""Where an attention model looks: the side words of the demo against the drawing.
+"""Where an attending model looks: the side words of the demo against the drawing.
 
 Stage: evaluation. Imports the base, `radcap.data` and `radcap.splits`.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from radcap.data import load as load_dataset
-from radcap.data.demo import SIDES, read_cases
+from radcap.data.demo import SIDES, finding_sides, read_cases
 from radcap.splits import load_split
 
 
@@ -35,41 +35,70 @@ def lesion_half_share(attention: np.ndarray, side: str) -> float:
 
 
 def side_word_attention(captioner, root: str | Path = ".", split: str = "test") -> dict:
-    """Where an attention model looks when it writes "left" or "right" on the demo.
-
-    For every side word generated (greedy) for an image that has a lesion,
-    the share of that word's attention on the image half holding the lesion
-    (`lesion_half_share`).
+    """Where an attending model looks when it writes "left" or "right" on the demo.
 
     Args:
-        captioner: A `radcap.captioner.Captioner` trained with attention on the demo.
+        captioner: A `radcap.captioner.Captioner` with attention or the
+            transformer decoder, trained on the demo or the hard demo.
         root: Folder that the run config's paths start from.
         split: Demo split to look at.
 
     Returns:
-        `{"words", "mean_share", "median_share", "share_above_half"}`; 0.5 is
-        what attention blind to the side would give.
+        As `side_shares`.
     """
     config = captioner.config
     if not captioner.attention:
-        raise ValueError(f"Run {config.name!r} has no attention; train with attention.")
+        raise ValueError(
+            f"Run {config.name!r} does not attend over the image; train with "
+            "attention or the transformer decoder."
+        )
     cases = read_cases(config.dataset_dir(root))
     part = load_split(config, load_dataset(config, root), split, root)
+    return side_shares(captioner, part, cases)
+
+
+def side_shares(captioner, part, cases) -> dict:
+    """Attention on the correct half for every side word of greedy captions.
+
+    The k-th side word of a caption is about the image's k-th lesion in
+    reading order (`radcap.data.demo.finding_sides`: one on the demo, the
+    upper then the lower one on the hard demo); side words beyond the
+    image's lesions are not counted.
+
+    Args:
+        captioner: An attending `radcap.captioner.Captioner`.
+        part: The `radcap.splits.Split` to caption.
+        cases: `radcap.data.demo.read_cases` of its dataset.
+
+    Returns:
+        `{"words", "mean_share", "median_share", "share_above_half"}`: 0.5 is
+        what attention blind to the side would give.
+    """
     result = captioner.search(*part.image_features(), beam=1)
     shares = []
     for image_id, tokens, attention in zip(
         part.image_ids, result.tokens, result.attention
     ):
-        row = cases.loc[image_id]
-        for position, word in enumerate(captioner.vocab.decode(tokens).split()):
-            if word in SIDES and row["lesion"]:
-                shares.append(lesion_half_share(attention[position], row["side"]))
+        sides = finding_sides(cases.loc[image_id])
+        written = [
+            position
+            for position, word in enumerate(captioner.vocab.decode(tokens).split())
+            if word in SIDES
+        ]
+        for position, side in zip(written, sides):
+            shares.append(lesion_half_share(attention[position], side))
     shares = np.array(shares)
+    if not len(shares):
+        nan = float("nan")
+        return {
+            "words": 0,
+            "mean_share": nan,
+            "median_share": nan,
+            "share_above_half": nan,
+        }
     return {
         "words": len(shares),
-        "mean_share": float(shares.mean()) if len(shares) else float("nan"),
-        "median_share": float(np.median(shares)) if len(shares) else float("nan"),
-        "share_above_half": float((shares > 0.5).mean())
-        if len(shares)
-        else float("nan"),
+        "mean_share": float(shares.mean()),
+        "median_share": float(np.median(shares)),
+        "share_above_half": float((shares > 0.5).mean()),
     }

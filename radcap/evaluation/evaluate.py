@@ -22,7 +22,8 @@ from radcap.backbone import WeightsError
 from radcap.captioner import Captioner
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
-from radcap.data.demo import read_cases
+from radcap.data.demo import is_held_out, read_cases
+from radcap.evaluation.attention import side_shares
 from radcap.evaluation.baselines import baseline_captions, caption_controls
 from radcap.evaluation.clinical import clinical_scores, demo_agreement, describe
 from radcap.evaluation.metrics import (
@@ -119,17 +120,16 @@ def evaluate(
     captioner = Captioner.load(run_dir)
     config = captioner.config
     dataset = dataset if dataset is not None else load_dataset(config, root)
-    test, train = _splits(config, dataset, split, root)
+    test, train, cases = _splits(config, dataset, split, root)
     with folder_lock(run_dir, "run folder"):
         captions, results, baseline_results = _score_all(
-            captioner, test, train, beams, baselines, meteor, scoring
+            captioner, test, train, beams, baselines, meteor, scoring, cases
         )
         control_captions, skipped_controls = _controls(captioner, run_dir, controls)
         metrics = _assemble(test, train, scoring, results, baseline_results)
         _add_controls(metrics, captioner, test, control_captions, skipped_controls)
-        if config.source == "demo":  # the rules checked against the drawn truth
-            cases = read_cases(config.dataset_dir(root)).loc[test.image_ids]
-            metrics["clinical"]["extractor_vs_demo_truth"] = demo_agreement(cases)
+        if cases is not None:
+            _add_demo_truth(metrics, captioner, test, cases)
         metrics["evaluated"] = stamp
         _write(run_dir, metrics, test, captions, samples, config.name)
     if verbose:
@@ -145,15 +145,22 @@ def _say(metrics: dict, captioner, control_captions: dict, run_dir: Path) -> Non
     print(f"Wrote {run_dir / runs.METRICS} and {run_dir / runs.REPORT}")
 
 
-def _splits(config, dataset, split: str, root) -> tuple[Split, Split]:
-    """The split to evaluate and the training split, or why there is nothing."""
+def _splits(config, dataset, split: str, root):
+    """`(split to evaluate, training split, cases)`, or why there is nothing.
+
+    `cases` is the demo's drawn truth of the evaluated images
+    (`radcap.data.demo.read_cases`), None for other datasets.
+    """
     test = load_split(config, dataset, split, root)
     if not test.image_ids:
         raise ValueError(
             f"No {split} image to evaluate: the split is empty or none of its images "
             "could be read (see the feature cache's skipped.csv)."
         )
-    return test, load_split(config, dataset, "train", root)
+    cases = None
+    if config.source == "demo":
+        cases = read_cases(config.dataset_dir(root)).loc[test.image_ids]
+    return test, load_split(config, dataset, "train", root), cases
 
 
 def _stamp(run_dir: Path, beams, meteor, **settings) -> dict:
@@ -187,19 +194,27 @@ def _saved(run_dir: Path, stamp: dict, verbose: bool) -> dict | None:
     return saved
 
 
-def _score_all(captioner, test, train, beams, baselines, meteor, scoring):
-    """`(captions, results, baseline_results)`: every decoding and baseline, scored."""
+def _score_all(captioner, test, train, beams, baselines, meteor, scoring, cases):
+    """`(captions, results, baseline_results)`: every decoding and baseline, scored.
+
+    With the demo's `cases`, each also gets `exact` (the share of captions
+    exactly as drawn) and, on the hard demo, `exact_held_out` (the same on
+    the pairings that training never saw).
+    """
     config = captioner.config
     features, grid = test.image_features()
     references = test.references()
 
     def scored(texts):
         candidates = dict(zip(test.image_ids, texts))
-        return {
+        out = {
             **score(references, candidates, meteor, scoring),
             **diversity(texts, train.captions["caption"]),
             "clinical": clinical_scores(references, candidates),
         }
+        if cases is not None:
+            out.update(exact_scores(cases, texts))
+        return out
 
     captions, results, baseline_results = {}, {}, {}
     for beam in decodings(config, beams):
@@ -216,6 +231,33 @@ def _score_all(captioner, test, train, beams, baselines, meteor, scoring):
             baseline_results[name] = scored(texts)
         baseline_results["frequency"]["caption"] = captions["frequency"][0]
     return captions, results, baseline_results
+
+
+def _add_demo_truth(metrics: dict, captioner, test: Split, cases) -> None:
+    """What only the demo allows: the clinical rules against the drawn truth,
+    and where an attending model looks when it writes a side."""
+    metrics["clinical"]["extractor_vs_demo_truth"] = demo_agreement(cases)
+    if captioner.attention:
+        metrics["side_attention"] = side_shares(captioner, test, cases)
+
+
+def exact_scores(cases, texts) -> dict:
+    """Shares of demo captions exactly as drawn: all, and on held-out pairings.
+
+    Args:
+        cases: `radcap.data.demo.read_cases` rows of the captioned images.
+        texts: The captions, in the same order.
+
+    Returns:
+        `{"exact": share}` plus `"exact_held_out"` when the images include
+        hard-demo pairings that training never saw (`Case.held_out`).
+    """
+    exact = np.array([str(t) == c for t, c in zip(texts, cases["caption"])])
+    out = {"exact": float(exact.mean())}
+    held = np.array([is_held_out(row) for _, row in cases.iterrows()])
+    if held.any():
+        out["exact_held_out"] = float(exact[held].mean())
+    return out
 
 
 def _add_controls(metrics, captioner, test, control_captions, skipped) -> None:

@@ -13,7 +13,8 @@ from radcap import runs
 from radcap.evaluation.metrics import METRICS
 from radcap.files import read_json, write_text
 
-TABLE_COLUMNS = (*METRICS, "distinct", "copied")
+# `exact` and `exact_held_out`: demo runs only (see `evaluate.exact_scores`).
+TABLE_COLUMNS = (*METRICS, "distinct", "copied", "exact", "exact_held_out")
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
@@ -81,7 +82,9 @@ def compare_runs(run_dirs) -> pd.DataFrame:
 
     Returns:
         A DataFrame indexed by `"<run> <decoding>"` and `"baseline: <name>"`,
-        with the columns of `metrics_table`.
+        with the columns of `metrics_table`, and `side share` for attending
+        runs on the demo: the mean share of each side word's attention on
+        the correct half (`radcap.evaluation.attention.side_shares`, greedy).
     """
     tables, baselines = [], None
     for run_dir in map(Path, run_dirs):
@@ -95,6 +98,8 @@ def compare_runs(run_dirs) -> pd.DataFrame:
         if baselines is None and metrics.get("baselines"):
             baselines = metrics["baselines"]
         table = metrics_table({"results": metrics["results"]})
+        if "side_attention" in metrics:  # measured on greedy captions
+            table["side share"] = metrics["side_attention"]["mean_share"]
         table.index = [f"{run_dir.name} {name}" for name in table.index]
         tables.append(table)
     if baselines:
@@ -123,6 +128,27 @@ def _named(table: pd.DataFrame, run_name: str) -> pd.DataFrame:
     return table
 
 
+def _demo_lines(metrics: dict) -> list[str]:
+    """What the demo's drawn truth adds: exact captions, where the model looks."""
+    lines = []
+    if "exact" in metrics["results"].get("greedy", {}):
+        lines += [
+            "",
+            "`exact`: share of captions exactly as drawn; `exact_held_out`: the "
+            "same on the pairings that training never saw (hard demo).",
+        ]
+    if "side_attention" in metrics:
+        side = metrics["side_attention"]
+        lines += [
+            "",
+            f"Where the model looks: over {side['words']} side words (greedy), "
+            f"{side['mean_share']:.3f} of the attention is on the half of the image "
+            "that holds the lesion the word is about (0.5: blind to the side); "
+            f"{side['share_above_half']:.0%} of the words lean towards it.",
+        ]
+    return lines
+
+
 def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") -> str:
     """`report.md`: metrics, verdict, trust (familiarity, clinical), controls,
     diversity, samples.
@@ -147,6 +173,7 @@ def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") ->
         "",
         markdown_table(table),
     ]
+    lines += _demo_lines(metrics)
     if "METEOR_skipped" in metrics:
         lines += ["", f"METEOR left out: {metrics['METEOR_skipped']}"]
     if "beats_baselines" in metrics:
