@@ -10,8 +10,10 @@ features/<dataset>/vgg16-fc2/          test.npy  (N, 4096) float16
                                        test.ids  one image_id per line
                                        test.skipped.csv  unreadable images, reasons
                                        meta.json  backbone, weights, layer, size
-features/<dataset>/vgg16-block5_pool/  test.npy  (N, 49, 512) float16, for attention
+features/<dataset>/vgg16-block5_pool/  test.npy  (N, 49, 512) float16 (grid)
 ```
+
+The grid is cached for attention and the transformer decoder.
 
 Extraction writes whole batches into `<split>.partial.npy` and records its
 progress after each, so an interrupted run continues where it stopped and

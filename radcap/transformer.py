@@ -226,6 +226,9 @@ class TransformerCaptioner(keras.Model):
         ff_units: Feed-forward hidden width; default `2 * units`.
         dropout: Dropout on the embeddings and on each block's parts.
         max_positions: Most token positions (`<start>` and the words).
+        feature_dim: Width of the whole-image features it is given (and does
+            not use; checked, so that features of another backbone are
+            refused like the merge model refuses them).
         grid_dim: Width of a grid region's features.
         regions: Number of grid regions (49 for 7x7).
 
@@ -250,6 +253,7 @@ class TransformerCaptioner(keras.Model):
         ff_units: int | None = None,
         dropout: float = 0.1,
         max_positions: int = 64,
+        feature_dim: int = 4096,
         grid_dim: int = 512,
         regions: int = 49,
         **kwargs,
@@ -260,7 +264,8 @@ class TransformerCaptioner(keras.Model):
         self.ff_units = int(ff_units or 2 * units)
         self.dropout = float(dropout)
         self.max_positions = int(max_positions)
-        self.grid_dim, self.regions = int(grid_dim), int(regions)
+        self.feature_dim, self.grid_dim = int(feature_dim), int(grid_dim)
+        self.regions = int(regions)
         self.grid_norm = FeatureNormalization(grid_dim, name="grid_norm")
         self.grid_proj = keras.layers.Dense(units, name="grid_proj")
         self.region_position = keras.layers.Embedding(
@@ -363,6 +368,7 @@ class TransformerCaptioner(keras.Model):
             "ff_units": self.ff_units,
             "dropout": self.dropout,
             "max_positions": self.max_positions,
+            "feature_dim": self.feature_dim,
             "grid_dim": self.grid_dim,
             "regions": self.regions,
         }

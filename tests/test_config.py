@@ -31,6 +31,9 @@ def test_round_trip(tmp_path):
         ("dropout", True, "Config.dropout=True is invalid"),
         ("lr_factor", 1.0, "Config.lr_factor=1.0 is invalid"),
         ("lr_patience", -2, "Config.lr_patience=-2 is invalid"),
+        ("decoder", "rnn", "Config.decoder='rnn' is invalid: expected one of"),
+        ("heads", 0, "Config.heads=0 is invalid: expected a positive integer"),
+        ("demo_findings", 3, "Config.demo_findings=3 is invalid: expected 1 or 2"),
     ],
 )
 def test_invalid_values_name_field_and_value(field, value, words):
@@ -60,6 +63,26 @@ def test_preset_names_attention_runs_once_for_everyone():
     assert preset("demo", attention=True).name == "demo-attention"
     assert preset("roco", attention=True, name="mine").name == "mine"
     assert preset("demo", attention=False, name=None).name == "demo"
+    assert preset("demo", decoder="transformer").name == "demo-transformer"
+    assert preset("hard", attention=True).name == "hard-attention"
+    assert preset("hard", decoder="merge").name == "hard"
+
+
+def test_the_hard_preset_is_the_demo_with_two_findings():
+    demo, hard = preset("demo"), preset("hard", decoder="transformer")
+    assert (hard.dataset, hard.demo_findings, hard.max_len) == ("demo-hard", 2, 24)
+    assert (
+        hard.uses_grid
+        and not demo.uses_grid
+        and preset("demo", attention=True).uses_grid
+    )
+    same = {"name", "dataset", "demo_findings", "max_len", "decoder"}
+    assert {k: v for k, v in hard.to_dict().items() if k not in same} == {
+        k: v for k, v in demo.to_dict().items() if k not in same
+    }
+    # A config saved before the transformer existed loads as a merge decoder.
+    old = {k: v for k, v in demo.to_dict().items() if k not in ("decoder", "heads")}
+    assert Config.from_dict(old).decoder == "merge"
 
 
 def test_a_damaged_config_names_its_file(tmp_path):
