@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radcap",
         description="Radiology image captioning: VGG16 features, a "
-        "merge LSTM decoder, beam search and caption metrics.",
+        "merge LSTM or transformer decoder, beam search and caption metrics.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
