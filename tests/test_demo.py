@@ -122,3 +122,65 @@ def test_hard_demo_holds_pairings_out_of_training(tmp_path):
     # Asking for the one-finding demo in a hard folder makes it again.
     assert make_demo(tmp_path, n=200, seed=0, findings=1)
     assert (read_cases(tmp_path)["findings"] == 1).all()  # regenerated, not kept
+
+
+def test_side_shares_pair_the_kth_side_word_with_the_kth_lesion():
+    from types import SimpleNamespace
+
+    from radcap.evaluation.attention import side_shares
+    from radcap.generate import Result
+    from radcap.text import Vocabulary
+
+    vocab = Vocabulary(["a", "left", "right", "and"], max_len=10)
+    ids = {w: vocab.encode(w)[1] for w in ("a", "left", "right", "and")}
+    image_left, image_right = np.zeros((7, 7)), np.zeros((7, 7))
+    image_left[:, 0] = 1.0  # the patient's right
+    image_right[:, 6] = 1.0  # the patient's left
+    flat = lambda g: g.ravel()  # noqa: E731
+    # Image 1 (two lesions, upper right then lower left): "right and left",
+    # looking at the right place for "right", at the wrong one for "left".
+    # Image 2 (no lesion): its side word is not counted.
+    tokens = [
+        [ids["right"], ids["and"], ids["left"], vocab.end_id],
+        [ids["a"], ids["left"], vocab.end_id],
+    ]
+    attention = [
+        np.stack(
+            [flat(image_left), flat(image_left), flat(image_left), flat(image_left)]
+        ),
+        np.stack([flat(image_left)] * 3),
+    ]
+    captioner = SimpleNamespace(
+        vocab=vocab,
+        search=lambda *a, **k: Result(tokens, np.zeros(2), attention),
+    )
+    part = SimpleNamespace(
+        image_ids=["one", "two"], image_features=lambda: (np.zeros((2, 1)), None)
+    )
+    cases = pd.DataFrame(
+        [
+            vars(
+                Case(
+                    "ct",
+                    "chest",
+                    True,
+                    "right",
+                    "small",
+                    "cyst",
+                    2,
+                    "left",
+                    "large",
+                    "cyst",
+                )
+            ),
+            vars(Case("ct", "chest", False)),
+        ],
+        index=["one", "two"],
+    )
+    shares = side_shares(captioner, part, cases)
+    assert shares == {
+        "words": 2,
+        "mean_share": 0.5,
+        "median_share": 0.5,
+        "share_above_half": 0.5,
+    }
