@@ -248,20 +248,18 @@ def build_captioner(
             regions=regions,
             name="transformer_captioner",
         )
-        if stats is not None:
-            model.set_statistics(stats)
-        return model
-    model = MergeCaptioner(
-        vocab_size,
-        embed_dim=config.embed_dim,
-        units=config.units,
-        dropout=config.dropout,
-        cell=config.cell,
-        attention=config.attention,
-        attention_units=config.attention_units,
-        grid_dim=GRID_SHAPES[config.grid_layer][-1],
-        name="merge_captioner",
-    )
+    else:
+        model = MergeCaptioner(
+            vocab_size,
+            embed_dim=config.embed_dim,
+            units=config.units,
+            dropout=config.dropout,
+            cell=config.cell,
+            attention=config.attention,
+            attention_units=config.attention_units,
+            grid_dim=GRID_SHAPES[config.grid_layer][-1],
+            name="merge_captioner",
+        )
     if stats is not None:
         model.set_statistics(stats)
     return model
