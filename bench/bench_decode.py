@@ -1,7 +1,11 @@
 """Decoding speed: radcap's batched greedy and beam search against the classic loop.
 
-radcap decodes 64 images at a time with a compiled step
-(`radcap.generate.CompiledStep`); the classic loop captions one image at a
+radcap decodes 64 images at a time, the whole search compiled into one
+graph with the model (`radcap.generate.CompiledSearch`, as `Captioner`, the
+evaluation and the export run it); `numpy_` rates are the same search as
+radcap 0.2 ran it, a NumPy loop around a compiled step (`numpy_search.py`
+over `radcap.generate.CompiledStep`), side by side in the same run. The
+classic loop captions one image at a
 time with one `model.predict` per word (`classic.classic_caption`). Both
 models are untrained, with the `roco` preset's sizes and a 5000-word
 vocabulary. `<end>` is picked only at each caption's set length: by default
@@ -30,11 +34,15 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 from classic import build_classic, classic_caption
 from common import VOCAB_SIZE, machine, random_stats, real_lengths
+from numpy_search import Rules as NumpyRules
+from numpy_search import beam_search, greedy_search
 
+from radcap.compiled import CompiledSearch, CompiledStep
 from radcap.config import NO_REPEAT_NGRAM, preset
-from radcap.generate import CompiledStep, Rules, beam_search, greedy_search
+from radcap.generate import Result, Rules
 from radcap.model import build_captioner
 
 START_ID, END_ID = 1, 2
@@ -66,10 +74,74 @@ def stop_at(step, lengths, k: int):
     return forced
 
 
+class Forced:
+    """A captioner whose captions end after set lengths, for `CompiledSearch`.
+
+    The length of each image's caption rides in one more feature column;
+    `<end>` is the only choice once that many words are written, and never
+    before (as `stop_at` does for the NumPy search).
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.attention = model.attention
+        self.feature_dim = model.feature_dim + 1
+        self.grid_dim = getattr(model, "grid_dim", None)
+
+    def encode(self, features, grid=None):
+        carry, memory = self.model.encode(features[:, :-1], grid)
+        wanted = tf.cast(features[:, -1], tf.int32)
+        return (*carry, wanted, tf.zeros_like(wanted)), memory
+
+    def step(self, tokens, carry, memory):
+        *carry, wanted, t = carry
+        logits, carry, attention = self.model.step(tokens, tuple(carry), memory)
+        is_end = tf.range(tf.shape(logits)[1])[None, :] == END_ID
+        blocked = tf.fill(tf.shape(logits), -np.inf)
+        logits = tf.where(
+            (wanted == t)[:, None],
+            tf.where(is_end, tf.zeros_like(logits), blocked),
+            tf.where(is_end, blocked, logits),
+        )
+        return logits, (*carry, wanted, t + 1), attention
+
+
+def graph_seconds(
+    search,
+    features,
+    grid,
+    lengths,
+    max_len,
+    batch_size,
+    beam,
+    no_repeat=NO_REPEAT_NGRAM,
+) -> float:
+    """Seconds of radcap's compiled search over all of `features`."""
+    started = time.perf_counter()
+    for s in range(0, len(features), batch_size):
+        f = features[s : s + batch_size]
+        wanted = np.minimum(lengths[s : s + batch_size], max_len)
+        result = Result.of(
+            search(
+                np.concatenate([f, wanted[:, None].astype(np.float32)], 1),
+                None if grid is None else grid[s : s + batch_size],
+                start_id=START_ID,
+                end_id=END_ID,
+                max_len=max_len,
+                beam=beam,
+                length_penalty=0.0,
+                rules=Rules(no_repeat_ngram=no_repeat),
+            )
+        )
+        expected = np.where(wanted < max_len, wanted + 1, max_len)  # with <end>
+        assert [len(t) for t in result.tokens] == expected.tolist()
+    return time.perf_counter() - started
+
+
 def decode_seconds(
     step, features, grid, lengths, max_len, batch_size, beam, no_repeat=NO_REPEAT_NGRAM
 ) -> float:
-    """Seconds of greedy (`beam=1`) or beam search over all of `features`."""
+    """Seconds of the NumPy search (radcap 0.2's) over all of `features`."""
     started = time.perf_counter()
     for s in range(0, len(features), batch_size):
         f = features[s : s + batch_size]
@@ -80,7 +152,7 @@ def decode_seconds(
             batch_size=len(f),
             start_id=START_ID,
             end_id=END_ID,
-            rules=Rules(no_repeat_ngram=no_repeat),
+            rules=NumpyRules(no_repeat_ngram=no_repeat),
         )
         if beam == 1:
             result = greedy_search(forced, state, max_len=max_len, **args)
@@ -126,12 +198,12 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     merge = preset("roco", weights=None)
     stats = {"fc2": random_stats(4096), "grid": random_stats(512)}
-    steps = {"": CompiledStep(build_captioner(merge, VOCAB_SIZE, stats))}
+    models = {"": build_captioner(merge, VOCAB_SIZE, stats)}
     if args.attention:
         attention = merge.replace(attention=True)
-        steps["attention_"] = CompiledStep(
-            build_captioner(attention, VOCAB_SIZE, stats)
-        )
+        models["attention_"] = build_captioner(attention, VOCAB_SIZE, stats)
+    steps = {prefix: CompiledStep(m) for prefix, m in models.items()}
+    searches = {prefix: CompiledSearch(Forced(m)) for prefix, m in models.items()}
     rng = np.random.default_rng(0)
     features = rng.standard_normal((args.images, 4096)).astype(np.float32)
     grid = rng.standard_normal((args.images, 49, 512)).astype(np.float32)
@@ -147,37 +219,48 @@ def main() -> None:
         lengths = np.full(args.images, merge.max_len)
     beams = [1, *args.beams]
     n = args.batch_size
-    for prefix, step in steps.items():  # warm-up: trace each batch shape
-        g = grids[prefix]
+
+    # name -> (seconds function, its step or search, prefix, beam, no_repeat)
+    methods = {}
+    for prefix in models:
         for beam in beams:
-            g = None if g is None else g[:n]
-            decode_seconds(step, features[:n], g, lengths[:n], 2, n, beam)
+            name = prefix + ("greedy" if beam == 1 else f"beam{beam}")
+            methods[name] = (
+                graph_seconds,
+                searches[prefix],
+                prefix,
+                beam,
+                NO_REPEAT_NGRAM,
+            )
+            methods["numpy_" + name] = (
+                decode_seconds,
+                steps[prefix],
+                prefix,
+                beam,
+                NO_REPEAT_NGRAM,
+            )
+            if not prefix:
+                methods[name + "_off"] = (
+                    graph_seconds,
+                    searches[prefix],
+                    prefix,
+                    beam,
+                    0,
+                )
+    for seconds, how, prefix, beam, no_repeat in methods.values():  # warm-up: trace
+        g = grids[prefix]
+        g = None if g is None else g[:n]
+        seconds(how, features[:n], g, lengths[:n], merge.max_len, n, beam, no_repeat)
     classic_caption(classic, features[0], START_ID, END_ID, 1)
 
     # Alternate the methods for a few rounds; the best round of each counts.
-    names = {
-        (prefix, beam, NO_REPEAT_NGRAM): prefix
-        + ("greedy" if beam == 1 else f"beam{beam}")
-        for prefix in steps
-        for beam in beams
-    }
-    names |= {
-        ("", beam, 0): names[("", beam, NO_REPEAT_NGRAM)] + "_off" for beam in beams
-    }
-    rounds = {name: [] for name in [*names.values(), "classic"]}
+    rounds = {name: [] for name in [*methods, "classic"]}
     for _ in range(args.rounds):
-        for (prefix, beam, no_repeat), name in names.items():
-            seconds = decode_seconds(
-                steps[prefix],
-                features,
-                grids[prefix],
-                lengths,
-                merge.max_len,
-                n,
-                beam,
-                no_repeat,
+        for name, (seconds, how, prefix, beam, no_repeat) in methods.items():
+            took = seconds(
+                how, features, grids[prefix], lengths, merge.max_len, n, beam, no_repeat
             )
-            rounds[name].append(len(features) / seconds)
+            rounds[name].append(len(features) / took)
         seconds = classic_seconds(
             classic, classic_features, lengths[: len(classic_features)], merge.max_len
         )
@@ -194,7 +277,7 @@ def main() -> None:
             float(np.minimum(lengths, merge.max_len).mean()), 2
         ),
     }
-    for prefix in steps:
+    for prefix in models:
         out[f"{prefix}greedy_captions_per_s"] = round(rates[f"{prefix}greedy"], 2)
         for beam in args.beams:
             rate = rates[f"{prefix}beam{beam}"]
@@ -209,6 +292,11 @@ def main() -> None:
         "greedy_ratio": round(greedy / classic_speed, 1),
         "greedy_goal": GREEDY_GOAL,
         "greedy_met": greedy / classic_speed >= GREEDY_GOAL,
+    }
+    out["graph_vs_numpy"] = {
+        name: round(rates[name] / rates["numpy_" + name], 3)
+        for name, method in methods.items()
+        if "numpy_" + name in methods
     }
     out["no_repeat_ngram"] = NO_REPEAT_NGRAM
     out["no_repeat_cost"] = {

@@ -13,9 +13,10 @@ from tqdm.auto import tqdm
 
 from radcap import runs
 from radcap.backbone import LAYER, STATS, shared_extractor
+from radcap.compiled import CompiledSearch, CompiledStep
 from radcap.config import Config
 from radcap.familiarity import Familiarity
-from radcap.generate import CompiledStep, Result, Rules, beam_search, greedy_search
+from radcap.generate import Result, Rules
 from radcap.text import Vocabulary
 
 
@@ -69,6 +70,7 @@ class Captioner:
         self.familiarity = familiarity
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.step = CompiledStep(model)
+        self.searcher = CompiledSearch(model)
         self._extractor = None
         self._familiarity_problem = familiarity_problem
 
@@ -155,33 +157,19 @@ class Captioner:
         starts = range(0, len(features), batch_size)
         if len(starts) > 4:  # long work shows progress
             starts = tqdm(starts, desc="greedy" if beam == 1 else f"beam {beam}")
+        settings = dict(
+            start_id=self.vocab.start_id,
+            end_id=self.vocab.end_id,
+            max_len=self.vocab.max_len,
+            beam=int(beam),
+            length_penalty=float(length_penalty) if beam > 1 else 0.0,
+            rules=rules,
+        )
         for s in starts:
-            f = np.asarray(features[s : s + batch_size], np.float32)
-            g = (
-                None
-                if grid is None
-                else np.asarray(grid[s : s + batch_size], np.float32)
+            g = None if grid is None else grid[s : s + batch_size]
+            parts.append(
+                Result.of(self.searcher(features[s : s + batch_size], g, **settings))
             )
-            state = self.step.start(f, g)
-            args = dict(
-                batch_size=len(f),
-                start_id=self.vocab.start_id,
-                end_id=self.vocab.end_id,
-                max_len=self.vocab.max_len,
-                rules=rules,
-            )
-            if beam == 1:
-                parts.append(greedy_search(self.step, state, **args))
-            else:
-                parts.append(
-                    beam_search(
-                        self.step,
-                        state,
-                        beam=beam,
-                        length_penalty=length_penalty,
-                        **args,
-                    )
-                )
         return Result(
             [t for p in parts for t in p.tokens],
             np.concatenate([p.scores for p in parts]) if parts else np.zeros(0),

@@ -1,33 +1,34 @@
 """Batched greedy and beam search: the one place captions are generated.
 
-Stage: generate, after `model`. Imports NumPy and the base (`radcap.config`);
-`CompiledStep` imports TensorFlow when it is built.
+Stage: generate, after `model`. Imports NumPy, TensorFlow and the base
+(`radcap.config`).
 
-The searches are written once, against a step function
+The searches are written once, in TensorFlow operations (a `tf.while_loop`),
+against a step function
 
     step(tokens (B,), state) -> (log_probs (B, vocab_size), state, attention (B, R))
 
-where `state` is a tuple of arrays whose first axis is the batch. Search code
-only reorders states along that axis, so the same code drives the trained
-decoder (`CompiledStep` over a captioner's `encode` and `step`) and the
-scripted step functions of the tests. An entry that the step hands back as
-the very object it got (the image's projections) is the same for every beam
-of an image, so beam search does not reorder it. Every image in the batch
-advances together; each sequence stops at its own `<end>`.
+where `state` is a tuple of tensors whose first axis is the batch. They run
+eagerly, e.g. over the scripted NumPy step functions of the tests, or
+compiled into one graph with a captioner's `encode` and `step`
+(`radcap.compiled.CompiledSearch`: for `Captioner`, the evaluation and
+inside the exported SavedModel). Search code only reorders states along the
+batch axis; an entry that the step hands back as the very object it got
+(the image's projections) is the same for every beam of an image, so beam
+search does not reorder it. Each sequence stops at its own `<end>`.
 
-Both searches follow `Rules`: tokens never written (the captioner bars
-`<pad>`, `<start>` and `<unk>`), a minimum length before `<end>` (1: never
-an empty caption), and no repeated n-gram (`no_repeat_ngram=3`: a token that
-would complete a 3-gram already in the caption is never chosen, so no word
-or phrase loops: "frontal frontal frontal" may occur once, never a fourth
-"frontal"). `Rules(min_len=0, no_repeat_ngram=0)` is the plain search.
+Both searches follow `Rules`: barred tokens, a minimum length, and no
+repeated n-gram ("frontal frontal frontal" may occur once, never a fourth
+"frontal").
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
+import tensorflow as tf
 
 from radcap.config import NO_REPEAT_NGRAM
 
@@ -48,12 +49,42 @@ class Result:
     scores: np.ndarray
     attention: list[np.ndarray]
 
+    @classmethod
+    def of(cls, decoded: Decoded) -> Result:
+        """The lists of a search's padded tensors (see `Decoded`)."""
+        tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
+        attention = np.asarray(decoded.attention)
+        return cls(
+            [row[:n].tolist() for row, n in zip(tokens, lengths)],
+            np.asarray(decoded.scores, np.float64),
+            [a[:n] for a, n in zip(attention, lengths)],
+        )
 
-def _take(state, index):
-    return tuple(np.take(s, index, axis=0) for s in state)
+
+class Decoded(NamedTuple):
+    """A search's output as padded tensors (what the compiled graph returns).
+
+    Attributes:
+        tokens: `(B, T)` int32 generated ids; row `i` is valid up to `lengths[i]`.
+        lengths: `(B,)` int32 tokens per caption, `<end>` included.
+        scores: `(B,)` float64 summed log-probabilities.
+        attention: `(B, T, R)` float32 attention weights per generated token.
+    """
+
+    tokens: object
+    lengths: object
+    scores: object
+    attention: object
 
 
-def repeated_ngram_tokens(seqs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _relaxed(structure):
+    """Shape invariants that let every axis of every loop tensor change."""
+    array = tf.TensorArray
+    relax = lambda x: None if isinstance(x, array) else [None] * x.shape.rank  # noqa: E731
+    return tf.nest.map_structure(lambda x: tf.TensorShape(relax(x)), structure)
+
+
+def repeated_ngram_tokens(seqs, n: int):
     """The tokens that would repeat an n-gram, for each sequence.
 
     A token is banned for a sequence when its last `n - 1` tokens, followed
@@ -64,20 +95,22 @@ def repeated_ngram_tokens(seqs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
         n: The n-gram length; below 1 bans nothing.
 
     Returns:
-        `(rows, tokens)`: index arrays, so `log_probs[rows, tokens] = -inf`
-        bans them (a pair may appear twice).
+        `(rows, tokens)`: int32 index tensors; a pair may appear twice.
 
-    >>> repeated_ngram_tokens(np.array([[5, 6, 5, 6, 5], [5, 6, 7, 8, 9]]), 2)
-    (array([0, 0]), array([6, 6]))
+    >>> [x.numpy().tolist() for x in repeated_ngram_tokens([[5, 6, 5, 6, 5]], 2)]
+    [[0, 0], [6, 6]]
     """
-    rows, t = seqs.shape
-    if n < 1 or t < n:  # (n = 1 with t >= 1: every token seen is banned)
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    windows = np.lib.stride_tricks.sliding_window_view(seqs, n, axis=1)  # (rows, W, n)
-    prefix = seqs[:, t - n + 1 :]  # (rows, n - 1): the last n - 1 tokens
-    match = np.all(windows[:, :, : n - 1] == prefix[:, None, :], axis=2)  # (rows, W)
-    row, where = np.nonzero(match)
-    return row, windows[row, where, n - 1].astype(np.int64)
+    if n < 1:
+        return tf.zeros([0], tf.int32), tf.zeros([0], tf.int32)
+    # n - 1 impossible tokens in front: every position ends a window, and a
+    # window reaching into them never matches the real last n - 1 tokens.
+    seqs = tf.cast(seqs, tf.int32)
+    padded = tf.concat([tf.fill([tf.shape(seqs)[0], n - 1], -1), seqs], axis=1)
+    windows = tf.signal.frame(padded, n, 1, axis=1)  # (rows, t, n)
+    prefix = padded[:, tf.shape(padded)[1] - (n - 1) :]  # (rows, n - 1)
+    match = tf.reduce_all(windows[:, :, : n - 1] == prefix[:, None, :], axis=2)
+    where = tf.where(match)  # (hits, 2): row, window
+    return tf.cast(where[:, 0], tf.int32), tf.gather_nd(windows[:, :, n - 1], where)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,51 +129,210 @@ class Rules:
     min_len: int = 1
     no_repeat_ngram: int = NO_REPEAT_NGRAM
 
-    def apply(self, log_probs: np.ndarray, seqs: np.ndarray, end_id: int) -> np.ndarray:
+    def apply(self, log_probs, seqs, end_id: int):
         """`log_probs` `(rows, V)` with `-inf` for every barred next token.
 
         Args:
-            log_probs: The step's scores; returned as they are when nothing
-                is barred, else a changed copy (the step's array stays).
+            log_probs: The step's scores (a float tensor).
             seqs: `(rows, t)` tokens generated so far.
             end_id: Id of `<end>`.
         """
-        t = seqs.shape[1]
-        if not (self.never or t < self.min_len or self.no_repeat_ngram):
-            return log_probs
-        log_probs = np.array(log_probs)
-        log_probs[:, list(self.never)] = -np.inf
-        if t < self.min_len:
-            log_probs[:, end_id] = -np.inf
+        barred = -np.inf * tf.ones([], log_probs.dtype)
+        if self.never or self.min_len:
+            columns = tf.range(tf.shape(log_probs)[1])
+            ban = tf.zeros_like(columns, tf.bool)
+            for token in self.never:
+                ban |= columns == token
+            if self.min_len:
+                ban |= (columns == end_id) & (tf.shape(seqs)[1] < self.min_len)
+            log_probs = tf.where(ban[None, :], barred, log_probs)
         if self.no_repeat_ngram:
-            log_probs[repeated_ngram_tokens(seqs, self.no_repeat_ngram)] = -np.inf
+            rows, tokens = repeated_ngram_tokens(seqs, self.no_repeat_ngram)
+            log_probs = tf.tensor_scatter_nd_update(
+                log_probs, tf.stack([rows, tokens], 1), tf.fill(tf.shape(rows), barred)
+            )
         return log_probs
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's `k` largest scores, best first.
+def search(
+    step,
+    state,
+    batch_size,
+    start_id: int,
+    end_id: int,
+    max_len: int,
+    beam: int = 1,
+    length_penalty: float = 0.0,
+    rules: Rules = Rules(),
+) -> Decoded:
+    """Greedy search (`beam=1`) or beam search, as TensorFlow operations.
 
-    The same as `np.argsort(-scores, axis=1, kind="stable")[:, :k]` (ties go
-    to the lower index, `-inf` entries last in index order), but `k` passes
-    of `argmax` instead of a full sort: a beam step keeps 3 to 5 of tens of
-    thousands of candidates per image, and the sort cost more than the model.
-
-    Args:
-        scores: `(rows, n)` float scores, `n >= k`; may hold `-inf`.
-        k: How many to keep.
+    Runs eagerly, or inside a `tf.function` (then `batch_size` may be a
+    tensor). See `greedy_search` and `beam_search` for the arguments.
 
     Returns:
-        `(rows, k)` int64 indices.
+        The padded tensors of a `Decoded`.
     """
-    # -inf becomes the lowest finite value, so a picked entry (set to -inf
-    # below) is never picked again while unpicked -inf entries remain.
-    work = np.where(np.isneginf(scores), np.finfo(np.float64).min, scores)
-    rows = np.arange(len(scores))
-    picks = np.empty((len(scores), k), np.int64)
-    for j in range(k):
-        picks[:, j] = np.argmax(work, axis=1)  # first maximum: the lowest index
-        work[rows, picks[:, j]] = -np.inf
-    return picks
+    state = tuple(tf.convert_to_tensor(s) for s in state)
+    if beam == 1:
+        return _greedy(step, state, batch_size, start_id, end_id, max_len, rules)
+    return _beam(
+        step, state, batch_size, start_id, end_id, max_len, beam, length_penalty, rules
+    )
+
+
+def _greedy(step, state, batch_size, start_id, end_id, max_len, rules) -> Decoded:
+    def body(t, tokens, state, seqs, scores, lengths, done, weights):
+        log_probs, state, attention = step(tokens, state)  # (B, V), ..., (B, R)
+        log_probs = rules.apply(tf.convert_to_tensor(log_probs), seqs, end_id)
+        tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)  # (B,)
+        picked = tf.cast(tf.gather(log_probs, tokens, batch_dims=1), tf.float64)
+        scores += tf.where(done, tf.zeros_like(picked), picked)
+        ended = ~done & (tokens == end_id)
+        return (
+            t + 1,
+            tokens,
+            tuple(tf.convert_to_tensor(s) for s in state),
+            tf.concat([seqs, tokens[:, None]], axis=1),
+            scores,
+            tf.where(ended, t + 1, lengths),
+            done | ended,
+            weights.write(t, tf.cast(attention, tf.float32)),
+        )
+
+    loop = (
+        tf.constant(0),
+        tf.fill([batch_size], start_id),
+        state,
+        tf.zeros([batch_size, 0], tf.int32),
+        tf.zeros([batch_size], tf.float64),
+        tf.fill([batch_size], max_len),
+        tf.zeros([batch_size], tf.bool),
+        tf.TensorArray(tf.float32, size=0, dynamic_size=True),
+    )
+    _, _, _, seqs, scores, lengths, _, weights = tf.while_loop(
+        lambda t, *rest: (t < max_len) & ~tf.reduce_all(rest[-2]),
+        body,
+        loop,
+        shape_invariants=_relaxed(loop),
+    )
+    return Decoded(seqs, lengths, scores, tf.transpose(weights.stack(), [1, 0, 2]))
+
+
+def _beam(
+    step, state, batch_size, start_id, end_id, max_len, k, length_penalty, rules
+) -> Decoded:
+    k = int(k)
+    state = tuple(tf.repeat(s, k, axis=0) for s in state)
+    first = tf.range(batch_size)[:, None] * k  # (B, 1): each image's first beam
+
+    def body(t, tokens, state, scores, seqs, done, lengths, chosen, parents):
+        before = state
+        log_probs, state, attention = step(tokens, state)  # (B*k, V), ..., (B*k, R)
+        log_probs = rules.apply(
+            tf.convert_to_tensor(log_probs),
+            tf.reshape(seqs, [batch_size * k, t]),
+            end_id,
+        )
+        scores, parent, token = _extend(log_probs, scores, done, k, end_id)
+        was_done = tf.gather(done, parent, batch_dims=1)
+        lengths = tf.where(was_done, tf.gather(lengths, parent, batch_dims=1), max_len)
+        done = was_done | (token == end_id)
+        lengths = tf.where(done & ~was_done, t + 1, lengths)
+        seqs = tf.concat([tf.gather(seqs, parent, batch_dims=1), token[..., None]], 2)
+        attention = tf.reshape(tf.cast(attention, tf.float32), [batch_size, k, -1])
+        flat = tf.reshape(first + parent, [-1])  # parents stay within their image
+        state = tuple(
+            new if new is old else tf.gather(new, flat)
+            for new, old in zip(state, before)
+        )
+        return (
+            t + 1,
+            tf.reshape(token, [-1]),
+            tuple(tf.convert_to_tensor(s) for s in state),
+            scores,
+            seqs,
+            done,
+            lengths,
+            chosen.write(t, tf.gather(attention, parent, batch_dims=1)),
+            parents.write(t, parent),
+        )
+
+    # One live beam at first, so the k beams start distinct.
+    scores = tf.constant([[0.0] + [-np.inf] * (k - 1)], tf.float64)
+    scores *= tf.ones([batch_size, 1], tf.float64)
+    loop = (
+        tf.constant(0),
+        tf.fill([batch_size * k], start_id),
+        state,
+        scores,
+        tf.zeros([batch_size, k, 0], tf.int32),
+        tf.zeros([batch_size, k], tf.bool),
+        tf.fill([batch_size, k], max_len),
+        tf.TensorArray(tf.float32, size=0, dynamic_size=True),
+        tf.TensorArray(tf.int32, size=0, dynamic_size=True),
+    )
+    _, _, _, scores, seqs, _, lengths, chosen, parents = tf.while_loop(
+        lambda t, *rest: (t < max_len) & ~tf.reduce_all(rest[-4]),
+        body,
+        loop,
+        shape_invariants=_relaxed(loop),
+    )
+    final = scores / tf.pow(tf.cast(lengths, tf.float64), length_penalty)
+    pick = tf.argmax(final, axis=1, output_type=tf.int32)  # (B,) the first best
+    return Decoded(
+        tf.gather(seqs, pick, batch_dims=1),
+        tf.gather(lengths, pick, batch_dims=1),
+        tf.gather(scores, pick, batch_dims=1),
+        _trace_back(chosen.stack(), parents.stack(), pick),
+    )
+
+
+def _extend(log_probs, scores, done, k: int, end_id: int):
+    """The `k` best continuations of each image's `k` beams.
+
+    Args:
+        log_probs: `(B*k, V)` next-token scores of the beams, rules applied.
+        scores: `(B, k)` float64 scores of the beams so far.
+        done: `(B, k)` which beams have written `<end>`.
+        k: The beam width.
+        end_id: Id of `<end>`.
+
+    Returns:
+        `(scores, parent, token)`, each `(B, k)`, best first.
+    """
+    batch_size = tf.shape(scores)[0]
+    # Each beam's k best next tokens hold the image's k best continuations.
+    values, tokens = tf.math.top_k(log_probs, k)  # (B*k, k)
+    values = tf.reshape(tf.cast(values, tf.float64), [batch_size, k, k])
+    tokens = tf.reshape(tokens, [batch_size, k, k])
+    # A finished beam carries on with <end> at no cost (the rest: -inf).
+    ends = tf.range(tf.shape(log_probs)[1]) == end_id
+    zero, inf = tf.zeros([], tf.float64), tf.constant(np.inf, tf.float64)
+    finished, carry_on = tf.math.top_k(tf.where(ends, zero, -inf)[None], k)
+    values = tf.where(done[..., None], finished[0], values)
+    tokens = tf.where(done[..., None], carry_on[0], tokens)
+    candidates = tf.reshape(scores[..., None] + values, [batch_size, k * k])
+    scores, best = tf.math.top_k(candidates, k)  # (B, k), best first
+    token = tf.gather(tf.reshape(tokens, [batch_size, k * k]), best, batch_dims=1)
+    return scores, best // k, token
+
+
+def _trace_back(chosen, parents, pick):
+    """`(B, T, R)` attention of each image's picked beam, from its last step back.
+
+    Args:
+        chosen: `(T, B, k, R)` attention of each beam after step `t`'s reorder.
+        parents: `(T, B, k)` the beam each beam came from at step `t`.
+        pick: `(B,)` the beam picked at the end.
+    """
+
+    def back(carry, step):  # carry: (this step's beam, its attention)
+        return tuple(tf.gather(x, carry[0], batch_dims=1) for x in step)
+
+    start = (pick, tf.zeros_like(chosen[0, :, 0]))
+    _, attention = tf.scan(back, (parents, chosen), initializer=start, reverse=True)
+    return tf.transpose(attention, [1, 0, 2])
 
 
 def greedy_search(
@@ -167,27 +359,9 @@ def greedy_search(
     Returns:
         A `Result`.
     """
-    tokens = np.full(batch_size, start_id, np.int32)
-    out = np.zeros((batch_size, max_len), np.int32)
-    scores = np.zeros(batch_size, np.float64)
-    lengths = np.full(batch_size, max_len, np.int64)
-    done = np.zeros(batch_size, bool)
-    weights = []
-    for t in range(max_len):
-        log_probs, state, attention = step(tokens, state)  # (B, V), ..., (B, R)
-        log_probs = rules.apply(log_probs, out[:, :t], end_id)
-        tokens = np.argmax(log_probs, axis=-1).astype(np.int32)  # (B,)
-        scores += np.where(done, 0.0, log_probs[np.arange(batch_size), tokens])
-        out[:, t] = tokens
-        weights.append(attention)
-        ended = ~done & (tokens == end_id)
-        lengths[ended] = t + 1
-        done |= ended
-        if done.all():
-            break
-    weights = np.stack(weights, 1)  # (B, steps, R)
-    seqs = [out[i, : lengths[i]].tolist() for i in range(batch_size)]
-    return Result(seqs, scores, [weights[i, : len(s)] for i, s in enumerate(seqs)])
+    return Result.of(
+        search(step, state, batch_size, start_id, end_id, max_len, 1, 0, rules)
+    )
 
 
 def beam_search(
@@ -220,122 +394,5 @@ def beam_search(
     Returns:
         A `Result` with each image's best beam.
     """
-    k = int(beam)
-    state = _take(state, np.repeat(np.arange(batch_size), k))
-    tokens = np.full(batch_size * k, start_id, np.int32)
-    scores = np.full((batch_size, k), -np.inf)
-    scores[:, 0] = 0.0  # one live beam at first, so the k beams start distinct
-    seqs = np.zeros((batch_size, k, 0), np.int32)
-    weights = None
-    done = np.zeros((batch_size, k), bool)
-    lengths = np.full((batch_size, k), max_len, np.int64)
-    rows = np.arange(batch_size)[:, None]
-    for t in range(max_len):
-        before = state
-        log_probs, state, attention = step(tokens, state)  # (B*k, V), ..., (B*k, R)
-        vocab_size = log_probs.shape[-1]
-        log_probs = rules.apply(
-            log_probs.astype(np.float64), seqs.reshape(batch_size * k, -1), end_id
-        ).reshape(batch_size, k, vocab_size)
-        log_probs[done] = -np.inf
-        log_probs[done, end_id] = 0.0
-        candidates = (scores[..., None] + log_probs).reshape(batch_size, k * vocab_size)
-        best = top_k(candidates, k)  # (B, k)
-        parent, token = best // vocab_size, (best % vocab_size).astype(np.int32)
-        scores = np.take_along_axis(candidates, best, axis=1)
-        was_done = done[rows, parent]
-        lengths = np.where(was_done, lengths[rows, parent], max_len)
-        done = was_done | (token == end_id)
-        lengths = np.where(done & ~was_done, t + 1, lengths)
-        seqs = np.concatenate([seqs[rows, parent], token[..., None]], axis=2)
-        attention = attention.reshape(batch_size, k, -1)[rows, parent][:, :, None]
-        weights = (
-            attention
-            if weights is None
-            else np.concatenate([weights[rows, parent], attention], axis=2)
-        )  # (B, k, t + 1, R)
-        flat = (rows * k + parent).reshape(-1)  # parents stay within their image
-        state = tuple(
-            new if new is old else np.take(new, flat, axis=0)
-            for new, old in zip(state, before)
-        )
-        tokens = token.reshape(-1)
-        if done.all():
-            break
-    return _best_beams(seqs, scores, lengths, weights, length_penalty)
-
-
-def _best_beams(seqs, scores, lengths, weights, length_penalty: float) -> Result:
-    """Each image's best beam by `score / length ** length_penalty`."""
-    final = scores / np.power(lengths, length_penalty)
-    pick = np.argmax(final, axis=1)  # (B,)
-    out = [seqs[i, p, : lengths[i, p]].tolist() for i, p in enumerate(pick)]
-    return Result(
-        out,
-        scores[np.arange(len(pick)), pick],
-        [weights[i, pick[i], : len(o)] for i, o in enumerate(out)],
-    )
-
-
-class CompiledStep:
-    """A captioner's `encode` and `step`, compiled, as the searches' step function.
-
-    Works for any Keras captioner with an `attention` flag, `encode(features,
-    grid)` returning `(carry, memory)` and `step(tokens, carry, memory)`
-    returning `(logits, carry, attention)`. The search state is the tuple
-    `(*carry, *memory)`; the memory entries come back as the very objects
-    they were, so beam search never reorders them (see the module docstring).
-
-    Args:
-        model: The captioner, e.g. a `radcap.model.MergeCaptioner`.
-    """
-
-    def __init__(self, model):
-        import tensorflow as tf
-        from keras import ops
-
-        self.model = model
-        self.attention = bool(model.attention)
-
-        def encode(features, grid):
-            return model.encode(features, grid)
-
-        def step(tokens, carry, memory):
-            logits, carry, weights = model.step(tokens, carry, memory)
-            return ops.log_softmax(logits, axis=-1), carry, weights
-
-        self._encode = tf.function(encode, reduce_retracing=True)
-        self._step = tf.function(step, reduce_retracing=True)
-        self._carry = None
-
-    def start(self, features: np.ndarray, grid: np.ndarray | None = None) -> tuple:
-        """The initial search state of a batch of images, as NumPy arrays.
-
-        Args:
-            features: `(B, feature_dim)` whole-image features.
-            grid: `(B, R, grid_dim)` grid features, for attention models.
-        """
-        features = np.asarray(features, np.float32)
-        if self.attention:
-            if grid is None:
-                raise ValueError(
-                    "This model uses attention: pass the grid features too."
-                )
-            grid = np.asarray(grid, np.float32)
-        else:
-            grid = None
-        carry, memory = self._encode(features, grid)
-        self._carry = len(carry)
-        return tuple(np.asarray(x) for x in (*carry, *memory))
-
-    def __call__(self, tokens: np.ndarray, state: tuple):
-        """Advance by one token: `(log_probs (B, V), new_state, attention (B, R))`."""
-        carry, memory = state[: self._carry], state[self._carry :]
-        log_probs, carry, weights = self._step(
-            np.asarray(tokens, np.int32), carry, memory
-        )
-        return (
-            np.asarray(log_probs),
-            (*(np.asarray(x) for x in carry), *memory),
-            np.asarray(weights),
-        )
+    args = (batch_size, start_id, end_id, max_len, beam, length_penalty, rules)
+    return Result.of(_beam(step, state, *args))  # beam=1 too: then it is greedy

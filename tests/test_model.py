@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
+from radcap.compiled import CompiledStep
 from radcap.config import preset
-from radcap.generate import CompiledStep
 from radcap.layers import BahdanauAttention, FeatureNormalization
 from radcap.model import MergeCaptioner, build_captioner, feature_stats
 
@@ -167,3 +167,39 @@ def test_beam_one_equals_greedy_through_the_model(attention):
         np.testing.assert_allclose(g, b, atol=1e-6)
         if attention:
             np.testing.assert_allclose(g.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "decoder, attention", [("merge", False), ("merge", True), ("transformer", False)]
+)
+def test_the_compiled_search_equals_the_eager_one(decoder, attention):
+    """One search: compiled with the model into a graph, or run step by step."""
+    from radcap.compiled import CompiledSearch
+    from radcap.generate import Result, Rules, search
+
+    model, inputs = make(attention, seed=4, decoder=decoder)
+    step = CompiledStep(model)
+    state = step.start(inputs["features"], inputs.get("grid"))
+    compiled = CompiledSearch(model)
+    for beam in (1, 3):
+        settings = dict(
+            start_id=1,
+            end_id=2,
+            max_len=7,
+            beam=beam,
+            length_penalty=0.5,
+            rules=Rules((0,)),
+        )
+        eager = Result.of(search(step, state, 3, **settings))
+        graph = Result.of(compiled(inputs["features"], inputs.get("grid"), **settings))
+        assert graph.tokens == eager.tokens
+        assert max(map(len, graph.tokens)) > 1
+        np.testing.assert_allclose(graph.scores, eager.scores, rtol=1e-5)
+        for g, e in zip(graph.attention, eager.attention):
+            np.testing.assert_allclose(g, e, atol=1e-5)
+    # Another batch size runs the same graph; each image decodes on its own.
+    grid = inputs.get("grid")
+    two = Result.of(
+        compiled(inputs["features"][:2], None if grid is None else grid[:2], **settings)
+    )
+    assert two.tokens == graph.tokens[:2]

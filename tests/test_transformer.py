@@ -6,8 +6,9 @@ import pytest
 from test_model import VOCAB
 from test_model import make as make_model
 
+from radcap.compiled import CompiledStep
 from radcap.config import preset
-from radcap.generate import CompiledStep, Rules, beam_search, greedy_search
+from radcap.generate import Rules, beam_search, greedy_search
 from radcap.transformer import CachedAttention, DecoderBlock, TransformerCaptioner
 
 
