@@ -275,8 +275,9 @@ class Captioner:
             One `Caption` per image (a `str` with `.familiarity` and
             `.familiar`; both None when the run has no reference); an
             unreadable image gets `None`. With `return_attention`, dicts with
-            `path`, `caption`, `words`, `attention`, `familiarity`,
-            `familiar` and `error` (why an image could not be read).
+            `path`, `caption`, `words`, `attention`, `score` (the caption's
+            summed log-probability), `familiarity`, `familiar` and `error`
+            (why an image could not be read).
         """
         if isinstance(images, np.ndarray) and images.ndim == 2:
             features, grid, errors = images, kwargs.pop("grid", None), {}
@@ -309,6 +310,7 @@ class Captioner:
                     "caption": text,
                     "words": words,
                     "attention": result.attention[i][: len(words)],
+                    "score": None if text is None else float(result.scores[i]),
                     "familiarity": None if text is None else text.familiarity,
                     "familiar": None if text is None else text.familiar,
                     "error": errors.get(i),

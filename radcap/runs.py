@@ -15,6 +15,8 @@ checkpoints/<run>/   config.json   the Config the run was trained with
                      metrics.json, report.md, captions_<split>.csv, controls/
                                    written by evaluation
                      backup/       resume state while training runs
+                     export/       the SavedModel of `radcap export` (its
+                                   default place; `--out` puts it elsewhere)
 ```
 
 Every module names these files through the constants here, never as string
@@ -45,6 +47,7 @@ REPORT = "report.md"
 BACKUP = "backup"
 CONTROLS = "controls"
 COMPARISON = "comparison.md"
+EXPORT = "export"
 REQUIRED = (CONFIG, VOCAB, MODEL)
 
 

@@ -256,3 +256,66 @@ def test_inputs_that_do_not_fit_get_clear_errors(demo_run, attention_run, tmp_pa
         attention.caption(np.zeros((2, 4096), np.float32))
     (tmp_path / "empty").mkdir()
     assert cli.main(["caption", "--run", str(demo_run), str(tmp_path / "empty")]) == 2
+
+
+# A program that has TensorFlow but not radcap: radcap cannot even be imported.
+CLIENT = """
+import json, sys
+sys.modules["radcap"] = None
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+images = tf.constant([open(path, "rb").read() for path in sys.argv[2:]])
+out = {}
+for name in ("serving_default", "greedy", "beam"):
+    result = model.signatures[name](images=images)
+    out[name] = {
+        key: [v.decode() if isinstance(v, bytes) else v for v in value.numpy().tolist()]
+        for key, value in result.items()
+    }
+print(json.dumps(out))
+"""
+
+
+def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
+    demo_run, workdir, tmp_path
+):
+    import subprocess
+    import sys
+
+    from radcap import data
+    from radcap.export import export
+
+    out = export(demo_run, tmp_path / "export", beam=3)
+    dataset = data.load(Captioner.load(demo_run).config, workdir)
+    images = dataset.images("test").path.tolist()[:40]
+    empty, text = tmp_path / "empty.png", tmp_path / "text.png"
+    empty.write_bytes(b"")
+    text.write_text("not an image")
+    files = [*images, str(empty), str(text)]
+    run = subprocess.run(
+        [sys.executable, "-c", CLIENT, str(out), *files],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout)
+    captioner = Captioner.load(demo_run)
+    for name, beam in (("greedy", 1), ("beam", 3), ("serving_default", 3)):
+        expected = captioner.caption(files, beam=beam, return_attention=True)
+        result = got[name]
+        assert result["caption"] == [e["caption"] or "" for e in expected]
+        assert result["error"][-2:] == [
+            "empty file (0 bytes)",
+            "not a PNG or JPEG image",
+        ]
+        assert result["familiar"] == [bool(e["familiar"]) for e in expected]
+        np.testing.assert_allclose(
+            result["score"][:-2], [e["score"] for e in expected[:-2]], rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            result["familiarity"][:-2],
+            [e["familiarity"] for e in expected[:-2]],
+            rtol=1e-3,
+        )
+    assert len(set(got["greedy"]["caption"][:-2])) > 5  # the images differ

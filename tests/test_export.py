@@ -1,0 +1,120 @@
+"""The export's in-graph parts: image decoding and familiarity, against radcap's own.
+
+The round trip of a trained run through a SavedModel, in a process without
+radcap, is in `test_e2e.py` (it needs the demo run).
+"""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from radcap.export import decode_image, familiarity_scores
+from radcap.familiarity import Familiarity
+from radcap.images import MAX_PIXELS, load_image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` (1-bit grey), with a tiny body."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    chunk = lambda kind, data: (  # noqa: E731
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data))
+    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+rng = np.random.default_rng(0)
+EXACT = {  # 224 x 224 files: decoded exactly as load_image decodes them
+    "grey 8-bit": Image.fromarray(rng.integers(0, 256, (224, 224), dtype=np.uint8)),
+    "rgb 8-bit": Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)),
+    "grey 16-bit": Image.fromarray(
+        rng.integers(900, 40_000, (224, 224)).astype(np.uint16)
+    ),
+    "grey with alpha": Image.fromarray(
+        np.stack(
+            [np.full((224, 224), 200, np.uint8), np.where(np.eye(224) > 0, 0, 255)],
+            axis=-1,
+        ).astype(np.uint8),
+        "LA",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXACT))
+def test_a_224_png_decodes_as_load_image_decodes_it(kind, tmp_path):
+    path = tmp_path / "image.png"
+    EXACT[kind].save(path)
+    pixels, error = decode_image(tf.constant(path.read_bytes()))
+    assert error.numpy() == b""
+    np.testing.assert_array_equal(pixels.numpy(), load_image(path))
+
+
+@pytest.mark.parametrize("fmt, size", [("PNG", (300, 500)), ("JPEG", (640, 480))])
+def test_other_sizes_and_jpeg_decode_within_a_few_grey_levels(fmt, size, tmp_path):
+    x, y = np.meshgrid(np.linspace(0, 255, size[0]), np.linspace(0, 255, size[1]))
+    image = Image.fromarray(np.stack([x, y, (x + y) / 2], -1).astype(np.uint8))
+    path = tmp_path / f"image.{fmt.lower()}"
+    image.save(path, format=fmt, quality=95)
+    pixels, error = decode_image(tf.constant(path.read_bytes()))
+    assert error.numpy() == b""
+    difference = np.abs(pixels.numpy() - load_image(path))
+    assert pixels.shape == (224, 224, 3)
+    assert difference.mean() < 2.0 and np.percentile(difference, 99) < 8
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file (0 bytes)"),
+        (b"<html>not an image</html>", "not a PNG or JPEG image"),
+        (b"GIF89a" + bytes(40), "not a PNG or JPEG image"),
+        (
+            b"\x89PNG\r\n\x1a\n" + bytes(10),
+            "truncated or corrupt image (header cut short)",
+        ),
+        (
+            header_only_png(20_000, 20_000),
+            f"image too large (over {MAX_PIXELS} pixels)",
+        ),
+    ],
+)
+def test_bad_bytes_get_a_reason_and_zero_pixels(data, reason):
+    pixels, error = decode_image(tf.constant(data))
+    assert error.numpy().decode() == reason
+    assert not pixels.numpy().any()
+
+
+def test_a_header_at_the_pixel_limit_is_read_and_one_above_is_refused():
+    side = int(np.sqrt(MAX_PIXELS))
+    assert side * side == MAX_PIXELS
+    _, error = decode_image(tf.constant(header_only_png(side, side + 1)))
+    assert error.numpy().decode().startswith("image too large")
+    tiny = png_bytes(Image.new("L", (3, 2), 7))
+    pixels, error = decode_image(tf.constant(tiny))
+    assert error.numpy() == b"" and np.all(pixels.numpy() == 7)
+
+
+def test_familiarity_in_the_graph_equals_the_reference_scores():
+    train = rng.normal(size=(300, 40)).astype(np.float32)
+    validation = rng.normal(size=(50, 40)).astype(np.float32)
+    reference = Familiarity.fit(train, validation, dims=8)
+    queries = np.concatenate([validation, 4 + rng.normal(size=(20, 40))]).astype(
+        np.float32
+    )
+    expected = reference.scores(queries)
+    got = familiarity_scores(reference, tf.constant(queries)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    assert (got[-20:] > reference.threshold).all()  # the shifted ones stand out
