@@ -266,7 +266,7 @@ import tensorflow as tf
 model = tf.saved_model.load(sys.argv[1])
 images = tf.constant([open(path, "rb").read() for path in sys.argv[2:]])
 out = {}
-for name in ("serving_default", "greedy", "beam"):
+for name in ("serving_default", "greedy"):
     result = model.signatures[name](images=images)
     out[name] = {
         key: [v.decode() if isinstance(v, bytes) else v for v in value.numpy().tolist()]
@@ -287,7 +287,7 @@ def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
 
     out = export(demo_run, tmp_path / "export", beam=3)
     dataset = data.load(Captioner.load(demo_run).config, workdir)
-    images = dataset.images("test").path.tolist()[:40]
+    images = dataset.images("test").path.tolist()[:16]
     empty, text = tmp_path / "empty.png", tmp_path / "text.png"
     empty.write_bytes(b"")
     text.write_text("not an image")
@@ -301,7 +301,7 @@ def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
     assert run.returncode == 0, run.stderr[-2000:]
     got = json.loads(run.stdout)
     captioner = Captioner.load(demo_run)
-    for name, beam in (("greedy", 1), ("beam", 3), ("serving_default", 3)):
+    for name, beam in (("greedy", 1), ("serving_default", 3)):  # exported: beam 3
         expected = captioner.caption(files, beam=beam, return_attention=True)
         result = got[name]
         assert result["caption"] == [e["caption"] or "" for e in expected]
