@@ -4,8 +4,8 @@ Stages, each importing only from those before it (checked by import-linter
 in the tests): the base (`files`, `config`, `text`), `data`, `images`,
 `backbone`, `features`, `splits`, `layers`, `model`, `generate`, `runs`,
 then `train` (with `batches`, `callbacks`) beside `captioner`, then
-`evaluation`, `plots` and `cli`. Importing radcap loads no TensorFlow and
-touches no network.
+`evaluation`, `plots`, `app` (the web page) and `cli`. Importing radcap
+loads no TensorFlow and touches no network.
 """
 
 __version__ = "0.2.0"

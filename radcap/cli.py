@@ -6,7 +6,10 @@ radcap extract --preset roco               cache VGG16 features of every split
 radcap train --preset roco --run roco-1    train into checkpoints/roco-1
 radcap evaluate --run roco-1               metrics.json and report.md (test split)
 radcap caption --run roco-1 scan.png       one caption per image (flags unfamiliar ones)
+radcap caption --json --run roco-1 scans/  one JSON object per image, for scripts
+radcap export --run roco-1 --beam 3        a SavedModel: image bytes in, captions out
 radcap familiarity --run roco-1            add the familiarity reference to an old run
+radcap app --run roco-1                    a web page: upload images, read captions
 radcap download roco --dest data/roco      fetch ROCO from Kaggle
 
 Stage: the top. Each command is a few calls into the library. TensorFlow is
@@ -16,7 +19,6 @@ imported only when a command needs it (training imports it with
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -25,10 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from radcap import runs
+from radcap import app, runs
+from radcap.arguments import build_parser
 from radcap.backbone import LAYER, WeightsError, shared_extractor
 from radcap.captioner import Captioner
-from radcap.config import DECODERS, PRESETS, SCORINGS, SPLITS, Config, preset
+from radcap.config import SPLITS, Config, preset
 from radcap.data import load
 from radcap.data.download import DownloadError, download_roco
 from radcap.evaluation import compare_runs, evaluate, write_comparison
@@ -91,41 +94,7 @@ def _skip_summary(dataset) -> None:
         )
 
 
-def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):
-    p.add_argument(
-        "--preset",
-        default="demo",
-        choices=PRESETS,
-        help="Starting configuration (default: demo).",
-    )
-    p.add_argument("--config", help="A config.json to start from instead of a preset.")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="Change one config field, e.g. --set epochs=5 (repeatable).",
-    )
-    p.add_argument("--run", help=run_help)
-    p.add_argument(
-        "--attention",
-        action="store_true",
-        help="Bahdanau attention over the VGG16 grid.",
-    )
-    p.add_argument(
-        "--decoder",
-        choices=DECODERS,
-        help="Decoder: the merge LSTM (default) or the transformer.",
-    )
-    p.add_argument(
-        "--root",
-        default=".",
-        help="Folder that data/, features/ and "
-        "checkpoints/ live in (default: the current folder).",
-    )
-
-
 def cmd_extract(args) -> int:
-
     config = config_from_args(args)
     dataset = load(config, args.root)
     _skip_summary(dataset)
@@ -157,7 +126,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-
     run_dirs = [runs.resolve(run, args.root) for run in args.run]
     for run_dir in run_dirs:
         evaluate(
@@ -195,14 +163,29 @@ def cmd_caption(args) -> int:
         no_repeat_ngram=args.no_repeat_ngram,
     )
     for path, result in zip(paths, results):
+        status = 1 if result["error"] else status
+        if args.json:
+            keys = ("caption", "score", "familiar", "familiarity", "error")
+            print(json.dumps({"path": str(path)} | {k: result[k] for k in keys}))
+            continue
         if result["error"]:
             print(f"{path}\tERROR: {result['error']}")
-            status = 1
             continue
         print(f"{path}\t{result['caption']}")
         if result["familiar"] is False:
             print(f"  {captioner.familiarity_note(result['familiarity'])}")
     return status
+
+
+def cmd_export(args) -> int:
+    from radcap.export import export, folder_size  # traces the search
+
+    out = export(runs.resolve(args.run, args.root), args.out, beam=args.beam)
+    size = folder_size(out) / 2**20
+    print(
+        f"Wrote {out} ({size:.0f} MB): load it with tf.saved_model.load({str(out)!r})"
+    )
+    return 0
 
 
 def cmd_familiarity(args) -> int:
@@ -238,130 +221,34 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_download(args) -> int:
+def cmd_app(args) -> int:
+    return app.serve(args.run, host=args.host, port=args.port)
 
+
+def cmd_download(args) -> int:
     path = download_roco(args.dest, force=args.force)
     print(f"ROCO is in {path}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="radcap",
-        description="Radiology image captioning: VGG16 features, a "
-        "merge LSTM or transformer decoder, beam search and caption metrics.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser(
-        "demo",
-        help="Generate the synthetic demo, extract, train, "
-        "evaluate; print metrics and sample captions.",
-    )
-    _add_config_args(
-        p,
-        "Run name (default: the preset's, with -attention or -transformer added: "
-        "demo, demo-attention, hard-transformer, ...).",
-    )
-    p.add_argument(
-        "--size", type=int, help="Number of demo images (default: the preset's 600)."
-    )
-    p.add_argument(
-        "--hard",
-        action="store_true",
-        help="The hard demo (the `hard` preset): two findings per image.",
-    )
-    p.add_argument("--samples", type=int, default=5, help="Sample captions to print.")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("extract", help="Cache VGG16 features of the dataset's splits.")
-    _add_config_args(p)
-    p.add_argument(
-        "--split",
-        action="append",
-        choices=SPLITS,
-        help="Only this split (repeatable; default all).",
-    )
-    p.set_defaults(func=cmd_extract)
-
-    p = sub.add_parser("train", help="Train a captioner into checkpoints/<run>.")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_train)
-
-    _add_evaluate_parser(sub)
-
-    p = sub.add_parser("caption", help="Caption image files with a trained run.")
-    p.add_argument("--run", required=True, help="Run folder or run name.")
-    p.add_argument("images", nargs="+", help="Image files or folders of images.")
-    p.add_argument(
-        "--beam", type=int, default=1, help="Beam width (default 1: greedy)."
-    )
-    p.add_argument(
-        "--no-repeat-ngram",
-        type=int,
-        help="No n-gram of this length twice in a caption; 0 turns it off "
-        "(default: the run's config, 3).",
-    )
-    p.add_argument("--root", default=".", help="Folder that checkpoints/ is in.")
-    p.set_defaults(func=cmd_caption)
-
-    p = sub.add_parser(
-        "familiarity",
-        help="Compute a trained run's familiarity reference from its cached "
-        "features (runs trained before radcap had it); no retraining.",
-    )
-    p.add_argument("--run", required=True, help="Run folder or run name.")
-    p.add_argument("--root", default=".", help="Folder the run's paths start from.")
-    p.set_defaults(func=cmd_familiarity)
-
-    p = sub.add_parser("download", help="Download a dataset (needs the internet).")
-    p.add_argument("dataset", choices=("roco",))
-    p.add_argument("--dest", default="data/roco", help="Target folder.")
-    p.add_argument("--force", action="store_true", help="Download again.")
-    p.set_defaults(func=cmd_download)
-    return parser
-
-
-def _add_evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="Score a trained run; writes metrics.json.")
-    p.add_argument(
-        "--run",
-        required=True,
-        action="append",
-        help="Run folder or run name; repeat it to compare runs in one table "
-        "(written to comparison.md beside the first run).",
-    )
-    p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument(
-        "--beam",
-        type=int,
-        action="append",
-        help="Beam width to evaluate (repeatable; default 1 and the config's).",
-    )
-    p.add_argument(
-        "--scoring",
-        default="coco",
-        choices=SCORINGS,
-        help="coco: the COCO caption toolkit (default); imageclef: numbers as "
-        "'number', punctuation removed, scores averaged per caption.",
-    )
-    p.add_argument(
-        "--no-controls", action="store_true", help="Skip the black/white/noise images."
-    )
-    p.add_argument(
-        "--no-meteor",
-        action="store_true",
-        help="Skip METEOR (a Java program that takes seconds to start); "
-        "default: computed when Java is installed.",
-    )
-    p.add_argument("--root", default=".", help="Folder the run's paths start from.")
-    p.set_defaults(func=cmd_evaluate)
+COMMANDS = {
+    "demo": cmd_demo,
+    "extract": cmd_extract,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "caption": cmd_caption,
+    "export": cmd_export,
+    "familiarity": cmd_familiarity,
+    "app": cmd_app,
+    "download": cmd_download,
+}
 
 
 def main(argv=None) -> int:
     """Entry point of the `radcap` command; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    command = COMMANDS[args.command]
 
     known = (
         ValueError,
@@ -375,7 +262,7 @@ def main(argv=None) -> int:
         DiskFullError,
     )
     try:
-        return args.func(args)
+        return command(args)
     except known as err:
         print(f"radcap {args.command}: error: {err}", file=sys.stderr)
         return 2

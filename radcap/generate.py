@@ -1,7 +1,7 @@
 """Batched greedy and beam search: the one place captions are generated.
 
-Stage: generate, after `model`. Imports NumPy, TensorFlow and the base
-(`radcap.config`).
+Stage: generate, after `model`. Imports NumPy, TensorFlow (at its first
+search) and the base (`radcap.config`).
 
 The searches are written once, in TensorFlow operations (a `tf.while_loop`),
 against a step function
@@ -28,9 +28,20 @@ import dataclasses
 from typing import NamedTuple
 
 import numpy as np
-import tensorflow as tf
 
 from radcap.config import NO_REPEAT_NGRAM
+
+
+class _TensorFlow:
+    """`tensorflow`, imported when a search first runs (`radcap --help` is quick)."""
+
+    def __getattr__(self, name):
+        import tensorflow
+
+        return getattr(tensorflow, name)
+
+
+tf = _TensorFlow()
 
 
 @dataclasses.dataclass
@@ -53,12 +64,9 @@ class Result:
     def of(cls, decoded: Decoded) -> Result:
         """The lists of a search's padded tensors (see `Decoded`)."""
         tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
-        attention = np.asarray(decoded.attention)
-        return cls(
-            [row[:n].tolist() for row, n in zip(tokens, lengths)],
-            np.asarray(decoded.scores, np.float64),
-            [a[:n] for a, n in zip(attention, lengths)],
-        )
+        seqs = [row[:n].tolist() for row, n in zip(tokens, lengths)]
+        weights = [a[:n] for a, n in zip(np.asarray(decoded.attention), lengths)]
+        return cls(seqs, np.asarray(decoded.scores, np.float64), weights)
 
 
 class Decoded(NamedTuple):
@@ -77,11 +85,12 @@ class Decoded(NamedTuple):
     attention: object
 
 
-def _relaxed(structure):
-    """Shape invariants that let every axis of every loop tensor change."""
+def _while(cond, body, loop):
+    """`tf.while_loop` that lets every axis of every loop tensor change."""
     array = tf.TensorArray
-    relax = lambda x: None if isinstance(x, array) else [None] * x.shape.rank  # noqa: E731
-    return tf.nest.map_structure(lambda x: tf.TensorShape(relax(x)), structure)
+    relax = lambda x: None if isinstance(x, array) else [None] * x.shape.rank
+    shapes = tf.nest.map_structure(lambda x: tf.TensorShape(relax(x)), loop)
+    return tf.while_loop(cond, body, loop, shape_invariants=shapes)
 
 
 def repeated_ngram_tokens(seqs, n: int):
@@ -210,12 +219,8 @@ def _greedy(step, state, batch_size, start_id, end_id, max_len, rules) -> Decode
         tf.zeros([batch_size], tf.bool),
         tf.TensorArray(tf.float32, size=0, dynamic_size=True),
     )
-    _, _, _, seqs, scores, lengths, _, weights = tf.while_loop(
-        lambda t, *rest: (t < max_len) & ~tf.reduce_all(rest[-2]),
-        body,
-        loop,
-        shape_invariants=_relaxed(loop),
-    )
+    running = lambda t, *rest: (t < max_len) & ~tf.reduce_all(rest[-2])
+    _, _, _, seqs, scores, lengths, _, weights = _while(running, body, loop)
     return Decoded(seqs, lengths, scores, tf.transpose(weights.stack(), [1, 0, 2]))
 
 
@@ -272,12 +277,8 @@ def _beam(
         tf.TensorArray(tf.float32, size=0, dynamic_size=True),
         tf.TensorArray(tf.int32, size=0, dynamic_size=True),
     )
-    _, _, _, scores, seqs, _, lengths, chosen, parents = tf.while_loop(
-        lambda t, *rest: (t < max_len) & ~tf.reduce_all(rest[-4]),
-        body,
-        loop,
-        shape_invariants=_relaxed(loop),
-    )
+    running = lambda t, *rest: (t < max_len) & ~tf.reduce_all(rest[-4])
+    _, _, _, scores, seqs, _, lengths, chosen, parents = _while(running, body, loop)
     final = scores / tf.pow(tf.cast(lengths, tf.float64), length_penalty)
     pick = tf.argmax(final, axis=1, output_type=tf.int32)  # (B,) the first best
     return Decoded(

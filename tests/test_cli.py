@@ -8,9 +8,7 @@ import pytest
 from radcap import cli
 
 
-@pytest.mark.parametrize(
-    "command", ["demo", "extract", "train", "evaluate", "caption", "download"]
-)
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([command, "--help"])

@@ -90,6 +90,29 @@ def test_caption_command_reports_an_unreadable_image(demo_run, tmp_path, capsys)
     assert " shows " in lines[1]
 
 
+def test_caption_json_prints_one_object_per_image(demo_run, tmp_path, capsys):
+    good = sorted((demo_run.parents[1] / "data/demo/images").glob("*.png"))[:2]
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    args = ["caption", "--json", "--run", str(demo_run), str(empty), *map(str, good)]
+    assert cli.main(args) == 1  # one image could not be read
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = Captioner.load(demo_run).caption(good, return_attention=True)
+    assert lines[0] == {
+        "path": str(empty),
+        "caption": None,
+        "score": None,
+        "familiar": None,
+        "familiarity": None,
+        "error": "empty file (0 bytes)",
+    }
+    for line, path, caption in zip(lines[1:], good, expected):
+        assert line["path"] == str(path) and line["error"] is None
+        assert line["caption"] == caption["caption"]
+        assert line["familiar"] == caption["familiar"] is not None
+        assert line["score"] == pytest.approx(caption["score"]) and line["score"] < 0
+
+
 def test_caption_takes_files_or_cached_features(demo_run, workdir):
     from radcap.features import load_features
 

@@ -18,6 +18,7 @@ from radcap.evaluation.baselines import (
     baseline_captions,
     caption_controls,
     most_frequent_caption,
+    most_similar,
     nearest_neighbours,
 )
 from radcap.evaluation.metrics import (
@@ -148,6 +149,28 @@ def test_nearest_neighbours_equals_a_brute_force_search():
                 for t in x
             ]
             assert j == int(np.argmax(sims))
+
+
+def test_most_similar_equals_a_brute_force_ranking():
+    rng = np.random.default_rng(2)
+    train_features = rng.normal(size=(50, 16)).astype(np.float16)
+    train_features[7] = train_features[3]  # a tie: row 3 comes first
+    queries = rng.normal(size=(9, 16)).astype(np.float32)
+    queries[0] = train_features[3]
+    rows = np.arange(2, 45)
+    index, similarity = most_similar(train_features, queries, k=3, rows=rows, chunk=7)
+    x = train_features[rows].astype(np.float32)
+    unit = lambda a: (a - x.mean(0)) / np.linalg.norm(a - x.mean(0), axis=-1)[..., None]
+    sims = unit(queries) @ unit(x).T  # (9, 43)
+    expected = rows[np.argsort(-sims, axis=1, kind="stable")[:, :3]]
+    np.testing.assert_array_equal(index, expected)
+    np.testing.assert_allclose(
+        similarity, np.take_along_axis(sims, expected - 2, 1), atol=1e-5
+    )
+    assert index[0].tolist()[:2] == [3, 7]  # itself, then its copy
+    np.testing.assert_array_equal(
+        index[:, 0], nearest_neighbours(train_features, queries, rows, chunk=7)
+    )
 
 
 def test_nearest_neighbour_baseline_returns_a_planted_duplicates_caption():

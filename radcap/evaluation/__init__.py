@@ -2,7 +2,8 @@
 
 Stage: evaluation, after `captioner`. Modules, in import order: `metrics`
 (the COCO toolkit's scores, diversity), `retrieval` (search images by
-caption), `baselines` (what a model has to beat; controls), `attention`
+caption), `baselines` (what a model has to beat; controls), `evidence` (the
+training images most like an image, to judge its caption), `attention`
 (where an attention model looks on the demo), `report` (tables,
 `report.md`, `comparison.md`) and `evaluate` (the orchestration).
 """

@@ -35,6 +35,27 @@ def most_frequent_caption(captions) -> str:
     return counts.most_common(1)[0][0]
 
 
+def training_mean(train_features, rows=None, chunk: int = 4096) -> np.ndarray:
+    """`(dim,)` float32 mean of the training rows, summed `chunk` rows at a time.
+
+    Args:
+        train_features: `(M, dim)` training features (may be memory-mapped).
+        rows: The rows to average; default all.
+        chunk: Rows read at a time.
+    """
+    rows = np.arange(len(train_features)) if rows is None else np.asarray(rows)
+    total = np.zeros(train_features.shape[-1], np.float64)
+    for s in range(0, len(rows), chunk):
+        total += np.asarray(train_features[rows[s : s + chunk]], np.float64).sum(0)
+    return (total / max(len(rows), 1)).astype(np.float32)
+
+
+def _unit(x, mean) -> np.ndarray:
+    """Rows of `x` less `mean`, scaled to length 1 (float32)."""
+    x = np.asarray(x, np.float32) - mean
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def nearest_neighbours(
     train_features, features, rows=None, center: bool = True, chunk: int = 4096
 ) -> np.ndarray:
@@ -63,28 +84,61 @@ def nearest_neighbours(
         raise ValueError(
             "No training features: the nearest-neighbour baseline needs some."
         )
-    mean = np.float32(0.0)
-    if center:
-        total = np.zeros(train_features.shape[-1], np.float64)
-        for s in range(0, len(rows), chunk):
-            total += np.asarray(train_features[rows[s : s + chunk]], np.float64).sum(0)
-        mean = (total / len(rows)).astype(np.float32)
-
-    def unit(x):
-        x = np.asarray(x, np.float32) - mean
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    queries = unit(features)  # (N, dim)
+    mean = training_mean(train_features, rows, chunk) if center else np.float32(0.0)
+    queries = _unit(features, mean)  # (N, dim)
     best = np.full(len(queries), -np.inf, np.float32)
     index = np.zeros(len(queries), np.int64)
     for s in range(0, len(rows), chunk):
         block = rows[s : s + chunk]
-        sims = queries @ unit(train_features[block]).T  # (N, chunk)
+        sims = queries @ _unit(train_features[block], mean).T  # (N, chunk)
         j = np.argmax(sims, axis=1)  # (N,)
         top = sims[np.arange(len(queries)), j]
         better = top > best
         best[better], index[better] = top[better], block[j[better]]
     return index
+
+
+def most_similar(
+    train_features, features, k: int = 3, rows=None, mean=None, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` most similar training rows for every query row, best first.
+
+    The same cosine as `nearest_neighbours` (centred on the training mean),
+    for showing the training images behind a caption. Ties go to the row
+    that comes first in `rows`.
+
+    Args:
+        train_features: `(M, dim)` training features, any float dtype.
+        features: `(N, dim)` query features.
+        k: Rows per query (fewer when fewer rows are searched).
+        rows: Training rows to search; default all.
+        mean: `(dim,)` mean to centre on, from `training_mean` (computed
+            here when None; pass it to search the same rows again cheaply).
+        chunk: Training rows per matrix product.
+
+    Returns:
+        `(index, similarity)`: `(N, k)` int64 rows into `train_features` and
+        their `(N, k)` float32 cosines.
+    """
+    rows = np.arange(len(train_features)) if rows is None else np.asarray(rows)
+    if len(rows) == 0:
+        raise ValueError("No training features to compare with.")
+    mean = training_mean(train_features, rows, chunk) if mean is None else mean
+    queries = _unit(features, mean)  # (N, dim)
+    best = np.zeros((len(queries), 0), np.float32)
+    index = np.zeros((len(queries), 0), np.int64)
+    for s in range(0, len(rows), chunk):
+        block = rows[s : s + chunk]
+        sims = np.concatenate(
+            [best, queries @ _unit(train_features[block], mean).T], axis=1
+        )  # (N, kept + chunk)
+        found = np.concatenate(
+            [index, np.broadcast_to(block, (len(queries), len(block)))], axis=1
+        )
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]  # (N, k)
+        best = np.take_along_axis(sims, order, 1)
+        index = np.take_along_axis(found, order, 1)
+    return index, best
 
 
 def baseline_captions(train: Split, features) -> dict[str, list[str]]:
