@@ -36,6 +36,7 @@ pixels is refused before it is decoded.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -45,6 +46,7 @@ import numpy as np
 from radcap import runs
 from radcap.backbone import IMAGE_SIZE, LAYER, STATS, build_backbone, layers_for
 from radcap.captioner import Captioner
+from radcap.files import DiskFullError
 from radcap.images import MAX_PIXELS
 
 _BGR_MEAN = (103.939, 116.779, 123.68)  # VGG16's "caffe" preprocessing
@@ -247,7 +249,9 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
     """Write a run's captioner as a SavedModel (see the module docstring).
 
     The folder is written beside its final place and moved there when
-    whole, so an interrupted export never leaves a half-written one.
+    whole, so an interrupted export never leaves a half-written one. An
+    earlier export at `out` is replaced; any other existing folder is
+    refused, never overwritten.
 
     Args:
         run_dir: A trained run folder.
@@ -264,6 +268,11 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
         raise ValueError(f"beam={beam!r} is invalid: use 1 (greedy) or more.")
     run_dir = runs.check(run_dir)
     out = Path(out) if out is not None else run_dir / runs.EXPORT
+    if out.exists() and not (out / "saved_model.pb").is_file():
+        raise ValueError(
+            f"{out} exists and is not a SavedModel: choose another --out (an "
+            "earlier export there would be replaced; anything else is left alone)."
+        )
     captioner = Captioner.load(run_dir)
     backbone = build_backbone(captioner.config, layers_for(captioner.config))
     # The endpoints track the variables they use; tracking the models too
@@ -274,12 +283,23 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
     for name, width in widths.items():
         archive.add_endpoint(name, serving_function(captioner, backbone, width), spec)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    archive.write_out(str(partial), verbose=False)
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    partial.rename(out)
+    try:
+        archive.write_out(str(partial), verbose=False)
+        if out.exists():
+            out.rename(old)
+        partial.rename(out)
+    except OSError as err:
+        if old.exists() and not out.exists():
+            old.rename(out)  # the earlier export stays
+        if err.errno == errno.ENOSPC:
+            raise DiskFullError(
+                f"The disk under {out.parent} is full: a SavedModel of a VGG16 run "
+                "takes over 500 MB. Free space and export again."
+            ) from None
+        raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     return out
 

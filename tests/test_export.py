@@ -118,3 +118,21 @@ def test_familiarity_in_the_graph_equals_the_reference_scores():
     got = familiarity_scores(reference, tf.constant(queries)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4)
     assert (got[-20:] > reference.threshold).all()  # the shifted ones stand out
+
+
+def test_export_never_replaces_a_folder_that_is_not_a_savedmodel(tmp_path):
+    from radcap import runs
+    from radcap.export import export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in runs.REQUIRED:
+        (run / name).write_text("{}")
+    mine = tmp_path / "documents"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    with pytest.raises(ValueError, match="exists and is not a SavedModel"):
+        export(run, mine)
+    assert (mine / "thesis.txt").read_text() == "years of work"
+    with pytest.raises(ValueError, match="beam=0 is invalid"):
+        export(run, tmp_path / "new", beam=0)
