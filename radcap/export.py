@@ -22,9 +22,9 @@ log-probability), `error` (empty, or why the image could not be read: then
 its caption is empty), and `familiarity` and `familiar` where the run has a
 familiarity reference.
 
-Signatures: `serving_default` searches as `export(beam=...)` asked (greedy
-by default); `greedy` and `beam` (width `beam`, or 3 for a greedy default)
-are always there too.
+Signatures: `greedy`, and `beam` (width `beam`, or 3 when the export is
+greedy); `serving_default` is the one `export(beam=...)` asked for (greedy
+by default).
 
 Images are decoded as `radcap.images.load_image` decodes them; an image
 that is not already 224x224 is resized with TensorFlow's antialiased
@@ -279,7 +279,10 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
     # would store every weight twice.
     archive = keras.export.ExportArchive()
     spec = [tf.TensorSpec([None], tf.string, name="images")]
-    widths = {"serve": beam, "greedy": 1, "beam": beam if beam > 1 else 3}
+    # The first endpoint is also `serving_default`: the search asked for.
+    widths = {"greedy": 1, "beam": beam if beam > 1 else 3}
+    if beam > 1:
+        widths = {"beam": beam, "greedy": 1}
     for name, width in widths.items():
         archive.add_endpoint(name, serving_function(captioner, backbone, width), spec)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")

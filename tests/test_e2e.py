@@ -110,7 +110,8 @@ def test_caption_json_prints_one_object_per_image(demo_run, tmp_path, capsys):
         assert line["path"] == str(path) and line["error"] is None
         assert line["caption"] == caption["caption"]
         assert line["familiar"] == caption["familiar"] is not None
-        assert line["score"] == pytest.approx(caption["score"]) and line["score"] < 0
+        # (the backbone pads each batch: another batch, another last digit)
+        assert line["score"] == pytest.approx(caption["score"], rel=1e-4) < 0
 
 
 def test_caption_takes_files_or_cached_features(demo_run, workdir):
@@ -310,7 +311,7 @@ def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
 
     out = export(demo_run, tmp_path / "export", beam=3)
     dataset = data.load(Captioner.load(demo_run).config, workdir)
-    images = dataset.images("test").path.tolist()[:16]
+    images = dataset.images("test").path.tolist()[:10]
     empty, text = tmp_path / "empty.png", tmp_path / "text.png"
     empty.write_bytes(b"")
     text.write_text("not an image")
@@ -324,21 +325,30 @@ def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
     assert run.returncode == 0, run.stderr[-2000:]
     got = json.loads(run.stdout)
     captioner = Captioner.load(demo_run)
+    arrays, errors = captioner.image_features(files)  # one backbone pass
+    assert errors == {
+        10: "empty file (0 bytes)",
+        11: "not an image file (unknown format)",
+    }
     for name, beam in (("greedy", 1), ("serving_default", 3)):  # exported: beam 3
-        expected = captioner.caption(files, beam=beam, return_attention=True)
+        expected = captioner.caption(
+            arrays["fc2"][:10],
+            beam=beam,
+            return_attention=True,
+            stats=arrays["block_means"][:10],
+        )
         result = got[name]
-        assert result["caption"] == [e["caption"] or "" for e in expected]
-        assert result["error"][-2:] == [
+        assert result["caption"][:10] == [e["caption"] for e in expected]
+        assert result["caption"][10:] == ["", ""]
+        assert result["error"] == [""] * 10 + [
             "empty file (0 bytes)",
             "not a PNG or JPEG image",
         ]
-        assert result["familiar"] == [bool(e["familiar"]) for e in expected]
+        assert result["familiar"][:10] == [e["familiar"] for e in expected]
         np.testing.assert_allclose(
-            result["score"][:-2], [e["score"] for e in expected[:-2]], rtol=1e-4
+            result["score"][:10], [e["score"] for e in expected], rtol=1e-4
         )
         np.testing.assert_allclose(
-            result["familiarity"][:-2],
-            [e["familiarity"] for e in expected[:-2]],
-            rtol=1e-3,
+            result["familiarity"][:10], [e["familiarity"] for e in expected], rtol=1e-3
         )
-    assert len(set(got["greedy"]["caption"][:-2])) > 5  # the images differ
+    assert len(set(got["greedy"]["caption"][:10])) > 3  # the images differ
