@@ -4,8 +4,9 @@ The notebooks read `RADCAP_WORKDIR`, so under pytest they write into a
 temporary folder instead of the repository; the end-to-end tests use the same
 folder, so the notebooks find the demo's features already cached.
 
-The suite runs on two pytest-xdist workers (`-n 2` in pyproject.toml), with
-the scheduling below.
+The suite runs on three pytest-xdist workers (`-n 3` in pyproject.toml; on
+2 cores the end-to-end group is the longest, and the other two share the
+rest), with the scheduling below.
 """
 
 import os

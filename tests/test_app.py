@@ -22,14 +22,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+from tiny_run import train_tiny_run
 
 from radcap import app, app_page, cli
 from radcap.captioner import Captioner
-from radcap.config import preset
-from radcap.data.demo import make_demo
-from radcap.data.layouts import load_demo
 from radcap.images import MAX_PIXELS, load_image
-from radcap.train import train
 
 TIMEOUT = 120  # seconds for a page run that captions (the first loads VGG16)
 
@@ -38,22 +35,7 @@ TIMEOUT = 120  # seconds for a page run that captions (the first loads VGG16)
 def run(tmp_path_factory):
     """A trained attention run in `root`: 20 demo images, 2 epochs."""
     root = tmp_path_factory.mktemp("app")
-    make_demo(root / "data/demo", n=20, seed=0)
-    config = preset(
-        "demo",
-        name="tiny",
-        demo_size=20,
-        attention=True,
-        epochs=2,
-        early_stopping=0,
-        units=32,
-        embed_dim=16,
-        attention_units=16,
-        extract_batch_size=2,  # VGG16 runs on whole batches: few images
-    )
-    dataset = load_demo(root / "data/demo")
-    train(config, dataset, root, verbose=False)
-    run_dir = config.run_dir(root)
+    run_dir, dataset = train_tiny_run(root)
     # The page's own captioner (its searches are compiled once for both).
     captioner = app_page.service(str(run_dir), None).captioner
     assert isinstance(captioner, Captioner) and captioner.run_dir == run_dir

@@ -80,25 +80,21 @@ def test_caption_command_prints_one_caption_per_image(demo_run, workdir, capsys)
     assert all(" shows " in line.split("\t")[1] for line in lines)
 
 
-def test_caption_command_reports_an_unreadable_image(demo_run, tmp_path, capsys):
-    good = sorted((demo_run.parents[1] / "data/demo/images").glob("*.png"))[0]
-    empty = tmp_path / "empty.png"
-    empty.write_bytes(b"")
-    assert cli.main(["caption", "--run", str(demo_run), str(empty), str(good)]) == 1
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == f"{empty}\tERROR: empty file (0 bytes)"
-    assert " shows " in lines[1]
-
-
-def test_caption_json_prints_one_object_per_image(demo_run, tmp_path, capsys):
+def test_caption_command_reports_an_unreadable_image_as_text_or_json(
+    demo_run, tmp_path, capsys
+):
     good = sorted((demo_run.parents[1] / "data/demo/images").glob("*.png"))[:2]
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    args = ["caption", "--json", "--run", str(demo_run), str(empty), *map(str, good)]
+    args = ["caption", "--run", str(demo_run), str(empty), *map(str, good)]
     assert cli.main(args) == 1  # one image could not be read
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    expected = Captioner.load(demo_run).caption(good, return_attention=True)
-    assert lines[0] == {
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"{empty}\tERROR: empty file (0 bytes)"
+    captions = [line for line in lines[1:] if not line.startswith("  warning")]
+    assert len(captions) == 2 and all(" shows " in line for line in captions)
+    assert cli.main(["caption", "--json", *args[1:]]) == 1
+    objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert objects[0] == {
         "path": str(empty),
         "caption": None,
         "score": None,
@@ -106,12 +102,11 @@ def test_caption_json_prints_one_object_per_image(demo_run, tmp_path, capsys):
         "familiarity": None,
         "error": "empty file (0 bytes)",
     }
-    for line, path, caption in zip(lines[1:], good, expected):
+    for line, path, text in zip(objects[1:], good, captions):
         assert line["path"] == str(path) and line["error"] is None
-        assert line["caption"] == caption["caption"]
-        assert line["familiar"] == caption["familiar"] is not None
-        # (the backbone pads each batch: another batch, another last digit)
-        assert line["score"] == pytest.approx(caption["score"], rel=1e-4) < 0
+        assert f"{path}\t{line['caption']}" == text  # as the text output said
+        assert isinstance(line["familiar"], bool) and line["familiarity"] > 0
+        assert line["score"] < 0
 
 
 def test_caption_takes_files_or_cached_features(demo_run, workdir):
@@ -280,75 +275,3 @@ def test_inputs_that_do_not_fit_get_clear_errors(demo_run, attention_run, tmp_pa
         attention.caption(np.zeros((2, 4096), np.float32))
     (tmp_path / "empty").mkdir()
     assert cli.main(["caption", "--run", str(demo_run), str(tmp_path / "empty")]) == 2
-
-
-# A program that has TensorFlow but not radcap: radcap cannot even be imported.
-CLIENT = """
-import json, sys
-sys.modules["radcap"] = None
-import tensorflow as tf
-model = tf.saved_model.load(sys.argv[1])
-images = tf.constant([open(path, "rb").read() for path in sys.argv[2:]])
-out = {}
-for name in ("serving_default", "greedy"):
-    result = model.signatures[name](images=images)
-    out[name] = {
-        key: [v.decode() if isinstance(v, bytes) else v for v in value.numpy().tolist()]
-        for key, value in result.items()
-    }
-print(json.dumps(out))
-"""
-
-
-def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
-    demo_run, workdir, tmp_path
-):
-    import subprocess
-    import sys
-
-    from radcap import data
-    from radcap.export import export
-
-    out = export(demo_run, tmp_path / "export", beam=3)
-    dataset = data.load(Captioner.load(demo_run).config, workdir)
-    images = dataset.images("test").path.tolist()[:10]
-    empty, text = tmp_path / "empty.png", tmp_path / "text.png"
-    empty.write_bytes(b"")
-    text.write_text("not an image")
-    files = [*images, str(empty), str(text)]
-    run = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(out), *files],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    got = json.loads(run.stdout)
-    captioner = Captioner.load(demo_run)
-    arrays, errors = captioner.image_features(files)  # one backbone pass
-    assert errors == {
-        10: "empty file (0 bytes)",
-        11: "not an image file (unknown format)",
-    }
-    for name, beam in (("greedy", 1), ("serving_default", 3)):  # exported: beam 3
-        expected = captioner.caption(
-            arrays["fc2"][:10],
-            beam=beam,
-            return_attention=True,
-            stats=arrays["block_means"][:10],
-        )
-        result = got[name]
-        assert result["caption"][:10] == [e["caption"] for e in expected]
-        assert result["caption"][10:] == ["", ""]
-        assert result["error"] == [""] * 10 + [
-            "empty file (0 bytes)",
-            "not a PNG or JPEG image",
-        ]
-        assert result["familiar"][:10] == [e["familiar"] for e in expected]
-        np.testing.assert_allclose(
-            result["score"][:10], [e["score"] for e in expected], rtol=1e-4
-        )
-        np.testing.assert_allclose(
-            result["familiarity"][:10], [e["familiarity"] for e in expected], rtol=1e-3
-        )
-    assert len(set(got["greedy"]["caption"][:10])) > 3  # the images differ

@@ -136,3 +136,82 @@ def test_export_never_replaces_a_folder_that_is_not_a_savedmodel(tmp_path):
     assert (mine / "thesis.txt").read_text() == "years of work"
     with pytest.raises(ValueError, match="beam=0 is invalid"):
         export(run, tmp_path / "new", beam=0)
+
+
+# A program that has TensorFlow but not radcap: radcap cannot even be imported.
+CLIENT = """
+import json, sys
+sys.modules["radcap"] = None
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+images = tf.constant([open(path, "rb").read() for path in sys.argv[2:]])
+out = {}
+for name in ("serving_default", "greedy"):
+    result = model.signatures[name](images=images)
+    out[name] = {
+        key: [v.decode() if isinstance(v, bytes) else v for v in value.numpy().tolist()]
+        for key, value in result.items()
+    }
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from tiny_run import train_tiny_run
+
+    return train_tiny_run(tmp_path_factory.mktemp("export"))
+
+
+def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
+    tiny, tmp_path
+):
+    """A demo run with attention, exported, equals `Captioner`: greedy and beam."""
+    import json
+    import subprocess
+    import sys
+
+    from radcap.captioner import Captioner
+    from radcap.export import export
+
+    run_dir, dataset = tiny
+    out = export(run_dir, tmp_path / "export", beam=3)
+    images = [*dataset.images("test").path, *dataset.images("validation").path]
+    empty, text = tmp_path / "empty.png", tmp_path / "text.png"
+    empty.write_bytes(b"")
+    text.write_text("not an image")
+    files = [*images, str(empty), str(text)]
+    n = len(images)
+    run = subprocess.run(
+        [sys.executable, "-c", CLIENT, str(out), *files],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout)
+    captioner = Captioner.load(run_dir)
+    arrays, errors = captioner.image_features(files)  # one backbone pass
+    unknown = "not an image file (unknown format)"
+    assert errors == {n: "empty file (0 bytes)", n + 1: unknown}
+    for name, beam in (("greedy", 1), ("serving_default", 3)):  # exported: beam 3
+        expected = captioner.caption(
+            arrays["fc2"][:n],
+            beam=beam,
+            return_attention=True,
+            grid=arrays["block5_pool"][:n],
+            stats=arrays["block_means"][:n],
+        )
+        result = got[name]
+        assert result["caption"][:n] == [e["caption"] for e in expected]
+        assert result["caption"][n:] == ["", ""]
+        reasons = ["empty file (0 bytes)", "not a PNG or JPEG image"]
+        assert result["error"] == [""] * n + reasons
+        assert result["familiar"][:n] == [e["familiar"] for e in expected]
+        np.testing.assert_allclose(
+            result["score"][:n], [e["score"] for e in expected], rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            result["familiarity"][:n], [e["familiarity"] for e in expected], rtol=1e-3
+        )
+    assert n >= 6
