@@ -46,7 +46,7 @@ import numpy as np
 from radcap import runs
 from radcap.backbone import IMAGE_SIZE, LAYER, STATS, build_backbone, layers_for
 from radcap.captioner import Captioner
-from radcap.files import DiskFullError
+from radcap.files import DiskFullError, folder_lock
 from radcap.images import MAX_PIXELS
 
 _BGR_MEAN = (103.939, 116.779, 123.68)  # VGG16's "caffe" preprocessing
@@ -261,8 +261,6 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
     Returns:
         The SavedModel folder.
     """
-    import keras
-    import tensorflow as tf
 
     if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)) or beam < 1:
         raise ValueError(f"beam={beam!r} is invalid: use 1 (greedy) or more.")
@@ -273,6 +271,16 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
             f"{out} exists and is not a SavedModel: choose another --out (an "
             "earlier export there would be replaced; anything else is left alone)."
         )
+    with folder_lock(run_dir, "run folder"):  # one export (or training) at a time
+        _write(run_dir, out, beam)
+    return out
+
+
+def _write(run_dir: Path, out: Path, beam: int) -> None:
+    """Trace the signatures of `export` and write them to `out` in one move."""
+    import keras
+    import tensorflow as tf
+
     captioner = Captioner.load(run_dir)
     backbone = build_backbone(captioner.config, layers_for(captioner.config))
     # The endpoints track the variables they use; tracking the models too
@@ -304,7 +312,6 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
-    return out
 
 
 def folder_size(path: str | Path) -> int:

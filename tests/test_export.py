@@ -136,6 +136,11 @@ def test_export_never_replaces_a_folder_that_is_not_a_savedmodel(tmp_path):
     assert (mine / "thesis.txt").read_text() == "years of work"
     with pytest.raises(ValueError, match="beam=0 is invalid"):
         export(run, tmp_path / "new", beam=0)
+    from radcap.files import LockError, folder_lock
+
+    with folder_lock(run, "run folder"), pytest.raises(LockError, match="in use"):
+        export(run, tmp_path / "new")  # while a training holds the run folder
+    assert not (tmp_path / "new").exists()
 
 
 # A program that has TensorFlow but not radcap: radcap cannot even be imported.
