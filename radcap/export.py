@@ -44,12 +44,18 @@ from pathlib import Path
 import numpy as np
 
 from radcap import runs
-from radcap.backbone import IMAGE_SIZE, LAYER, STATS, build_backbone, layers_for
+from radcap.backbone import (
+    IMAGE_SIZE,
+    LAYER,
+    STATS,
+    build_backbone,
+    layers_for,
+    preprocess,
+)
 from radcap.captioner import Captioner
 from radcap.files import DiskFullError, folder_lock
 from radcap.images import MAX_PIXELS
 
-_BGR_MEAN = (103.939, 116.779, 123.68)  # VGG16's "caffe" preprocessing
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 
@@ -215,7 +221,7 @@ def serving_function(captioner: Captioner, backbone, beam: int):
                 tf.string,
             ),
         )
-        outputs = backbone(pixels[..., ::-1] - _BGR_MEAN, training=False)
+        outputs = backbone(preprocess(pixels), training=False)
         arrays = dict(zip(layers, outputs))
         grid = arrays.get(config.grid_layer) if captioner.attention else None
         decoded = captioner.searcher.decode(arrays[LAYER], grid, **settings)
