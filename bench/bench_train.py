@@ -1,16 +1,19 @@
 """Training speed: radcap's whole-caption batches against one sample per word prefix.
 
 Both models have the `roco` preset's sizes (embedding 256, LSTM 512, batch 64,
-`max_len` 60) and a 5000-word vocabulary, and train on the same synthetic
-captions (ROCO's length profile) with random 4096-d features. The rate is
-target tokens (words and `<end>`) per second of an epoch, after a warm-up
-that traces each model and meets each batch shape once. Epochs of the two alternate for
-a few rounds and the best of each counts, so that other work on the machine
-skews the ratio less. Prints one JSON object.
+`max_len` 60; `--embed-dim` and `--units` change them for both) and a
+5000-word vocabulary, in each `--precision` asked (both models alike), and
+train on the same synthetic captions (ROCO's length profile) with random
+4096-d features. The rate is target tokens (words and `<end>`) per second of
+an epoch, after a warm-up that traces each model and meets each batch shape
+once. Epochs of the methods alternate for a few rounds and the best of each
+counts, so that other work on the machine skews the ratio less. Prints one
+JSON object.
 
     .venv/bin/python bench/bench_train.py
     .venv/bin/python bench/bench_train.py --attention --captions 1000
     .venv/bin/python bench/bench_train.py --text real
+    .venv/bin/python bench/bench_train.py --units 256 --precision float32 mixed_bfloat16
 
 With `--text real`, the captions are real ROCO captions (`common.real_captions`,
 drawn with replacement) encoded with radcap's vocabulary cut to 5000 words:
@@ -68,12 +71,12 @@ def timed(fit):
     return run
 
 
-def radcap_epoch(config, tokens, arrays):
+def radcap_epoch(config, tokens, arrays, precision="float32"):
     """A timed radcap epoch (warmed up), and padded positions per target."""
     stats = {"fc2": random_stats(4096)}
     if config.uses_grid:
         stats["grid"] = random_stats(512)
-    model = build_captioner(config, VOCAB_SIZE, stats)
+    model = build_captioner(config, VOCAB_SIZE, stats, precision)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(
@@ -96,11 +99,15 @@ def radcap_epoch(config, tokens, arrays):
     return epoch, positions / target_count(tokens)
 
 
-def classic_epoch(config, tokens, features):
+def classic_epoch(config, tokens, features, precision="float32"):
     """A timed classic epoch (warmed up), and its number of samples."""
-    model = build_classic(
-        VOCAB_SIZE, config.max_len + 1, config.embed_dim, config.units, 4096
-    )
+    keras.config.set_dtype_policy(precision)
+    try:
+        model = build_classic(
+            VOCAB_SIZE, config.max_len + 1, config.embed_dim, config.units, 4096
+        )
+    finally:
+        keras.config.set_dtype_policy("float32")
     inputs, targets = prefix_samples(tokens, np.arange(len(tokens)), features)
     warm = 3 * config.batch_size
     model.fit(
@@ -126,10 +133,19 @@ def main() -> None:
         "--attention", action="store_true", help="also radcap + attention"
     )
     parser.add_argument("--text", choices=("synthetic", "real"), default="synthetic")
+    parser.add_argument("--embed-dim", type=int, default=256, help="both models")
+    parser.add_argument("--units", type=int, default=512, help="LSTM units, both")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["float32"],
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        help="each is timed, radcap and classic alike (default float32)",
+    )
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
-    merge = preset("roco", weights=None)
+    merge = preset("roco", weights=None, embed_dim=args.embed_dim, units=args.units)
     configs = {"merge": merge}
     if args.attention:
         configs["attention"] = merge.replace(attention=True)
@@ -141,21 +157,27 @@ def main() -> None:
         arrays["grid"] = rng.standard_normal((len(tokens), 49, 512)).astype("float16")
     classic_tokens = tokens[: args.classic_captions]
 
-    epochs = {}
-    for name, config in configs.items():
-        inputs = {
-            k: v for k, v in arrays.items() if k == "features" or config.attention
-        }
-        epochs[name], positions = radcap_epoch(config, tokens, inputs)
-    classic, samples = classic_epoch(merge, classic_tokens, arrays["features"])
+    # "merge", "attention", "classic", each with "_<precision>" after float32
+    epochs, samples = {}, 0
+    for precision in args.precision:
+        tag = "" if precision == "float32" else f"_{precision}"
+        for name, config in configs.items():
+            inputs = {
+                k: v for k, v in arrays.items() if k == "features" or config.attention
+            }
+            epochs[name + tag], positions = radcap_epoch(
+                config, tokens, inputs, precision
+            )
+        epochs["classic" + tag], samples = classic_epoch(
+            merge, classic_tokens, arrays["features"], precision
+        )
     # Alternate the methods for a few rounds; the best round of each counts.
-    rounds = {name: [] for name in [*epochs, "classic"]}
+    rounds = {name: [] for name in epochs}
     for _ in range(args.rounds):
         for name, epoch in epochs.items():
-            rounds[name].append(target_count(tokens) / epoch())
-        rounds["classic"].append(samples / classic())
+            count = samples if name.startswith("classic") else target_count(tokens)
+            rounds[name].append(count / epoch())
     best = {name: max(r) for name, r in rounds.items()}
-    ratio = best["merge"] / best["classic"]
     out = {
         "benchmark": "train",
         "text": args.text,
@@ -169,9 +191,22 @@ def main() -> None:
     for name, rates in rounds.items():
         out[f"{name}_targets_per_s"] = round(best[name], 1)
         out[f"{name}_rounds"] = [round(r, 1) for r in rates]
-    out |= {"ratio": round(ratio, 1), "goal": GOAL, "met": ratio >= GOAL}
-    if args.attention:
-        out["attention_vs_merge"] = round(best["attention"] / best["merge"], 3)
+    # Each precision's ratio against the classic model in the same precision,
+    # and against the classic model in float32 (as the tutorials train it).
+    for precision in args.precision:
+        tag = "" if precision == "float32" else f"_{precision}"
+        ratio = best["merge" + tag] / best["classic" + tag]
+        out[f"ratio{tag}"] = round(ratio, 1)
+        out[f"met{tag}"] = ratio >= GOAL
+        if tag and "classic" in best:
+            out[f"ratio{tag}_vs_classic_float32"] = round(
+                best["merge" + tag] / best["classic"], 1
+            )
+        if args.attention:
+            out[f"attention_vs_merge{tag}"] = round(
+                best["attention" + tag] / best["merge" + tag], 3
+            )
+    out["goal"] = GOAL
     out["sizes"] = {
         "vocab_size": VOCAB_SIZE,
         "embed_dim": merge.embed_dim,

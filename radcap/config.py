@@ -23,6 +23,9 @@ SCORINGS = ("coco", "imageclef")  # see radcap.evaluation.metrics
 GRID_LAYERS = ("block5_pool", "block5_conv3")
 CELLS = ("lstm", "gru")
 DECODERS = ("merge", "transformer")
+# Training precision: "auto" is mixed_float16 on a GPU that has float16
+# units, mixed_bfloat16 on a TPU, float32 elsewhere (radcap.devices).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 # No n-gram of this length is generated twice in a caption (radcap.generate).
 NO_REPEAT_NGRAM = 3
 # Fields that could hold a single value and were removed; an old config.json
@@ -36,6 +39,7 @@ _POSITIVE += " epochs beam extract_batch_size heads decoder_layers"
 _COUNTS = "early_stopping lr_patience seed no_repeat_ngram"  # integers >= 0
 _NUMBERS = "dropout learning_rate length_penalty lr_factor"
 _STRINGS = "name dataset data_dir features_dir checkpoints_dir caption_file decoder"
+_STRINGS += " precision"
 
 
 @dataclasses.dataclass
@@ -137,6 +141,7 @@ class Config:
     no_repeat_ngram: int = NO_REPEAT_NGRAM
     allow_unk: bool = False
     extract_batch_size: int = 32
+    precision: str = "float32"
     seed: int = 0
 
     def __post_init__(self):
@@ -176,6 +181,7 @@ class Config:
             (self.grid_layer in GRID_LAYERS, "grid_layer", f"one of {GRID_LAYERS}"),
             (self.cell in CELLS, "cell", f"one of {CELLS}"),
             (self.decoder in DECODERS, "decoder", f"one of {DECODERS}"),
+            (self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
             (self.demo_findings in (1, 2), "demo_findings", "1 or 2"),
             (
                 self.decoder != "transformer" or self.units % self.heads == 0,
@@ -351,6 +357,7 @@ def preset(kind: str, /, name: str | None = None, **overrides) -> Config:
             early_stopping=4,
             lr_patience=2,
             beam=3,
+            precision="auto",
         ),
     }
     presets["hard"] = {**presets["demo"], **presets["hard"]}

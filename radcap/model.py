@@ -107,7 +107,8 @@ class MergeCaptioner(keras.Model):
             self.bahdanau = BahdanauAttention(attention_units, name="attention")
         self.merge_dropout = keras.layers.Dropout(dropout, name="merge_dropout")
         self.head = keras.layers.Dense(units, activation="relu", name="head")
-        self.logits = keras.layers.Dense(vocab_size, name="logits")
+        # float32 under mixed precision too: the softmax and the loss need it.
+        self.logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")
         self._build_layers()
 
     def _build_layers(self) -> None:
@@ -171,7 +172,7 @@ class MergeCaptioner(keras.Model):
             attention, the keys projected once per image.
         """
         image = self._image(features)
-        zeros = ops.zeros((ops.shape(features)[0], self.units), "float32")
+        zeros = ops.zeros((ops.shape(features)[0], self.units), self.compute_dtype)
         memory = (image,)
         if self.attention:
             regions = self._regions(grid)
@@ -222,7 +223,10 @@ class MergeCaptioner(keras.Model):
 
 
 def build_captioner(
-    config: Config, vocab_size: int, stats: dict | None = None
+    config: Config,
+    vocab_size: int,
+    stats: dict | None = None,
+    precision: str = "float32",
 ) -> MergeCaptioner | TransformerCaptioner:
     """The captioner a config describes.
 
@@ -234,7 +238,22 @@ def build_captioner(
         stats: Normalisation statistics from the train split (see
             `MergeCaptioner.set_statistics`); None keeps mean 0 and std 1,
             enough for a summary or a shape check.
+        precision: The Keras dtype policy of its layers (`float32`,
+            `mixed_float16`, `mixed_bfloat16`; see `radcap.devices`). The
+            logits are float32 always.
     """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        model = _build(config, vocab_size)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    if stats is not None:
+        model.set_statistics(stats)
+    return model
+
+
+def _build(config: Config, vocab_size: int):
     if config.decoder == "transformer":
         regions, grid_dim = GRID_SHAPES[config.grid_layer]
         model = TransformerCaptioner(
@@ -260,8 +279,6 @@ def build_captioner(
             grid_dim=GRID_SHAPES[config.grid_layer][-1],
             name="merge_captioner",
         )
-    if stats is not None:
-        model.set_statistics(stats)
     return model
 
 

@@ -36,6 +36,7 @@ from radcap.callbacks import EarlyStopping, EpochSeed, EpochWriter, Progress
 from radcap.config import SPLITS, Config
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
+from radcap.devices import resolve_precision
 from radcap.familiarity import Familiarity
 from radcap.features import is_cached
 from radcap.files import (
@@ -95,7 +96,7 @@ def train(
         config.save(run_dir / runs.CONFIG)
         dataset = dataset if dataset is not None else load_dataset(config, root)
         prepared = _prepare(config, dataset, root, run_dir, verbose)
-        model = _build(config, prepared)
+        model = _build(config, prepared, verbose)
         _check_space(run_dir, model)
         initial_epoch, history = _resume(model, run_dir, verbose)
         started = time.perf_counter()
@@ -195,12 +196,19 @@ def _prepare(
     return Prepared(vocab, train, validation, stats)
 
 
-def _build(config: Config, prepared: Prepared):
-    """The captioner, with fresh weights drawn from the config's seed, compiled."""
+def _build(config: Config, prepared: Prepared, verbose: bool = True):
+    """The captioner, with fresh weights drawn from the config's seed, compiled.
+
+    Its layers compute in the config's `precision` as this machine can
+    (`radcap.devices.resolve_precision`; a note says when it cannot).
+    """
     import keras
 
+    precision, note = resolve_precision(config.precision)
+    if note and verbose:
+        print(f"note: {note}")
     keras.utils.set_random_seed(config.seed)
-    model = build_captioner(config, prepared.vocab.size, prepared.stats)
+    model = build_captioner(config, prepared.vocab.size, prepared.stats, precision)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(
@@ -321,6 +329,7 @@ def _finish(run_dir: Path, config: Config, prepared: Prepared, seconds, verbose)
         "train_captions": len(prepared.train.captions),
         "validation_captions": len(prepared.validation.captions),
         "vocab_size": prepared.vocab.size,
+        "precision": resolve_precision(config.precision)[0],
         "skipped_images": int(
             len(prepared.train.skipped) + len(prepared.validation.skipped)
         ),

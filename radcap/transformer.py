@@ -279,7 +279,7 @@ class TransformerCaptioner(keras.Model):
             for i in range(self.depth)
         ]
         self.final_norm = keras.layers.LayerNormalization(name="final_norm")
-        self.logits = keras.layers.Dense(vocab_size, name="logits")
+        self.logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")
         self._build_layers()
 
     def _build_layers(self) -> None:
@@ -302,7 +302,8 @@ class TransformerCaptioner(keras.Model):
             self.image_dropout(self.fc2_norm(features), training=training)
         )  # (B, units)
         regions = self.grid_proj(self.grid_norm(grid))  # (B, R, units)
-        regions = regions + self.region_position.embeddings[None]
+        place = ops.cast(self.region_position.embeddings, self.compute_dtype)
+        regions = regions + place[None]
         memory = ops.concatenate([regions, image[:, None, :]], axis=1)
         return self.memory_norm(memory)  # (B, R + 1, units)
 
@@ -311,7 +312,7 @@ class TransformerCaptioner(keras.Model):
         positions = start + ops.arange(ops.shape(tokens)[1])
         x = ops.take(self.embedding.embeddings, tokens, axis=0)
         x = x + ops.take(self.position.embeddings, positions, axis=0)[None]
-        return self.word_dropout(x, training=training)
+        return self.word_dropout(ops.cast(x, self.compute_dtype), training=training)
 
     def call(self, inputs, training=False):
         memory = self._memory(inputs["features"], inputs["grid"], training)
@@ -335,7 +336,8 @@ class TransformerCaptioner(keras.Model):
         """
         memory = self._memory(features, grid)
         batch = ops.shape(features)[0]
-        empty = ops.zeros((batch, self.heads, 0, self.units // self.heads))
+        shape = (batch, self.heads, 0, self.units // self.heads)
+        empty = ops.zeros(shape, self.compute_dtype)
         carry, projected = (), ()
         for block in self.blocks:
             carry += (empty, empty)
