@@ -5,9 +5,26 @@ Stage: model (its lowest module). Imports only Keras and NumPy.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
+
+
+@contextlib.contextmanager
+def dtype_scope(policy):
+    """Layers made inside compute in `policy` (e.g. a model's `dtype_policy`).
+
+    A captioner makes its layers in its own policy this way, so that mixed
+    precision reaches them when Keras rebuilds the model from its config too.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @keras.saving.register_keras_serializable(package="radcap")

@@ -27,7 +27,7 @@ from keras import ops
 
 from radcap.backbone import FEATURE_SHAPES, GRID_SHAPES, LAYER
 from radcap.config import Config
-from radcap.layers import BahdanauAttention, FeatureNormalization
+from radcap.layers import BahdanauAttention, FeatureNormalization, dtype_scope
 from radcap.transformer import TransformerCaptioner
 
 
@@ -86,29 +86,30 @@ class MergeCaptioner(keras.Model):
         self.attention_units = int(attention_units)
         self.feature_dim = int(feature_dim)
         self.grid_dim = int(grid_dim)
-        # Created in the order of the data flow: with a fixed seed, the same
-        # initial weights and dropout streams as every radcap version since 0.1.
-        self.fc2_norm = FeatureNormalization(feature_dim, name="fc2_norm")
-        self.image_dropout = keras.layers.Dropout(dropout, name="image_dropout")
-        self.image_proj = keras.layers.Dense(
-            units, activation="relu", name="image_proj"
-        )
-        self.embedding = keras.layers.Embedding(
-            vocab_size, embed_dim, mask_zero=True, name="embedding"
-        )
-        self.word_dropout = keras.layers.Dropout(dropout, name="word_dropout")
-        rnn = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
-        self.rnn = rnn(units, return_sequences=True, name="rnn")
-        if self.attention:
-            self.grid_norm = FeatureNormalization(grid_dim, name="grid_norm")
-            self.grid_proj = keras.layers.Dense(
-                units, activation="relu", name="grid_proj"
+        with dtype_scope(self.dtype_policy):  # mixed precision reaches them
+            # Created in the order of the data flow: with a fixed seed, the same
+            # initial weights and dropout streams as every radcap version since 0.1.
+            self.fc2_norm = FeatureNormalization(feature_dim, name="fc2_norm")
+            self.image_dropout = keras.layers.Dropout(dropout, name="image_dropout")
+            self.image_proj = keras.layers.Dense(
+                units, activation="relu", name="image_proj"
             )
-            self.bahdanau = BahdanauAttention(attention_units, name="attention")
-        self.merge_dropout = keras.layers.Dropout(dropout, name="merge_dropout")
-        self.head = keras.layers.Dense(units, activation="relu", name="head")
-        # float32 under mixed precision too: the softmax and the loss need it.
-        self.logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")
+            self.embedding = keras.layers.Embedding(
+                vocab_size, embed_dim, mask_zero=True, name="embedding"
+            )
+            self.word_dropout = keras.layers.Dropout(dropout, name="word_dropout")
+            rnn = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
+            self.rnn = rnn(units, return_sequences=True, name="rnn")
+            if self.attention:
+                self.grid_norm = FeatureNormalization(grid_dim, name="grid_norm")
+                self.grid_proj = keras.layers.Dense(
+                    units, activation="relu", name="grid_proj"
+                )
+                self.bahdanau = BahdanauAttention(attention_units, name="attention")
+            self.merge_dropout = keras.layers.Dropout(dropout, name="merge_dropout")
+            self.head = keras.layers.Dense(units, activation="relu", name="head")
+            # float32 under mixed precision too: the softmax and the loss need it.
+            self.logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")
         self._build_layers()
 
     def _build_layers(self) -> None:
@@ -193,6 +194,7 @@ class MergeCaptioner(keras.Model):
         """
         # A lookup, not the layer: the layer would attach a padding mask.
         x = ops.take(self.embedding.embeddings, tokens, axis=0)  # (B, embed_dim)
+        x = ops.cast(x, self.compute_dtype)
         h, c = carry
         lstm = isinstance(self.rnn, keras.layers.LSTM)
         out, states = self.rnn.cell(x, [h, c] if lstm else [h], training=False)
@@ -201,7 +203,7 @@ class MergeCaptioner(keras.Model):
             _, regions, keys = memory
             context, weights = self.bahdanau.attend(out[:, None, :], keys, regions)
             merged = merged + context[:, 0]  # (B, units)
-            weights = weights[:, 0]  # (B, R)
+            weights = ops.cast(weights[:, 0], "float32")  # (B, R)
         else:
             weights = ops.zeros((ops.shape(tokens)[0], 1))
         carry = (states[0], states[1] if lstm else c)
@@ -242,21 +244,16 @@ def build_captioner(
             `mixed_float16`, `mixed_bfloat16`; see `radcap.devices`). The
             logits are float32 always.
     """
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        model = _build(config, vocab_size)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    model = _build(config, vocab_size, precision)
     if stats is not None:
         model.set_statistics(stats)
     return model
 
 
-def _build(config: Config, vocab_size: int):
+def _build(config: Config, vocab_size: int, precision: str):
     if config.decoder == "transformer":
         regions, grid_dim = GRID_SHAPES[config.grid_layer]
-        model = TransformerCaptioner(
+        return TransformerCaptioner(
             vocab_size,
             units=config.units,
             heads=config.heads,
@@ -265,21 +262,21 @@ def _build(config: Config, vocab_size: int):
             max_positions=config.max_len + 1,  # <start> and up to max_len words
             grid_dim=grid_dim,
             regions=regions,
+            dtype=precision,
             name="transformer_captioner",
         )
-    else:
-        model = MergeCaptioner(
-            vocab_size,
-            embed_dim=config.embed_dim,
-            units=config.units,
-            dropout=config.dropout,
-            cell=config.cell,
-            attention=config.attention,
-            attention_units=config.attention_units,
-            grid_dim=GRID_SHAPES[config.grid_layer][-1],
-            name="merge_captioner",
-        )
-    return model
+    return MergeCaptioner(
+        vocab_size,
+        embed_dim=config.embed_dim,
+        units=config.units,
+        dropout=config.dropout,
+        cell=config.cell,
+        attention=config.attention,
+        attention_units=config.attention_units,
+        grid_dim=GRID_SHAPES[config.grid_layer][-1],
+        dtype=precision,
+        name="merge_captioner",
+    )
 
 
 def feature_stats(

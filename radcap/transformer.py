@@ -44,7 +44,7 @@ import math
 import keras
 from keras import ops
 
-from radcap.layers import FeatureNormalization
+from radcap.layers import FeatureNormalization, dtype_scope
 
 
 @keras.saving.register_keras_serializable(package="radcap")
@@ -262,24 +262,27 @@ class TransformerCaptioner(keras.Model):
         self.max_positions = int(max_positions)
         self.feature_dim, self.grid_dim = int(feature_dim), int(grid_dim)
         self.regions = int(regions)
-        self.fc2_norm = FeatureNormalization(feature_dim, name="fc2_norm")
-        self.image_dropout = keras.layers.Dropout(dropout, name="image_dropout")
-        self.image_proj = keras.layers.Dense(units, name="image_proj")
-        self.grid_norm = FeatureNormalization(grid_dim, name="grid_norm")
-        self.grid_proj = keras.layers.Dense(units, name="grid_proj")
-        self.region_position = keras.layers.Embedding(
-            regions, units, name="region_position"
-        )
-        self.memory_norm = keras.layers.LayerNormalization(name="memory_norm")
-        self.embedding = keras.layers.Embedding(vocab_size, units, name="embedding")
-        self.position = keras.layers.Embedding(max_positions, units, name="position")
-        self.word_dropout = keras.layers.Dropout(dropout, name="word_dropout")
-        self.blocks = [
-            DecoderBlock(units, heads, self.ff_units, dropout, name=f"block_{i}")
-            for i in range(self.depth)
-        ]
-        self.final_norm = keras.layers.LayerNormalization(name="final_norm")
-        self.logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")
+        with dtype_scope(self.dtype_policy):  # mixed precision reaches them
+            self.fc2_norm = FeatureNormalization(feature_dim, name="fc2_norm")
+            self.image_dropout = keras.layers.Dropout(dropout, name="image_dropout")
+            self.image_proj = keras.layers.Dense(units, name="image_proj")
+            self.grid_norm = FeatureNormalization(grid_dim, name="grid_norm")
+            self.grid_proj = keras.layers.Dense(units, name="grid_proj")
+            self.region_position = keras.layers.Embedding(
+                regions, units, name="region_position"
+            )
+            self.memory_norm = keras.layers.LayerNormalization(name="memory_norm")
+            self.embedding = keras.layers.Embedding(vocab_size, units, name="embedding")
+            self.position = keras.layers.Embedding(
+                max_positions, units, name="position"
+            )
+            self.word_dropout = keras.layers.Dropout(dropout, name="word_dropout")
+            self.blocks = [
+                DecoderBlock(units, heads, self.ff_units, dropout, name=f"block_{i}")
+                for i in range(self.depth)
+            ]
+            self.final_norm = keras.layers.LayerNormalization(name="final_norm")
+            self.logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")
         self._build_layers()
 
     def _build_layers(self) -> None:
