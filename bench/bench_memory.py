@@ -52,7 +52,7 @@ def train_epoch(cache: Path, captions: int) -> dict:
     """One epoch over `captions` captions; runs in its own process."""
     import keras
 
-    from radcap.batches import Batches
+    from radcap.batches import Batches, token_loss
     from radcap.config import preset
     from radcap.model import build_captioner, feature_stats
 
@@ -63,9 +63,7 @@ def train_epoch(cache: Path, captions: int) -> dict:
     model = build_captioner(config, VOCAB_SIZE, {"fc2": random_stats(4096)})
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, ignore_class=0
-        ),
+        loss=token_loss(),
     )
     # Anonymous memory is the process's own; file-backed pages of the memory
     # map count in RSS too but are capped by the cache size and reclaimable.

@@ -39,7 +39,7 @@ from common import (
     target_count,
 )
 
-from radcap.batches import Batches
+from radcap.batches import Batches, token_loss
 from radcap.config import preset
 from radcap.model import build_captioner
 
@@ -79,9 +79,7 @@ def radcap_epoch(config, tokens, arrays, precision="float32"):
     model = build_captioner(config, VOCAB_SIZE, stats, precision)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, ignore_class=0
-        ),
+        loss=token_loss(),
     )
     rows = np.arange(len(tokens))
     batches = Batches(tokens, rows, arrays, config.batch_size, True, config.seed)

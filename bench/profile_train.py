@@ -13,30 +13,25 @@ import argparse
 import json
 import time
 
-import keras
 import numpy as np
 from classic import build_classic
 from common import VOCAB_SIZE, machine, random_stats
 
+from radcap.batches import token_loss, token_weights
 from radcap.config import preset
 from radcap.model import build_captioner
 
 
-def train_step(model, inputs, targets):
+def train_step(model, inputs, targets, weights=None):
     """A function running one `train_on_batch`, traced already."""
-    model.train_on_batch(inputs, targets)
-    return lambda: model.train_on_batch(inputs, targets)
+    model.train_on_batch(inputs, targets, sample_weight=weights)
+    return lambda: model.train_on_batch(inputs, targets, sample_weight=weights)
 
 
 def radcap_step(config, vocab_size: int, width: int):
     stats = {"fc2": random_stats(4096), "grid": random_stats(512)}
     model = build_captioner(config, vocab_size, stats)
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, ignore_class=0
-        ),
-    )
+    model.compile(optimizer="adam", loss=token_loss())
     rng = np.random.default_rng(0)
     n = config.batch_size
     tokens = rng.integers(4, vocab_size, (n, width + 1), dtype=np.int32)
@@ -44,7 +39,7 @@ def radcap_step(config, vocab_size: int, width: int):
     if config.attention:
         inputs["grid"] = rng.standard_normal((n, 49, 512), np.float32)
     inputs["tokens"] = tokens[:, :-1]
-    return train_step(model, inputs, tokens[:, 1:])
+    return train_step(model, inputs, tokens[:, 1:], token_weights(tokens[:, 1:]))
 
 
 def classic_step(config):

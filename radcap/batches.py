@@ -4,10 +4,12 @@ Stage: train (its input pipeline). Imports only NumPy here, TensorFlow for
 `Batches.dataset`.
 
 One training example is one caption: inputs `tokens[:-1]`, targets
-`tokens[1:]`, padding masked out of the loss. Batches group captions of
-similar length and are cut to their longest caption, so little time goes
-into padding. Features are gathered per batch from the (memory-mapped)
-cache: nothing is copied per word or per caption.
+`tokens[1:]`, padding masked out of the loss. Each target token weighs
+1 / (target tokens in its batch), so `token_loss` (a sum) is the batch's
+mean per token, exactly, also when replicas each take a part of the batch.
+Batches group captions of similar length and are cut to their longest
+caption, so little time goes into padding. Features are gathered per batch
+from the (memory-mapped) cache: nothing is copied per word or per caption.
 """
 
 from __future__ import annotations
@@ -78,8 +80,10 @@ class Batches:
         return -(-len(self.tokens) // self.batch_size)
 
     def __call__(self):
+        """`(inputs, targets, weights)` per batch; `weights` see `token_weights`."""
         for index in self.plan(self.epoch):
-            yield self.batch(index)
+            inputs, targets = self.batch(index)
+            yield inputs, targets, token_weights(targets)
 
     def dataset(self):
         """A `tf.data.Dataset` over this generator, prefetching one batch ahead."""
@@ -90,9 +94,37 @@ class Batches:
             for name, a in self.arrays.items()
         }
         signature["tokens"] = tf.TensorSpec((None, None), tf.int32)
+        targets = tf.TensorSpec((None, None), tf.int32)
+        weights = tf.TensorSpec((None, None), tf.float32)
         data = tf.data.Dataset.from_generator(
-            self, output_signature=(signature, tf.TensorSpec((None, None), tf.int32))
+            self, output_signature=(signature, targets, weights)
         )
-        return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(
-            2
+        # One machine's replicas split each batch; there are no workers to
+        # shard the files for (and the rewrite would drop the cardinality).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF
         )
+        data = data.apply(tf.data.experimental.assert_cardinality(len(self)))
+        return data.with_options(options).prefetch(2)
+
+
+def token_weights(targets: np.ndarray) -> np.ndarray:
+    """`(B, T)` float32: 1 / (target tokens in the batch) per token, 0 on padding."""
+    real = targets != 0
+    return (real / max(int(real.sum()), 1)).astype(np.float32)
+
+
+def token_loss():
+    """The training loss: cross-entropy summed over `token_weights`-weighted tokens.
+
+    With `Batches`' weights this is each batch's mean cross-entropy per
+    target token. A replica's part of a batch sums its own tokens' share, so
+    the replicas' gradients add up to the whole batch's exactly (a mean per
+    replica would weigh a replica's tokens by how many it got).
+    """
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="sum", name="token_loss"
+    )

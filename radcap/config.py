@@ -26,6 +26,9 @@ DECODERS = ("merge", "transformer")
 # Training precision: "auto" is mixed_float16 on a GPU that has float16
 # units, mixed_bfloat16 on a TPU, float32 elsewhere (radcap.devices).
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+# Training devices: "auto" is a TPU, else every GPU when there are two or
+# more, else one device (radcap.devices).
+STRATEGIES = ("auto", "tpu", "mirrored", "none")
 # No n-gram of this length is generated twice in a caption (radcap.generate).
 NO_REPEAT_NGRAM = 3
 # Fields that could hold a single value and were removed; an old config.json
@@ -39,7 +42,7 @@ _POSITIVE += " epochs beam extract_batch_size heads decoder_layers"
 _COUNTS = "early_stopping lr_patience seed no_repeat_ngram"  # integers >= 0
 _NUMBERS = "dropout learning_rate length_penalty lr_factor"
 _STRINGS = "name dataset data_dir features_dir checkpoints_dir caption_file decoder"
-_STRINGS += " precision"
+_STRINGS += " precision strategy"
 
 
 @dataclasses.dataclass
@@ -102,6 +105,11 @@ class Config:
         allow_unk: Let the searches write `<unk>` (for research: how often
             the model would); by default they never do.
         extract_batch_size: Images per forward pass in feature extraction.
+        precision: Training precision, one of `PRECISIONS`: `mixed_float16`
+            or `mixed_bfloat16` compute in 16 bits with float32 weights and
+            logits; `auto` picks what the machine does fast.
+        strategy: Training devices, one of `STRATEGIES`; `batch_size` is the
+            global batch, split across the replicas.
         seed: Seed for the demo generator, splits, shuffling and weight init.
     """
 
@@ -142,9 +150,12 @@ class Config:
     allow_unk: bool = False
     extract_batch_size: int = 32
     precision: str = "float32"
+    strategy: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
+        if self.strategy is None:  # `--set strategy=none` reads as None
+            self.strategy = "none"
         self._check_types()
         self._check_values()
 
@@ -182,6 +193,7 @@ class Config:
             (self.cell in CELLS, "cell", f"one of {CELLS}"),
             (self.decoder in DECODERS, "decoder", f"one of {DECODERS}"),
             (self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
+            (self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}"),
             (self.demo_findings in (1, 2), "demo_findings", "1 or 2"),
             (
                 self.decoder != "transformer" or self.units % self.heads == 0,

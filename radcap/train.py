@@ -31,12 +31,12 @@ import pandas as pd
 
 from radcap import runs
 from radcap.backbone import shared_extractor
-from radcap.batches import Batches
+from radcap.batches import Batches, token_loss
 from radcap.callbacks import EarlyStopping, EpochSeed, EpochWriter, Progress
 from radcap.config import SPLITS, Config
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
-from radcap.devices import resolve_precision
+from radcap.devices import resolve_precision, resolve_strategy, strategy_name
 from radcap.familiarity import Familiarity
 from radcap.features import is_cached
 from radcap.files import (
@@ -96,16 +96,24 @@ def train(
         config.save(run_dir / runs.CONFIG)
         dataset = dataset if dataset is not None else load_dataset(config, root)
         prepared = _prepare(config, dataset, root, run_dir, verbose)
-        model = _build(config, prepared, verbose)
-        _check_space(run_dir, model)
-        initial_epoch, history = _resume(model, run_dir, verbose)
-        started = time.perf_counter()
-        _fit(
-            model, config, prepared, run_dir, initial_epoch, history, callbacks, verbose
-        )
-        return _finish(
-            run_dir, config, prepared, time.perf_counter() - started, verbose
-        )
+        strategy = _devices(config, verbose)
+        with strategy.scope():  # the model, its optimizer state and the fit
+            model = _build(config, prepared, verbose)
+            _check_space(run_dir, model)
+            initial_epoch, history = _resume(model, run_dir, verbose)
+            started = time.perf_counter()
+            _fit(
+                model,
+                config,
+                prepared,
+                run_dir,
+                initial_epoch,
+                history,
+                callbacks,
+                verbose,
+            )
+        seconds = time.perf_counter() - started
+        return _finish(run_dir, config, prepared, strategy, seconds, verbose)
 
 
 def _already_trained(run_dir: Path, config: Config, verbose: bool) -> dict | None:
@@ -196,6 +204,20 @@ def _prepare(
     return Prepared(vocab, train, validation, stats)
 
 
+def _devices(config: Config, verbose: bool):
+    """The `tf.distribute.Strategy` the config's `strategy` gets on this machine."""
+    strategy, note = resolve_strategy(config.strategy)
+    if verbose and note:
+        print(f"note: {note}")
+    elif verbose and strategy.num_replicas_in_sync > 1:
+        print(
+            f"training on {strategy.num_replicas_in_sync} replicas "
+            f"({strategy_name(strategy)}); each batch of {config.batch_size} "
+            "is split across them"
+        )
+    return strategy
+
+
 def _build(config: Config, prepared: Prepared, verbose: bool = True):
     """The captioner, with fresh weights drawn from the config's seed, compiled.
 
@@ -211,9 +233,7 @@ def _build(config: Config, prepared: Prepared, verbose: bool = True):
     model = build_captioner(config, prepared.vocab.size, prepared.stats, precision)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, ignore_class=0
-        ),
+        loss=token_loss(),
     )
     return model
 
@@ -316,7 +336,9 @@ def _batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
     return Batches(tokens, rows, arrays, config.batch_size, shuffle, config.seed)
 
 
-def _finish(run_dir: Path, config: Config, prepared: Prepared, seconds, verbose):
+def _finish(
+    run_dir: Path, config: Config, prepared: Prepared, strategy, seconds, verbose
+):
     """Write `training.json`, drop the backups, and say where the model went."""
     history = runs.read_history(run_dir, verbose=False)
     best = int(history["val_loss"].idxmin())
@@ -330,6 +352,8 @@ def _finish(run_dir: Path, config: Config, prepared: Prepared, seconds, verbose)
         "validation_captions": len(prepared.validation.captions),
         "vocab_size": prepared.vocab.size,
         "precision": resolve_precision(config.precision)[0],
+        "strategy": strategy_name(strategy),
+        "replicas": int(strategy.num_replicas_in_sync),
         "skipped_images": int(
             len(prepared.train.skipped) + len(prepared.validation.skipped)
         ),
