@@ -45,6 +45,7 @@ FAMILIARITY = "familiarity.npz"
 METRICS = "metrics.json"
 REPORT = "report.md"
 BACKUP = "backup"
+LOGS = "logs"  # TensorBoard
 CONTROLS = "controls"
 COMPARISON = "comparison.md"
 EXPORT = "export"

@@ -23,6 +23,7 @@ uninterrupted run, so a resumed run is equal in distribution, not bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import shutil
 import time
 from pathlib import Path
@@ -272,7 +273,8 @@ def _resume(model, run_dir: Path, verbose: bool) -> tuple[int, pd.DataFrame | No
             )
     for stale in (run_dir / runs.HISTORY, run_dir / runs.MODEL):
         stale.unlink(missing_ok=True)
-    shutil.rmtree(run_dir / runs.BACKUP, ignore_errors=True)
+    for stale in (runs.BACKUP, runs.LOGS):
+        shutil.rmtree(run_dir / stale, ignore_errors=True)
     return 0, None
 
 
@@ -306,6 +308,11 @@ def _callbacks(config, run_dir, history, batches, extra, verbose) -> list:
         found.append(
             EarlyStopping(history, monitor="val_loss", patience=config.early_stopping)
         )
+    if importlib.util.find_spec("tensorboard") is not None:
+        logs = str(run_dir / runs.LOGS)  # one point per epoch, no graph
+        found.append(keras.callbacks.TensorBoard(logs, write_graph=False))
+    elif verbose:
+        print("note: TensorBoard is not installed; no logs/ (pip install tensorboard)")
     if verbose:
         found.append(Progress(config.epochs))
     return found + list(extra)

@@ -81,6 +81,19 @@ class FirstEpoch(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
+def tensorboard_scalars(folder, tag: str) -> dict[int, float]:
+    """`{step: value}` of one scalar over every event file in `folder`."""
+    import tensorflow as tf
+
+    found = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    found[event.step] = float(tf.make_ndarray(value.tensor))
+    return found
+
+
 def test_interrupted_training_resumes_at_the_next_epoch(tiny):
     root, config, dataset = tiny
     run_dir = config.run_dir(root)
@@ -108,6 +121,14 @@ def test_interrupted_training_resumes_at_the_next_epoch(tiny):
     ):
         assert (run_dir / name).is_file()
     assert json.loads((run_dir / "config.json").read_text())["name"] == "tiny"
+    # TensorBoard holds each epoch once, the interrupted run's and the resumed
+    # run's event files together, with the history's losses.
+    for folder, column in (("train", "loss"), ("validation", "val_loss")):
+        logged = tensorboard_scalars(run_dir / "logs" / folder, "epoch_loss")
+        assert sorted(logged) == [0, 1, 2]
+        assert [logged[e] for e in range(3)] == pytest.approx(
+            history[column].tolist(), rel=1e-6
+        )
 
     # A finished run is not trained again.
     seen = FirstEpoch()
