@@ -103,7 +103,8 @@ def _connect_tpu():
         tf.tpu.experimental.initialize_tpu_system(resolver)
         _tpu_strategy.append(tf.distribute.TPUStrategy(resolver))
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
-        return None, f"a TPU was found but did not start ({error})"
+        first = str(error).strip().splitlines()[0][:200]
+        return None, f"a TPU was found but did not start ({first})"
     return _tpu_strategy[0], None
 
 
@@ -132,8 +133,8 @@ def resolve_strategy(asked: str):
         tpu, why = _connect_tpu()
         if tpu is not None:
             return tpu, None
-        if asked == "tpu":
-            note = f"strategy tpu asked, {why}"
+        if asked == "tpu" or why != "no TPU found":
+            note = f"strategy {asked} asked, {why}"
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     devices = gpus if gpus or asked != "mirrored" else cpus

@@ -110,3 +110,61 @@ def test_a_mixed_bfloat16_captioner_trains_like_float32_decodes_and_reloads(
     again = CompiledSearch(loaded)
     after = Result.of(again(inputs["features"], inputs["grid"], **settings))
     assert after.tokens == before.tokens and len(after.tokens) == 16
+
+
+TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
+
+
+@pytest.mark.parametrize(
+    "asked, note",
+    [
+        ("auto", None),
+        ("none", None),
+        ("tpu", "strategy tpu asked, no TPU found: training on one device."),
+        ("mirrored", "strategy mirrored asked, no GPU found: training on one device."),
+    ],
+)
+def test_each_strategy_on_this_one_device_machine(asked, note, monkeypatch):
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU") or devices._tpu_strategy:
+        pytest.skip("this machine has accelerators")
+    for name in TPU_HINTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(devices.glob, "glob", lambda pattern: [])
+    strategy, why = devices.resolve_strategy(asked)
+    assert strategy.num_replicas_in_sync == 1
+    assert devices.strategy_name(strategy) == "none"
+    assert why == note
+
+
+def test_a_bad_strategy_is_named():
+    with pytest.raises(ValueError, match="strategy='gpu' is invalid"):
+        devices.resolve_strategy("gpu")
+    with pytest.raises(ValueError, match="Config.strategy='gpu' is invalid"):
+        preset("demo", strategy="gpu")
+    assert preset("demo", strategy=None).strategy == "none"  # --set strategy=none
+
+
+def test_a_tpu_that_does_not_start_falls_back_with_its_reason():
+    """A TPU runtime's hint without a TPU: the reason in one line, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from radcap.devices import resolve_strategy\n"
+        "for asked in ('tpu', 'auto'):\n"
+        "    strategy, note = resolve_strategy(asked)\n"
+        "    print(strategy.num_replicas_in_sync, note)\n"
+    )
+    env = {**os.environ, "TPU_NAME": "local", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line, asked in zip(lines, ("tpu", "auto")):
+        assert line.startswith(f"1 strategy {asked} asked, a TPU was found but did")
+        assert line.endswith("): training on one device.")
