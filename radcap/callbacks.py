@@ -1,10 +1,11 @@
-"""The Keras callbacks of a training run: epoch seeds, the epoch writer, progress.
+"""The Keras callbacks of a training run: epoch seeds, the epoch writer, progress, logs.
 
 Stage: train. Imports the base and `radcap.runs`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -107,3 +108,30 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
             losses = self.history["val_loss"].to_numpy()
             self.best = float(losses.min())
             self.wait = len(losses) - 1 - int(losses.argmin())
+
+
+def run_callbacks(config, run_dir: Path, history, batches, extra, verbose) -> list:
+    """The callbacks of a training run, in order, then `extra` (the caller's)."""
+    found = [EpochSeed(batches)]
+    if config.lr_patience:  # before the writer, which then records the rate
+        found.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=config.lr_factor,
+                patience=config.lr_patience,
+                min_lr=config.learning_rate / 100,
+            )
+        )
+    found.append(EpochWriter(run_dir, history))
+    if config.early_stopping:
+        found.append(
+            EarlyStopping(history, monitor="val_loss", patience=config.early_stopping)
+        )
+    if importlib.util.find_spec("tensorboard") is not None:
+        logs = str(run_dir / runs.LOGS)  # one point per epoch, no graph
+        found.append(keras.callbacks.TensorBoard(logs, write_graph=False))
+    elif verbose:
+        print("note: TensorBoard is not installed; no logs/ (pip install tensorboard)")
+    if verbose:
+        found.append(Progress(config.epochs))
+    return found + list(extra)

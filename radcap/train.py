@@ -23,7 +23,6 @@ uninterrupted run, so a resumed run is equal in distribution, not bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import shutil
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import pandas as pd
 from radcap import runs
 from radcap.backbone import shared_extractor
 from radcap.batches import Batches, token_loss
-from radcap.callbacks import EarlyStopping, EpochSeed, EpochWriter, Progress
+from radcap.callbacks import run_callbacks
 from radcap.config import SPLITS, Config
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
@@ -290,34 +289,6 @@ def _restore_best(run_dir: Path, history: pd.DataFrame, last_backup: Path) -> No
             shutil.copyfile(last_backup, tmp)
 
 
-def _callbacks(config, run_dir, history, batches, extra, verbose) -> list:
-    import keras
-
-    found = [EpochSeed(batches)]
-    if config.lr_patience:  # before the writer, which then records the rate
-        found.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss",
-                factor=config.lr_factor,
-                patience=config.lr_patience,
-                min_lr=config.learning_rate / 100,
-            )
-        )
-    found.append(EpochWriter(run_dir, history))
-    if config.early_stopping:
-        found.append(
-            EarlyStopping(history, monitor="val_loss", patience=config.early_stopping)
-        )
-    if importlib.util.find_spec("tensorboard") is not None:
-        logs = str(run_dir / runs.LOGS)  # one point per epoch, no graph
-        found.append(keras.callbacks.TensorBoard(logs, write_graph=False))
-    elif verbose:
-        print("note: TensorBoard is not installed; no logs/ (pip install tensorboard)")
-    if verbose:
-        found.append(Progress(config.epochs))
-    return found + list(extra)
-
-
 def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbose):
     """Run the epochs from `initial_epoch` to `config.epochs`."""
     train_batches = _batches(prepared.train, prepared.vocab, config, shuffle=True)
@@ -327,7 +298,9 @@ def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbos
         validation_data=val_batches.dataset(),
         epochs=config.epochs,
         initial_epoch=initial_epoch,
-        callbacks=_callbacks(config, run_dir, history, train_batches, extra, verbose),
+        callbacks=run_callbacks(
+            config, run_dir, history, train_batches, extra, verbose
+        ),
         shuffle=False,
         verbose=0,
     )
