@@ -139,7 +139,7 @@ class Extractor:
             outputs = [outputs]
         return [np.array(o) for o in outputs]  # writable copies
 
-    def _read_batch(self, paths: list[str], pool) -> tuple[np.ndarray, dict[int, str]]:
+    def read_batch(self, paths: list[str], pool) -> tuple[np.ndarray, dict[int, str]]:
         """Decode a batch in parallel; failed images become zeros plus a reason."""
         size = IMAGE_SIZE
         batch = np.zeros((len(paths), size, size, 3), np.float32)
@@ -179,7 +179,7 @@ class Extractor:
             tqdm(total=len(paths), initial=start, desc=desc, unit="img") as bar,
         ):
             pending = (
-                ahead.submit(self._read_batch, paths[starts[0] : starts[0] + bs], pool)
+                ahead.submit(self.read_batch, paths[starts[0] : starts[0] + bs], pool)
                 if starts
                 else None
             )
@@ -187,9 +187,7 @@ class Extractor:
                 batch, errors = pending.result()
                 if j + 1 < len(starts):
                     nxt = starts[j + 1]
-                    pending = ahead.submit(
-                        self._read_batch, paths[nxt : nxt + bs], pool
-                    )
+                    pending = ahead.submit(self.read_batch, paths[nxt : nxt + bs], pool)
                 n = len(batch)
                 if n < bs:
                     batch = np.concatenate(
