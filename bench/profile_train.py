@@ -4,15 +4,19 @@ Times `train_on_batch` (forward, backward and Adam; the fastest of a few
 interleaved repeats) on 64 captions of a typical batch width for radcap's
 merge model, the same with a 64-word vocabulary (what is left without the
 5000-way softmax), radcap with attention, and the classic model on 64 prefix
-samples. Shares are derived by difference. Prints one JSON object.
+samples, and radcap's forward pass alone. Shares are derived by difference.
+`--embed-dim`, `--units` and `--precision` set both models' sizes and dtype
+policy (default: the `roco` preset's, float32). Prints one JSON object.
 
     .venv/bin/python bench/profile_train.py
+    .venv/bin/python bench/profile_train.py --units 256 --precision mixed_bfloat16
 """
 
 import argparse
 import json
 import time
 
+import keras
 import numpy as np
 from classic import build_classic
 from common import VOCAB_SIZE, machine, random_stats
@@ -28,9 +32,9 @@ def train_step(model, inputs, targets, weights=None):
     return lambda: model.train_on_batch(inputs, targets, sample_weight=weights)
 
 
-def radcap_step(config, vocab_size: int, width: int):
+def radcap_step(config, vocab_size: int, width: int, precision: str, forward=False):
     stats = {"fc2": random_stats(4096), "grid": random_stats(512)}
-    model = build_captioner(config, vocab_size, stats)
+    model = build_captioner(config, vocab_size, stats, precision)
     model.compile(optimizer="adam", loss=token_loss())
     rng = np.random.default_rng(0)
     n = config.batch_size
@@ -39,12 +43,21 @@ def radcap_step(config, vocab_size: int, width: int):
     if config.attention:
         inputs["grid"] = rng.standard_normal((n, 49, 512), np.float32)
     inputs["tokens"] = tokens[:, :-1]
+    if forward:
+        model.predict_on_batch(inputs)
+        return lambda: model.predict_on_batch(inputs)
     return train_step(model, inputs, tokens[:, 1:], token_weights(tokens[:, 1:]))
 
 
-def classic_step(config):
+def classic_step(config, precision: str):
     prefix_len = config.max_len + 1
-    model = build_classic(VOCAB_SIZE, prefix_len, config.embed_dim, config.units, 4096)
+    keras.config.set_dtype_policy(precision)
+    try:
+        model = build_classic(
+            VOCAB_SIZE, prefix_len, config.embed_dim, config.units, 4096
+        )
+    finally:
+        keras.config.set_dtype_policy("float32")
     rng = np.random.default_rng(0)
     n = config.batch_size
     inputs = {
@@ -58,16 +71,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=23, help="positions per caption")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--embed-dim", type=int, default=256)
+    parser.add_argument("--units", type=int, default=512)
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+    )
     args = parser.parse_args()
 
-    config = preset("roco", weights=None)
+    config = preset("roco", weights=None, embed_dim=args.embed_dim, units=args.units)
+    width, precision = args.width, args.precision
     steps = {
-        "radcap_merge": radcap_step(config, VOCAB_SIZE, args.width),
-        "radcap_vocab64": radcap_step(config, 64, args.width),
+        "radcap_merge": radcap_step(config, VOCAB_SIZE, width, precision),
+        "radcap_forward": radcap_step(config, VOCAB_SIZE, width, precision, True),
+        "radcap_vocab64": radcap_step(config, 64, width, precision),
         "radcap_attention": radcap_step(
-            config.replace(attention=True), VOCAB_SIZE, args.width
+            config.replace(attention=True), VOCAB_SIZE, width, precision
         ),
-        "classic": classic_step(config),
+        "classic": classic_step(config, precision),
     }
     # Interleaved, fastest of the repeats: other work on the machine skews less.
     ms = {name: float("inf") for name in steps}
@@ -86,7 +108,11 @@ def main() -> None:
                 "radcap_positions": args.width,
                 "classic_positions": prefix_len,
                 **{f"{name}_ms": round(t, 1) for name, t in ms.items()},
+                "embed_dim": args.embed_dim,
+                "units": args.units,
+                "precision": precision,
                 "softmax_share_of_merge": round(1 - ms["radcap_vocab64"] / merge, 2),
+                "forward_share_of_merge": round(ms["radcap_forward"] / merge, 2),
                 "attention_extra_vs_merge": round(
                     ms["radcap_attention"] / merge - 1, 2
                 ),
