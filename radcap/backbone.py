@@ -109,6 +109,9 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     return images[..., ::-1] - _BGR_MEAN
 
 
+_said_one_gpu: list = []  # the note below, once per process
+
+
 class Extractor:
     """Runs the frozen backbone over batches of image files.
 
@@ -131,6 +134,14 @@ class Extractor:
         self.model = build_backbone(config, self.layers)
         self.workers = workers or min(8, os.cpu_count() or 2)
         self._forward = tf.function(lambda x: self.model(x, training=False))
+        gpus = len(tf.config.list_logical_devices("GPU"))
+        if gpus > 1 and not _said_one_gpu:
+            _said_one_gpu.append(True)
+            print(
+                f"note: feature extraction uses one of the {gpus} GPUs: decoding "
+                f"the images on {os.cpu_count()} CPU cores is its limit, not the "
+                "backbone (bench/README.md, 'Extraction on a GPU machine')."
+            )
 
     def forward(self, batch: np.ndarray) -> list[np.ndarray]:
         """One backbone pass: `(batch, 224, 224, 3)` RGB → one array per layer."""
