@@ -5,6 +5,10 @@
 local package folder that offers a newer TensorFlow and Keras (99.0) and
 asks pip to upgrade everything it can: without the pins pip would take
 them, with them it installs radcap alone.
+
+Without a clone, the notebooks' setup cell installs from `RADCAP_REPO`, an
+uploaded wheel or zip, with the same pins in one shell line; it runs here
+in IPython with its shell commands recorded instead of run.
 """
 
 from __future__ import annotations
@@ -137,3 +141,97 @@ def test_the_wheel_holds_every_radcap_module_and_the_command(clone, tmp_path):
     )
     assert modules == expected
     assert "radcap = radcap.cli:main" in scripts
+
+
+# --- the notebooks' setup cell ---------------------------------------------------
+
+
+def setup_cell() -> str:
+    """The setup cell, the same in the four notebooks."""
+    import nbformat
+
+    sources = {
+        nbformat.read(path, as_version=4).cells[4].source
+        for path in sorted((REPO / "notebooks").glob("*.ipynb"))
+    }
+    assert len(sources) == 1, "the four setup cells differ"
+    (source,) = sources
+    assert source.startswith("import glob") and "import radcap" in source
+    return source
+
+
+@pytest.fixture
+def run_setup(monkeypatch):
+    """`run_setup(**parameters)`: the setup cell run in IPython while radcap
+    cannot be imported; returns the shell commands and pip magics it ran.
+    """
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.setitem(sys.modules, "radcap", None)  # `import radcap` fails
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    shell = InteractiveShell.instance()
+    ran = []
+    monkeypatch.setattr(shell, "system", lambda cmd: ran.append(shell.var_expand(cmd)))
+    shell.register_magic_function(
+        lambda line: ran.append(f"%pip {line}"), "line", "pip"
+    )
+
+    def run(**parameters):
+        ran.clear()
+        shell.user_ns.update({"RADCAP_REPO": None, "RADCAP_SOURCE": None, **parameters})
+        result = shell.run_cell(setup_cell())
+        return ran, result.error_in_exec
+
+    yield run
+    InteractiveShell.clear_instance()
+
+
+def test_the_setup_cell_installs_an_uploaded_wheel_with_the_pins(
+    run_setup, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "radcap-0.2.0-py3-none-any.whl").write_bytes(b"")
+    (tmp_path / "radcap-main.zip").write_bytes(b"")
+    (pins_command, install), error = run_setup()
+    assert error is None
+    assert install == '%pip install -q -c /tmp/pins "./radcap-0.2.0-py3-none-any.whl"'
+    # The line pins what tools/install_radcap.py pins.
+    pins = tmp_path / "pins"
+    assert pins_command.endswith(">/tmp/pins")
+    command = pins_command.replace(">/tmp/pins", f">{pins}")
+    assert subprocess.run(command, shell=True).returncode == 0
+    assert pins.read_text().splitlines() == installer().pins()
+
+    (_, install), _ = run_setup(RADCAP_SOURCE="/content/mine.zip")
+    assert install == '%pip install -q -c /tmp/pins "/content/mine.zip"'
+    url = "https://example.org/radcap.git"
+    (_, install), _ = run_setup(RADCAP_REPO=url, RADCAP_SOURCE="/content/mine.zip")
+    assert install == f'%pip install -q -c /tmp/pins "git+{url}"'
+
+
+def test_the_setup_cell_says_the_three_ways_when_it_finds_nothing(
+    run_setup, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    ran, error = run_setup()
+    assert ran == []
+    assert isinstance(error, ModuleNotFoundError)
+    message = str(error)
+    for way in (
+        "clone of the repository",
+        "RADCAP_REPO",
+        "radcap*.whl",
+        "RADCAP_SOURCE",
+    ):
+        assert way in message
+
+
+def test_the_setup_cell_in_a_clone_runs_the_installer(run_setup, tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "tools").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "tools")
+    monkeypatch.chdir(tmp_path / "notebooks")
+    ran, error = run_setup(RADCAP_REPO="https://example.org/radcap.git")
+    assert error is None
+    assert ran == [f"{sys.executable} ../tools/install_radcap.py -q"]
+    assert sys.path[0] == str(tmp_path)
