@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from radcap import runs
 from radcap.config import Config
 from radcap.files import LOCK_FILE, folder_lock, kill_point, remove_stale_temporaries
 
-_COPY = ".copy-"  # the hidden folder beside the target: ".<run>.copy-XXXXXXXX"
+_COPY = ".{}.copy"  # the hidden folder beside the target run folder, while copying
 
 
 def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Config:
@@ -155,11 +154,9 @@ def _copy_into_place(source: Path, run_dir: Path) -> None:
     name. A crash before the rename leaves `run_dir` without a run and a
     hidden copy, which the next call removes and makes again.
     """
-    for stale in run_dir.parent.glob(f".{run_dir.name}{_COPY}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{run_dir.name}{_COPY}", dir=run_dir.parent)
-    )
+    staging = run_dir.parent / _COPY.format(run_dir.name)
+    shutil.rmtree(staging, ignore_errors=True)  # a killed copy's; the lock is ours
+    staging.mkdir()
     try:
         _copy_tree(source, staging)
         remove_stale_temporaries(staging)
