@@ -87,3 +87,11 @@ def test_drive_outside_colab_warns_and_stays_here(host):
     with pytest.warns(UserWarning, match="DRIVE = True works in Colab only"):
         assert workdir(drive=True, preset="roco") == Path(".")
     assert host.mounts == 0
+
+
+def test_drive_is_mounted_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(workspace, "DRIVE_MOUNT", tmp_path / "drive")
+    with pytest.raises(ModuleNotFoundError, match="google"):
+        workspace.mount_drive()  # not in Colab: google.colab is missing
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    workspace.mount_drive()  # mounted before: nothing to do
