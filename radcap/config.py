@@ -8,7 +8,6 @@ presets) from here.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 
@@ -287,27 +286,6 @@ class Config:
         if not isinstance(values, dict):
             raise ValueError(f"{path} holds no config (a JSON object of fields).")
         return cls.from_dict(values)
-
-
-def workdir(folder: str | Path | None = None) -> Path:
-    """The folder that a notebook's data/, features/ and checkpoints/ go in.
-
-    In order: the `RADCAP_WORKDIR` environment variable (tests and CI point
-    it at a temporary folder); `folder` when given; the repository's root
-    when the current folder is the `notebooks/` folder of a clone (so a local
-    Jupyter writes where the command-line tools do); else the current folder
-    (Colab's /content, Kaggle's /kaggle/working). The folder is created.
-    """
-    if os.environ.get("RADCAP_WORKDIR"):
-        path = Path(os.environ["RADCAP_WORKDIR"])
-    elif folder is not None:
-        path = Path(folder)
-    elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "radcap").is_dir():
-        path = Path.cwd().parent
-    else:
-        path = Path(".")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def preset(kind: str, /, name: str | None = None, **overrides) -> Config:

@@ -26,7 +26,8 @@ from pathlib import Path
 LOCK_FILE = ".lock"
 # Tests kill a process at a chosen moment: RADCAP_KILL_AT="<point>" or
 # "<point>@<n>" (the n-th time it is reached). Points: "write:<file name>"
-# (a file written, not yet renamed into place), "epoch-<e>-batch-<b>".
+# (a file written, not yet renamed into place), "epoch-<e>-batch-<b>",
+# "copy:<file name>" and "copy:rename" (radcap.resume.copy_run).
 _KILL_ENV = "RADCAP_KILL_AT"
 _reached: dict[str, int] = {}
 

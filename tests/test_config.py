@@ -1,7 +1,5 @@
 """Config validation, presets and the JSON round trip."""
 
-from pathlib import Path
-
 import pytest
 
 from radcap.config import Config, preset
@@ -103,23 +101,6 @@ def test_presets():
 def test_load_missing_says_what(tmp_path):
     with pytest.raises(FileNotFoundError, match="run folder"):
         Config.load(tmp_path)
-
-
-def test_workdir_order(tmp_path, monkeypatch):
-    from radcap.config import workdir
-
-    monkeypatch.delenv("RADCAP_WORKDIR", raising=False)
-    clone = tmp_path / "clone"
-    (clone / "radcap").mkdir(parents=True)
-    (clone / "notebooks").mkdir()
-    monkeypatch.chdir(clone / "notebooks")
-    assert workdir().resolve() == clone.resolve()  # a notebook in a clone
-    assert workdir(tmp_path / "mine") == tmp_path / "mine"
-    assert (tmp_path / "mine").is_dir()
-    monkeypatch.chdir(tmp_path)
-    assert workdir() == Path(".")
-    monkeypatch.setenv("RADCAP_WORKDIR", str(tmp_path / "ci"))
-    assert workdir(tmp_path / "mine") == tmp_path / "ci"
 
 
 def test_check_setup_warns_without_a_gpu_and_never_fails(monkeypatch, capsys):

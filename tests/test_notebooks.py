@@ -108,7 +108,7 @@ def test_runs_in_the_working_folder_and_ends_with_asserts(path):
     cells = code_cells(read(path))
     source = "\n".join(cell.source for cell in cells)
     # Tests and CI point RADCAP_WORKDIR at a temporary folder; workdir() reads it.
-    assert "WORKDIR = workdir(WORKDIR)" in source
+    assert "WORKDIR = workdir(WORKDIR, drive=DRIVE, preset=PRESET)" in source
     last = ast.parse(python_source(cells[-1].source))
     assert any(isinstance(node, ast.Assert) for node in ast.walk(last)), (
         f"{path.name}: the last code cell should assert on what the notebook wrote."

@@ -20,6 +20,7 @@ from radcap.config import preset
 from radcap.data import roco
 from radcap.data.roco import check_roco_layout, find_roco
 from radcap.files import write_json
+from radcap.workspace import in_colab
 
 DATASET = "virajbagal/roco-dataset"
 ARCHIVE = "roco-dataset.zip"  # the name the kaggle package downloads to
@@ -230,13 +231,6 @@ def download_roco(
     stamp = {"dataset": DATASET, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(dest / STAMP, stamp)
     return dest
-
-
-def in_colab() -> bool:
-    """Whether this Python runs in Google Colab."""
-    import importlib.util
-
-    return importlib.util.find_spec("google.colab") is not None
 
 
 def ask_for_kaggle_token(kind: str, roco_dir: str | Path | None = None) -> bool:

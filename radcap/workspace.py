@@ -1,0 +1,108 @@
+"""The working folder: where data/, features/ and checkpoints/ go, on each host.
+
+Stage: the base, beside `config`; imports nothing from radcap.
+
+A notebook calls `workdir` once, in its setup cell. Colab resets its machine
+after a disconnect and everything on its local disk is gone, so there the
+working folder can live on Google Drive (`drive`); on Kaggle it is
+`/kaggle/working`, whose contents a saved notebook version keeps as its
+output (an earlier run comes back from it with `radcap.resume.copy_run`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+ENV = "RADCAP_WORKDIR"  # tests and CI point it at a temporary folder
+DRIVE_MOUNT = Path("/content/drive")  # where Colab mounts Google Drive
+DRIVE_FOLDER = DRIVE_MOUNT / "MyDrive" / "radcap"
+KAGGLE_WORKING = Path("/kaggle/working")
+
+
+def in_colab() -> bool:
+    """Whether this Python runs in Google Colab."""
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except ModuleNotFoundError:  # no `google` package at all
+        return False
+
+
+def on_kaggle() -> bool:
+    """Whether this Python runs in a Kaggle notebook."""
+    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or KAGGLE_WORKING.is_dir()
+
+
+def mount_drive() -> None:
+    """Mount Google Drive at `DRIVE_MOUNT` (Colab asks for permission once)."""
+    if (DRIVE_MOUNT / "MyDrive").is_dir():  # mounted by an earlier cell
+        return
+    from google.colab import drive  # only in Colab
+
+    drive.mount(str(DRIVE_MOUNT))
+
+
+def wants_drive(drive: bool | None, preset: str | None) -> bool:
+    """The `DRIVE` parameter resolved: None means Drive in Colab for ROCO only.
+
+    The demo is redrawn in minutes; ROCO's features and checkpoints take
+    hours, so those are kept where a Colab reset cannot reach them.
+    """
+    if drive is None:
+        return in_colab() and preset == "roco"
+    if drive and not in_colab():
+        warnings.warn(
+            "DRIVE = True works in Colab only (Google Drive is mounted through "
+            "google.colab); the working folder stays on this machine.",
+            stacklevel=3,
+        )
+        return False
+    return bool(drive)
+
+
+def workdir(
+    folder: str | Path | None = None,
+    drive: bool | None = None,
+    preset: str | None = None,
+) -> Path:
+    """The folder that a notebook's data/, features/ and checkpoints/ go in.
+
+    In order: the `RADCAP_WORKDIR` environment variable (tests and CI);
+    `folder` when given; in Colab with Drive, `DRIVE_FOLDER` on Google Drive
+    (which survives a reset of the machine); on Kaggle, `/kaggle/working`
+    (kept as the notebook version's output); the repository's root when the
+    current folder is the `notebooks/` folder of a clone (so a local Jupyter
+    writes where the command-line tools do); else the current folder. Drive
+    is mounted first when it is wanted or `folder` lies on it. The folder is
+    created.
+
+    Args:
+        folder: The notebook's `WORKDIR` parameter; None for the order above.
+        drive: The notebook's `DRIVE` parameter: keep the folder on Google
+            Drive (Colab only); None: in Colab when `preset` is `"roco"`.
+        preset: The notebook's `PRESET`, for the default of `drive`.
+    """
+    if os.environ.get(ENV):
+        path = Path(os.environ[ENV])
+    else:
+        on_drive = wants_drive(drive, preset)
+        if on_drive or (in_colab() and _lies_on_drive(folder)):
+            mount_drive()
+        if folder is not None:
+            path = Path(folder)
+        elif on_drive:
+            path = DRIVE_FOLDER
+        elif on_kaggle():
+            path = KAGGLE_WORKING
+        elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "radcap").is_dir():
+            path = Path.cwd().parent
+        else:
+            path = Path(".")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _lies_on_drive(folder: str | Path | None) -> bool:
+    return folder is not None and Path(folder).absolute().is_relative_to(DRIVE_MOUNT)

@@ -1,0 +1,237 @@
+"""Installing radcap: the TensorFlow already there stays; the wheel is complete.
+
+`tools/install_radcap.py` pins the TensorFlow stack found in the environment
+(the notebooks run it in a clone). The check runs pip offline against a
+local package folder that offers a newer TensorFlow and Keras (99.0) and
+asks pip to upgrade everything it can: without the pins pip would take
+them, with them it installs radcap alone.
+
+Without a clone, the notebooks' setup cell installs from `RADCAP_REPO`, an
+uploaded wheel or zip, with the same pins in one shell line; it runs here
+in IPython with its shell commands recorded instead of run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from radcap import __version__
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "tools" / "install_radcap.py"
+
+
+def installer():
+    spec = importlib.util.spec_from_file_location("install_radcap", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pip_env() -> dict:
+    """The environment without this machine's pip settings: offline, plain."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def fake_wheel(folder: Path, name: str, release: str) -> None:
+    """A wheel of `name` `release` that holds only its metadata."""
+    info = f"{name}-{release}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {release}\n"
+    wheel = "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    with zipfile.ZipFile(folder / f"{name}-{release}-py3-none-any.whl", "w") as whl:
+        whl.writestr(f"{info}/METADATA", metadata)
+        whl.writestr(f"{info}/WHEEL", wheel)
+        whl.writestr(f"{info}/RECORD", "")
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A copy of the repository's package files (pip builds write into it)."""
+    folder = tmp_path_factory.mktemp("clone")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, folder)
+    for name in ("radcap", "tools"):
+        shutil.copytree(
+            REPO / name, folder / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return folder
+
+
+def installs(report: Path) -> dict[str, str]:
+    items = json.loads(report.read_text())["install"]
+    return {i["metadata"]["name"]: i["metadata"]["version"] for i in items}
+
+
+def test_the_pins_are_the_tensorflow_stack_installed_here():
+    pins = installer().pins()
+    assert f"tensorflow=={version('tensorflow')}" in pins
+    assert f"keras=={version('keras')}" in pins
+    names = {pin.split("==")[0].lower().replace("_", "-") for pin in pins}
+    assert all(
+        n.startswith(("tensorflow", "tf-", "tensorboard")) or n == "keras"
+        for n in names
+    ), names
+    assert "numpy" not in names and "radcap" not in names
+
+
+def test_installing_radcap_leaves_tensorflow_as_it_is(clone, tmp_path):
+    offer = tmp_path / "offer"
+    offer.mkdir()
+    fake_wheel(offer, "tensorflow", "99.0")
+    fake_wheel(offer, "keras", "99.0")
+    pip = ["--dry-run", "--no-index", "--no-build-isolation", "-q"]
+    pip += ["--find-links", str(offer), "--upgrade", "--upgrade-strategy", "eager"]
+
+    unpinned = tmp_path / "unpinned.json"
+    command = [sys.executable, "-m", "pip", "install", "-e", str(clone), *pip]
+    done = subprocess.run(
+        [*command, "--report", str(unpinned)],
+        env=pip_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    # The offer tempts pip: alone, it would replace both.
+    assert installs(unpinned) == {
+        "radcap": __version__,
+        "tensorflow": "99.0",
+        "keras": "99.0",
+    }
+
+    pinned = tmp_path / "pinned.json"
+    script = [sys.executable, str(clone / "tools" / "install_radcap.py")]
+    done = subprocess.run(
+        [*script, *pip, "--report", str(pinned)],
+        env=pip_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert installs(pinned) == {"radcap": __version__}
+    assert "Keeping as installed: " in done.stdout
+    assert f"tensorflow=={version('tensorflow')}" in done.stdout
+
+
+def test_the_wheel_holds_every_radcap_module_and_the_command(clone, tmp_path):
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index"]
+    command += ["--no-build-isolation", "-q", "-w", str(tmp_path), str(clone)]
+    done = subprocess.run(command, env=pip_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("radcap-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        scripts = archive.read(entry_points).decode()
+    modules = sorted(n for n in names if n.endswith(".py"))
+    expected = sorted(
+        p.relative_to(REPO).as_posix() for p in (REPO / "radcap").rglob("*.py")
+    )
+    assert modules == expected
+    assert "radcap = radcap.cli:main" in scripts
+
+
+# --- the notebooks' setup cell ---------------------------------------------------
+
+
+def setup_cell() -> str:
+    """The setup cell, the same in the four notebooks."""
+    import nbformat
+
+    sources = {
+        nbformat.read(path, as_version=4).cells[4].source
+        for path in sorted((REPO / "notebooks").glob("*.ipynb"))
+    }
+    assert len(sources) == 1, "the four setup cells differ"
+    (source,) = sources
+    assert source.startswith("import glob") and "import radcap" in source
+    return source
+
+
+@pytest.fixture
+def run_setup(monkeypatch):
+    """`run_setup(**parameters)`: the setup cell run in IPython while radcap
+    cannot be imported; returns the shell commands and pip magics it ran.
+    """
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.setitem(sys.modules, "radcap", None)  # `import radcap` fails
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    shell = InteractiveShell.instance()
+    ran = []
+    monkeypatch.setattr(shell, "system", lambda cmd: ran.append(shell.var_expand(cmd)))
+    shell.register_magic_function(
+        lambda line: ran.append(f"%pip {line}"), "line", "pip"
+    )
+
+    def run(**parameters):
+        ran.clear()
+        shell.user_ns.update({"RADCAP_REPO": None, "RADCAP_SOURCE": None, **parameters})
+        result = shell.run_cell(setup_cell())
+        return ran, result.error_in_exec
+
+    yield run
+    InteractiveShell.clear_instance()
+
+
+def test_the_setup_cell_installs_an_uploaded_wheel_with_the_pins(
+    run_setup, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "radcap-0.2.0-py3-none-any.whl").write_bytes(b"")
+    (tmp_path / "radcap-main.zip").write_bytes(b"")
+    (pins_command, install), error = run_setup()
+    assert error is None
+    assert install == '%pip install -q -c /tmp/pins "./radcap-0.2.0-py3-none-any.whl"'
+    # The line pins what tools/install_radcap.py pins.
+    pins = tmp_path / "pins"
+    assert pins_command.endswith(">/tmp/pins")
+    command = pins_command.replace(">/tmp/pins", f">{pins}")
+    assert subprocess.run(command, shell=True).returncode == 0
+    assert pins.read_text().splitlines() == installer().pins()
+
+    (_, install), _ = run_setup(RADCAP_SOURCE="/content/mine.zip")
+    assert install == '%pip install -q -c /tmp/pins "/content/mine.zip"'
+    url = "https://example.org/radcap.git"
+    (_, install), _ = run_setup(RADCAP_REPO=url, RADCAP_SOURCE="/content/mine.zip")
+    assert install == f'%pip install -q -c /tmp/pins "git+{url}"'
+
+
+def test_the_setup_cell_says_the_three_ways_when_it_finds_nothing(
+    run_setup, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    ran, error = run_setup()
+    assert ran == []
+    assert isinstance(error, ModuleNotFoundError)
+    message = str(error)
+    for way in (
+        "clone of the repository",
+        "RADCAP_REPO",
+        "radcap*.whl",
+        "RADCAP_SOURCE",
+    ):
+        assert way in message
+
+
+def test_the_setup_cell_in_a_clone_runs_the_installer(run_setup, tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "tools").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "tools")
+    monkeypatch.chdir(tmp_path / "notebooks")
+    ran, error = run_setup(RADCAP_REPO="https://example.org/radcap.git")
+    assert error is None
+    assert ran == [f"{sys.executable} ../tools/install_radcap.py -q"]
+    assert sys.path[0] == str(tmp_path)
