@@ -110,12 +110,47 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
             self.wait = len(losses) - 1 - int(losses.argmin())
 
 
+class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """The plateau schedule, with its counts carried over a resume.
+
+    Keras counts the epochs without improvement afresh in every `fit`; this
+    one first replays the history's validation losses and rates, so that a
+    resumed run lowers the rate when the uninterrupted one would. The rate
+    itself comes back with the optimizer's state.
+
+    Args:
+        history: The run's `history.csv` so far, or None.
+    """
+
+    def __init__(self, history, **kwargs):
+        super().__init__(mode="min", **kwargs)
+        self.history = history
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.history is None:
+            return
+        rates = self.history["learning_rate"].tolist()
+        for epoch, current in enumerate(self.history["val_loss"].tolist()):
+            if self.cooldown_counter > 0:
+                self.cooldown_counter -= 1
+                self.wait = 0
+            if self.best is None or current < self.best - abs(self.min_delta):
+                self.best, self.wait = current, 0
+            elif self.cooldown_counter <= 0:
+                self.wait += 1
+                lowered = epoch > 0 and rates[epoch] < rates[epoch - 1]
+                if self.wait >= self.patience and lowered:
+                    self.cooldown_counter, self.wait = self.cooldown, 0
+
+
 def run_callbacks(config, run_dir: Path, history, batches, extra, verbose) -> list:
     """The callbacks of a training run, in order, then `extra` (the caller's)."""
     found = [EpochSeed(batches)]
     if config.lr_patience:  # before the writer, which then records the rate
         found.append(
-            keras.callbacks.ReduceLROnPlateau(
+            ReduceLROnPlateau(
+                history,
                 monitor="val_loss",
                 factor=config.lr_factor,
                 patience=config.lr_patience,

@@ -224,3 +224,32 @@ def test_the_transformer_trains_and_captions_from_its_run_folder(tiny):
     for result in captioner.caption(images, return_attention=True):
         assert result["error"] is None and result["words"]
         assert result["attention"].shape == (len(result["words"]), 49)
+
+
+def test_the_plateau_schedule_after_a_resume_lowers_the_rate_when_one_run_would():
+    """A run cut after any epoch lowers the rate at the epoch the whole run does."""
+    from radcap.callbacks import ReduceLROnPlateau
+
+    losses = [1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.85, 0.99, 0.99, 0.99, 0.99]
+
+    def schedule(history, epochs):
+        """Per-epoch rates of `fit`-like calls over `epochs`, after `history`."""
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(1.0), loss="mse")
+        if history is not None:
+            model.optimizer.learning_rate = history["learning_rate"].iloc[-1]
+        callback = ReduceLROnPlateau(history, factor=0.5, patience=2, cooldown=1)
+        callback.set_model(model)
+        callback.on_train_begin()
+        rates = []
+        for epoch in epochs:
+            callback.on_epoch_end(epoch, {"val_loss": losses[epoch]})
+            rates.append(float(model.optimizer.learning_rate))
+        return rates
+
+    whole = schedule(None, range(len(losses)))
+    # patience 2, cooldown 1: lowered at epochs 3, 5, 8 and 10 (0-based)
+    assert whole == [1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125, 0.125, 0.0625]
+    for cut in range(1, len(losses)):
+        before = pd.DataFrame({"val_loss": losses[:cut], "learning_rate": whole[:cut]})
+        assert schedule(before, range(cut, len(losses))) == whole[cut:], cut
