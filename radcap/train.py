@@ -145,7 +145,10 @@ def _check_config(run_dir: Path, config: Config) -> None:
         return
     saved = Config.load(path).to_dict()
     diff = {k: (saved[k], v) for k, v in config.to_dict().items() if saved.get(k) != v}
-    diff.pop("epochs", None)  # training longer is a fine reason to run again
+    # Training longer is a fine reason to run again, and another machine may
+    # train on with other devices or precision (the weights are float32).
+    for field in ("epochs", "precision", "strategy"):
+        diff.pop(field, None)
     if diff:
         lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
         raise ValueError(

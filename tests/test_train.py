@@ -141,6 +141,9 @@ def test_a_run_folder_with_another_config_is_refused(tiny):
     train(config, dataset, root, verbose=False)
     with pytest.raises(ValueError, match="another config.*units: saved 32, now 64"):
         train(config.replace(units=64), dataset, root, verbose=False)
+    # Another machine's devices or precision are no other run: it goes on.
+    other = config.replace(precision="mixed_bfloat16", strategy="none")
+    assert train(other, dataset, root, verbose=False)["epochs_run"] == 3
 
 
 def test_a_finished_run_asked_for_more_epochs_trains_on(tiny):
