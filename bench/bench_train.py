@@ -43,7 +43,7 @@ from radcap.batches import Batches, token_loss
 from radcap.config import preset
 from radcap.model import build_captioner
 
-GOAL = 30  # radcap target tokens per second / classic's
+GOAL = 40  # radcap target tokens per second / classic's
 
 
 class Clock(keras.callbacks.Callback):
