@@ -88,7 +88,7 @@ def _tpu_here() -> bool:
 
 
 def _connect_tpu():
-    """A `TPUStrategy` over this machine's TPU, or `(None, why not)`."""
+    """`(TPUStrategy, None)` over this machine's TPU, or `(None, why not)`."""
     import tensorflow as tf
 
     if _tpu_strategy:
