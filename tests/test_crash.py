@@ -380,7 +380,8 @@ def test_no_temporary_file_is_left_behind(trial, point_id):
     t = trial(point_id)
     assert t.rerun.returncode == 0, _describe(t.rerun)
     assert temporary_files(t.run_dir) == []
-    assert sorted(os.listdir(t.run_dir)) == sorted([*RUN_FILES, files.LOCK_FILE])
+    expected = [*RUN_FILES, runs.LOGS, files.LOCK_FILE]  # logs/: TensorBoard's
+    assert sorted(os.listdir(t.run_dir)) == sorted(expected)
 
 
 @pytest.mark.slow
