@@ -62,7 +62,8 @@ def kill_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the file system allows it)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -119,7 +120,7 @@ def atomic_path(path: str | Path, suffix: str | None = None):
             os.fsync(f.fileno())
         kill_point(f"write:{path.name}")
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as err:
         _remove(tmp)
         if err.errno == errno.ENOSPC or "No space left" in str(err):

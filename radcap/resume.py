@@ -25,7 +25,13 @@ from pathlib import Path
 
 from radcap import runs
 from radcap.config import Config
-from radcap.files import LOCK_FILE, folder_lock, kill_point, remove_stale_temporaries
+from radcap.files import (
+    LOCK_FILE,
+    folder_lock,
+    fsync_dir,
+    kill_point,
+    remove_stale_temporaries,
+)
 
 _COPY = ".{}.copy"  # the hidden folder beside the target run folder, while copying
 
@@ -170,7 +176,7 @@ def _copy_into_place(source: Path, run_dir: Path) -> None:
             os.rename(staging / LOCK_FILE, run_dir / LOCK_FILE)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync(run_dir.parent)
+    fsync_dir(run_dir.parent)
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
@@ -188,13 +194,3 @@ def _copy_tree(source: Path, dest: Path) -> None:
             with open(here / name, "rb+") as f:
                 os.fsync(f.fileno())
             kill_point(f"copy:{name}")
-
-
-def _fsync(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
