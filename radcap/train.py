@@ -113,7 +113,12 @@ def train(
                 verbose,
             )
         seconds = time.perf_counter() - started
-        return _finish(run_dir, config, prepared, strategy, seconds, verbose)
+        granted = {  # what this machine gave the config's wishes
+            "precision": model.dtype_policy.name,
+            "strategy": strategy_name(strategy),
+            "replicas": int(strategy.num_replicas_in_sync),
+        }
+        return _finish(run_dir, config, prepared, granted, seconds, verbose)
 
 
 def _already_trained(run_dir: Path, config: Config, verbose: bool) -> dict | None:
@@ -320,7 +325,7 @@ def _batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
 
 
 def _finish(
-    run_dir: Path, config: Config, prepared: Prepared, strategy, seconds, verbose
+    run_dir: Path, config: Config, prepared: Prepared, granted: dict, seconds, verbose
 ):
     """Write `training.json`, drop the backups, and say where the model went."""
     history = runs.read_history(run_dir, verbose=False)
@@ -334,9 +339,7 @@ def _finish(
         "train_captions": len(prepared.train.captions),
         "validation_captions": len(prepared.validation.captions),
         "vocab_size": prepared.vocab.size,
-        "precision": resolve_precision(config.precision)[0],
-        "strategy": strategy_name(strategy),
-        "replicas": int(strategy.num_replicas_in_sync),
+        **granted,
         "skipped_images": int(
             len(prepared.train.skipped) + len(prepared.validation.skipped)
         ),
