@@ -5,12 +5,12 @@ Stage: app, after `plots` (beside `cli`, which starts it). Imports the base,
 `radcap.captioner`, `radcap.evaluation` and `radcap.plots`.
 
 The page is `radcap/app_page.py`, a Streamlit script that `streamlit run`
-executes (`serve`); what it does with a run lives here, without Streamlit:
-`Service` (a run's captioner, loaded once per server process, and its
-training images as `radcap.evaluation.evidence.Evidence`), `caption_uploads`
-(one result per uploaded file: caption, familiarity, attention, the most
-similar training images, or why the file could not be used),
-`attention_png` and `results_csv`.
+executes (`serve`, which stops it when stopped); what it does with a run lives
+here, without Streamlit: `Service` (a run's captioner, loaded once per server
+process, and its training images as `radcap.evaluation.evidence.Evidence`),
+`caption_uploads` (one result per uploaded file: caption, familiarity,
+attention, the most similar training images, or why the file could not be
+used), `attention_png` and `results_csv`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import hashlib
 import importlib.util
 import io
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,6 +64,7 @@ _ADVICE = {
     "image too large": "Shrink it (e.g. to 2048 pixels a side) and upload it again.",
     "not an image file": "Upload an image: " + LIMITS,
     "larger than": "Shrink or compress it and upload it again.",
+    "the server could not save it": "Rename it to a short plain name, upload again.",
 }
 _DEFAULT_ADVICE = "Check that it opens in an image viewer, or save it again as PNG."
 
@@ -168,26 +171,58 @@ def caption_uploads(
         else:
             todo[key] = (name, data)
     if todo:
-        with service.lock, tempfile.TemporaryDirectory(prefix="radcap-app-") as tmp:
-            paths = _save(list(todo.values()), Path(tmp))
-            names = [name for name, _ in todo.values()]
-            done = _caption_files(service, paths, names, beam)
-            memo.update(zip(todo, done))
+        memo.update(_caption_new(service, todo, beam))
     uploaded = {key[:2] for key in keys}
     for key in [k for k in memo if k[:2] not in uploaded]:
         del memo[key]
     return [memo[key] for key in keys]
 
 
-def _save(uploads, folder: Path) -> list[Path]:
-    """Write each upload into its own subfolder, under its own file name."""
-    paths = []
-    for i, (name, data) in enumerate(uploads):
-        path = folder / str(i) / (Path(name).name or "upload")
-        path.parent.mkdir()
-        path.write_bytes(data)
-        paths.append(path)
-    return paths
+def _caption_new(service: Service, todo: dict, beam: int) -> dict:
+    """Results of new uploads `{key: (name, data)}`; one that cannot be saved fails."""
+    done, saved = {}, {}
+    with service.lock, tempfile.TemporaryDirectory(prefix="radcap-app-") as tmp:
+        for key, (name, data) in todo.items():
+            try:
+                saved[key] = _save(name, data, Path(tmp))
+            except (OSError, ValueError) as err:
+                reason = getattr(err, "strerror", None) or err
+                done[key] = _failed(name, f"the server could not save it ({reason})")
+        if saved:
+            names = [todo[key][0] for key in saved]
+            found = _caption_files(service, list(saved.values()), names, beam)
+            done.update(zip(saved, found))
+    return done
+
+
+def _save(name: str, data: bytes, folder: Path) -> Path:
+    """Write an upload into a new subfolder of `folder`, under `safe_name(name)`."""
+    path = Path(tempfile.mkdtemp(dir=folder)) / safe_name(name)
+    path.write_bytes(data)
+    return path
+
+
+MAX_NAME_BYTES = 255  # the longest file name of ext4, XFS, Btrfs, APFS
+# Control characters, NUL and lone surrogates, and what Windows refuses in a name.
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f\ud800-\udfff<>:"|?*]')
+
+
+def safe_name(name: str) -> str:
+    """An uploaded file's name as a file name that any file system takes.
+
+    A browser may send any text as `name`; what comes back is one path
+    component: the last part of `name` (after any `/` or `\\`), control
+    characters, NUL and what Windows refuses each made `_`, no spaces at its
+    start or spaces and dots at its end, at most `MAX_NAME_BYTES` bytes of
+    UTF-8 (a long stem is cut, its extension kept), and `upload` for a name
+    left empty (`.`, `..`, `a/`).
+    """
+    name = _UNSAFE.sub("_", re.split(r"[/\\]", name)[-1]).lstrip(" ").rstrip(" .")
+    stem, extension = os.path.splitext(name)
+    if len(extension.encode()) > 16:  # not an extension: part of the name
+        stem, extension = name, ""
+    stem = stem.encode()[: MAX_NAME_BYTES - len(extension.encode())]
+    return (stem.decode(errors="ignore") or "upload") + extension
 
 
 _NOTHING = dict.fromkeys(
@@ -267,7 +302,7 @@ def attention_png(service: Service, result: dict, data: bytes) -> bytes:
     """
     if result.get("attention_png") is None:
         with service.lock, tempfile.TemporaryDirectory(prefix="radcap-app-") as tmp:
-            path = _save([(result["name"], data)], Path(tmp))[0]
+            path = _save(result["name"], data, Path(tmp))
             figure = plot_attention(path, result["words"], result["attention"])
             buffer = io.BytesIO()
             figure.savefig(buffer, format="png", dpi=72)
@@ -330,7 +365,35 @@ def serve(run: str | Path, root=None, host: str = HOST, port: int = PORT) -> int
         return 2
     argv, env = streamlit_command(run_dir, root, host, port)
     print(f"radcap app: serving {run_dir} at http://{host}:{port} (Ctrl-C stops it)")
+    return _run_until_stopped(argv, env)
+
+
+# What stops `radcap app`: Ctrl-C, `kill`, a notebook's stop button, a closed
+# terminal. The server is a child process: without being told, it would outlive
+# `radcap app` and keep serving the port.
+STOPS = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGINT)}
+
+
+def _run_until_stopped(argv: list[str], env: dict) -> int:
+    """Run the server until it ends; 0 if stopped by a signal (twice: killed)."""
+    server, stops = None, []
+
+    def stop(signum, frame):
+        stops.append(signum)
+        if server is not None:
+            server.terminate() if len(stops) == 1 else server.kill()
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in STOPS} if main else {}
     try:
-        return subprocess.run(argv, env=env).returncode
-    except KeyboardInterrupt:
-        return 0
+        server = subprocess.Popen(argv, env=env)
+        if stops:  # came before `server` was set
+            server.terminate()
+        status = server.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if server is not None and server.poll() is None:
+            server.kill()
+            server.wait()
+    return 0 if stops else status

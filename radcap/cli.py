@@ -145,14 +145,35 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _image_paths(images) -> tuple[list[Path], dict[Path, str]]:
+    """The files to caption: each argument, or the files in it, sorted, if a folder.
+
+    A folder with no files stays in the list, and in `problems` with why it
+    gives no caption, so that its line says so.
+    """
+    paths, problems = [], {}
+    for image in map(Path, images):
+        if not image.is_dir():
+            paths.append(image)
+            continue
+        try:
+            files = sorted(q for q in image.iterdir() if q.is_file())
+        except OSError as err:
+            files = []
+            problems[image] = f"is a folder that cannot be read ({err.strerror})"
+        if not files:
+            problems.setdefault(
+                image,
+                "is a folder with no files in it, not an image: give the image "
+                "files, or a folder that holds them",
+            )
+        paths += files or [image]
+    return paths, problems
+
+
 def cmd_caption(args) -> int:
     captioner = Captioner.load(runs.resolve(args.run, args.root))
-    paths = []
-    for image in args.images:
-        p = Path(image)
-        paths += sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
-    if not paths:
-        raise ValueError(f"No image files in {', '.join(args.images)}.")
+    paths, problems = _image_paths(args.images)
     if captioner.familiarity_hint:
         print(f"note: {captioner.familiarity_hint}", file=sys.stderr)
     status = 0
@@ -163,6 +184,7 @@ def cmd_caption(args) -> int:
         no_repeat_ngram=args.no_repeat_ngram,
     )
     for path, result in zip(paths, results):
+        result["error"] = problems.get(path, result["error"])
         status = 1 if result["error"] else status
         if args.json:
             keys = ("caption", "score", "familiar", "familiarity", "error")

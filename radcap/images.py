@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,15 @@ MAX_PIXELS = 16_384 * 16_384
 # Ends the reason of a failure that may pass (permissions, I/O): such images
 # are read again the next time their split's features are asked for.
 RETRY_NOTE = "(read again next time)"
+
+# What a path is when it is not a regular file, by the `stat` test that tells.
+_KINDS = (
+    (stat.S_ISDIR, "is a folder, not an image file"),
+    (stat.S_ISFIFO, "is a named pipe (FIFO), not a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file"),
+    (stat.S_ISCHR, "is a device, not a regular file"),
+    (stat.S_ISBLK, "is a device, not a regular file"),
+)
 
 
 class ImageError(ValueError):
@@ -59,13 +69,13 @@ def load_image(path: str | Path, size: int = 224) -> np.ndarray:
         Array of shape `(size, size, 3)`, float32 in [0, 255], RGB order.
 
     Raises:
-        ImageError: The file is missing, empty, truncated or not an image.
+        ImageError: The file is missing, empty, truncated or not an image, or
+            the path is no regular file (a folder, a named pipe, a device).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "empty file (0 bytes)")
+    problem = _file_problem(path)
+    if problem:
+        raise ImageError(path, problem)
     # PIL's own bomb check allows less than real scans need; ours is below.
     Image.MAX_IMAGE_PIXELS = 2 * MAX_PIXELS
     try:
@@ -99,6 +109,23 @@ def load_image(path: str | Path, size: int = 224) -> np.ndarray:
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(rgb, dtype=np.float32)
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why `path` is no regular file with bytes in it, or None; from `stat` alone.
+
+    A named pipe is never opened: reading one waits for a writer, maybe forever.
+    """
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return "file not found"
+    except OSError as err:  # permissions, a name too long, a failing disk
+        return f"{err.strerror or err} {RETRY_NOTE}"
+    kinds = [kind for is_kind, kind in _KINDS if is_kind(info.st_mode)]
+    if kinds or not stat.S_ISREG(info.st_mode):
+        return (kinds or ["is not a regular file"])[0]
+    return "empty file (0 bytes)" if info.st_size == 0 else None
 
 
 def _shrink(img: Image.Image, size: int) -> Image.Image:
