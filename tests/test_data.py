@@ -446,6 +446,40 @@ def test_csv_refuses_wrong_columns_naming_found_and_expected(tmp_path):
         load_csv(tmp_path / "empty.csv")
 
 
+@pytest.mark.parametrize("sep", [";", "\t"], ids=["semicolon", "tab"])
+def test_csv_separated_by_semicolons_or_tabs_is_read_as_such(tmp_path, sep):
+    write(tmp_path / "images/a.png")
+    write(tmp_path / "images/b.png")
+    lines = [
+        ["Image", "Caption", "Split"],
+        ["images/a.png", "Chest film, no effusion.", "train"],
+        ["images/b.png", '"Nodule; left lung."', "test"],
+    ]
+    write(tmp_path / "c.csv", "".join(sep.join(line) + "\r\n" for line in lines))
+    dataset = load_csv(tmp_path / "c.csv")
+    assert rows(dataset.manifest) == [
+        (
+            "images/a.png",
+            str(tmp_path / "images/a.png"),
+            "chest film no effusion",
+            "train",
+        ),
+        ("images/b.png", str(tmp_path / "images/b.png"), "nodule left lung", "test"),
+    ]
+    assert len(dataset.skipped) == 0
+
+
+def test_csv_with_other_separators_but_wrong_columns_names_the_expected(tmp_path):
+    write(tmp_path / "c.csv", "file;text\na.png;A caption, with a comma.\n")
+    with pytest.raises(ValueError) as err:
+        load_csv(tmp_path / "c.csv")
+    assert str(err.value) == (
+        f"{tmp_path / 'c.csv'} has columns ['file', 'text'], expected ['image', "
+        "'caption'] (optional ['split', 'image_id']); missing ['image', 'caption']. "
+        "Rename the columns, or use the loader for this layout."
+    )
+
+
 def test_csv_paths_outside_the_root_are_refused(tmp_path):
     root = tmp_path / "set"
     write(root / "images/a.png")

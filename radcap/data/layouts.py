@@ -3,7 +3,7 @@
 Stage: data. Imports `radcap.data.manifest` (and, through it, the base).
 
 - csv: columns `image` (relative to the CSV's folder), `caption`, optional
-  `split` and `image_id`; several rows per image allowed.
+  `split` and `image_id`; several rows per image allowed; `,`, `;` or tabs.
 - demo: `captions.csv` (`image,caption,split`) made by `radcap.data.demo`.
 - ROCOv2: `<split>_captions.csv` (`ID,Caption`), images `<split>/<ID>.jpg`,
   where split is train, valid or test.
@@ -46,6 +46,8 @@ def load_csv(csv_path: str | Path, root: str | Path | None = None) -> Dataset:
             `caption`, optionally `split` (train/validation/test; val, valid,
             dev also read) and `image_id` (default: the image path relative to
             `root`, with `/` separators). Several rows may name one image.
+            Separated by commas, or by `;` or tabs (a header with no comma but
+            those is read so: spreadsheets in many languages save `;`).
         root: Folder the image paths start from; default the CSV's folder.
             Paths that lead outside it (`../..`, absolute paths) are skipped.
 

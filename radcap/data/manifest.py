@@ -126,13 +126,17 @@ def hash_split(key: str) -> str:
 
 
 def read_table(
-    path: Path, expected: list[str], optional: tuple[str, ...] = (), sep: str = ","
+    path: Path, expected: list[str], optional: tuple[str, ...] = ()
 ) -> pd.DataFrame:
-    """A CSV as text columns, with column names matched case-insensitively."""
+    """A CSV as text columns, with column names matched case-insensitively.
+
+    Separated by commas, or by `;` or tabs when the header has no comma but
+    those (spreadsheets save `;` where the comma is the decimal mark).
+    """
     try:
         frame = pd.read_csv(
             path,
-            sep=sep,
+            sep=_separator(path),
             dtype=object,
             keep_default_na=False,
             encoding="utf-8-sig",
@@ -172,6 +176,12 @@ def read_table(
         )
     wanted = [c for c in (*expected, *optional) if c in names]
     return frame[[names[c] for c in wanted]].set_axis(wanted, axis=1)
+
+
+def _separator(path: Path) -> str:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as file:
+        header = file.readline(65536)
+    return "," if "," in header else max(",;\t", key=header.count)
 
 
 def text_column(column) -> list[str]:
