@@ -150,6 +150,9 @@ def _image_paths(images) -> tuple[list[Path], dict[Path, str]]:
 
     A folder with no files stays in the list, and in `problems` with why it
     gives no caption, so that its line says so.
+
+    Returns:
+        `(paths, problems)`: the paths in order, and `{folder: why}`.
     """
     paths, problems = [], {}
     for image in map(Path, images):
@@ -172,8 +175,11 @@ def _image_paths(images) -> tuple[list[Path], dict[Path, str]]:
 
 
 def cmd_caption(args) -> int:
-    captioner = Captioner.load(runs.resolve(args.run, args.root))
+    run_dir = runs.check(runs.resolve(args.run, args.root))
     paths, problems = _image_paths(args.images)
+    if all(path in problems for path in paths):  # nothing at all to caption
+        raise ValueError("; ".join(f"{path} {why}" for path, why in problems.items()))
+    captioner = Captioner.load(run_dir)
     if captioner.familiarity_hint:
         print(f"note: {captioner.familiarity_hint}", file=sys.stderr)
     status = 0

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from radcap import cli
+from radcap import cli, runs
 
 
 @pytest.mark.parametrize("command", sorted(cli.COMMANDS))
@@ -29,6 +29,22 @@ def test_caption_on_a_folder_that_is_no_run(tmp_path, capsys):
     assert cli.main(["caption", "--run", str(tmp_path), "x.png"]) == 2
     err = capsys.readouterr().err
     assert "is not a radcap run folder" in err and "Traceback" not in err
+
+
+def test_caption_of_folders_with_no_files_says_so_in_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in runs.REQUIRED:  # enough for the run check, which comes first
+        (run_dir / name).touch()
+    (tmp_path / "x.png").mkdir()  # a folder, whatever its name says
+    (tmp_path / "scans").mkdir()
+    folders = [str(tmp_path / "x.png"), str(tmp_path / "scans")]
+    assert cli.main(["caption", "--run", str(run_dir), *folders]) == 2
+    why = "is a folder with no files in it, not an image: give the image files, or "
+    why += "a folder that holds them"
+    assert capsys.readouterr().err == (
+        f"radcap caption: error: {folders[0]} {why}; {folders[1]} {why}\n"
+    )
 
 
 @pytest.mark.parametrize(

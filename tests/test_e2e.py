@@ -5,6 +5,8 @@ working folder with the notebooks, which then find the features cached.
 """
 
 import json
+import os
+import socket
 
 import numpy as np
 import pandas as pd
@@ -262,6 +264,28 @@ def test_a_run_without_familiarity_still_captions_and_gets_it_added(
     assert "familiarity is unknown" not in err
     assert lines[1].split("\t")[0] == str(black)
     assert lines[2].startswith("  warning: unlike the training images")
+
+
+def test_caption_command_says_what_a_path_that_is_no_image_is(
+    demo_run, workdir, tmp_path, capsys
+):
+    good = sorted((workdir / "data/demo/images").glob("*.png"))[0]
+    fifo, sock, folder = tmp_path / "p.png", tmp_path / "s.png", tmp_path / "x.png"
+    os.mkfifo(fifo)  # never opened: reading it would wait for a writer
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(sock))
+    folder.mkdir()
+    paths = [fifo, "/dev/null", sock, folder, good]
+    assert cli.main(["caption", "--run", str(demo_run), *map(str, paths)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == [
+        f"{fifo}\tERROR: is a named pipe (FIFO), not a regular file",
+        "/dev/null\tERROR: is a device, not a regular file",
+        f"{sock}\tERROR: is a socket, not a regular file",
+        f"{folder}\tERROR: is a folder with no files in it, not an image: give the "
+        "image files, or a folder that holds them",
+    ]
+    assert lines[4].startswith(f"{good}\t") and " shows " in lines[4]
 
 
 def test_inputs_that_do_not_fit_get_clear_errors(demo_run, attention_run, tmp_path):

@@ -1,5 +1,9 @@
 """Decoding real image files of every common kind."""
 
+import os
+import socket
+import threading
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -71,6 +75,43 @@ def test_unusable_files_raise_with_reason(tmp_path, content, reason):
     with pytest.raises(ImageError) as err:
         load_image(path)
     assert reason in err.value.reason and str(path) in str(err.value)
+
+
+def make_fifo(path):
+    os.mkfifo(path)
+
+
+def make_socket(path):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))  # the socket file stays after the socket closes
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (make_fifo, "is a named pipe (FIFO), not a regular file"),
+        (make_socket, "is a socket, not a regular file"),
+        (os.mkdir, "is a folder, not an image file"),
+        (None, "is a device, not a regular file"),  # /dev/null
+    ],
+    ids=["fifo", "socket", "folder", "device"],
+)
+def test_a_path_that_is_no_regular_file_is_said_for_what_it_is(tmp_path, make, reason):
+    path = "/dev/null" if make is None else tmp_path / "x.png"
+    if make is not None:
+        make(path)
+    errors = []
+
+    def load():  # in a thread: a named pipe opened for reading would block
+        with pytest.raises(ImageError) as err:
+            load_image(path)
+        errors.append(err.value)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "load_image blocked on it"
+    assert [(e.path, e.reason) for e in errors] == [(str(path), reason)]
 
 
 def test_truncated_jpeg(tmp_path):
