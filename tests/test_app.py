@@ -5,6 +5,7 @@ attention run trained in a module fixture; one test serves it with `radcap
 app` and uploads an image from a headless Chromium (skipped without one).
 """
 
+import errno
 import io
 import os
 import signal
@@ -173,6 +174,64 @@ def test_an_upload_over_the_size_limit_is_refused_unread(run, page):
     assert list(shown_captions(page)) == [1]
 
 
+@pytest.mark.parametrize(
+    "name, safe",
+    [
+        ("scan.png", "scan.png"),
+        (".hidden.png", ".hidden.png"),
+        ("../../etc/passwd.png", "passwd.png"),
+        ("C:\\Users\\me\\scan.png", "scan.png"),
+        ("..", "upload"),
+        (".", "upload"),
+        ("", "upload"),
+        ("scans/", "upload"),
+        (" . ", "upload"),
+        ("a\x00b.png", "a_b.png"),
+        ("line\nbreak\t\x7f.png", "line_break__.png"),
+        ('what?<>:"|*.png', "what_______.png"),
+        ("\ud800.png", "_.png"),
+        ("  name. ", "name"),
+        ("x" * 300 + ".png", "x" * 251 + ".png"),
+        ("é" * 200 + ".png", "é" * 125 + ".png"),  # no half a character
+        ("y" * 300, "y" * 255),
+        ("z." + "q" * 300, "z." + "q" * 253),  # not an extension
+    ],
+)
+def test_upload_names_become_safe_file_names(name, safe, tmp_path):
+    assert app.safe_name(name) == safe
+    (tmp_path / safe).write_bytes(b"")
+    assert [p.name for p in tmp_path.iterdir()] == [safe]
+
+
+def test_uploads_with_hostile_names_are_captioned(run, page):
+    good = images(run[3], "test", 1)[0]
+    names = ["x" * 300 + ".png", "../../up.png", "a\\b.png", "é" * 130 + ".png"]
+    upload(page, [(name, good.read_bytes()) for name in names])
+    expected = str(run[2].caption([good])[0])
+    assert len(page.error) == len(page.exception) == 0
+    assert shown_captions(page) == dict.fromkeys(range(4), expected)
+    # What Streamlit refuses to pass on (no image extension), given directly.
+    results = app.caption_uploads(app_page.service(str(run[1]), None), [("..", b"")])
+    assert results[0]["error"].startswith(".. could not be captioned: empty file")
+
+
+def test_an_upload_that_cannot_be_saved_fails_alone(run, page, monkeypatch):
+    def save(name, data, folder):
+        if name == "full.png":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return saved(name, data, folder)
+
+    saved = app._save
+    monkeypatch.setattr(app, "_save", save)
+    good = images(run[3], "test", 1)[0]
+    upload(page, [("full.png", good.read_bytes()), good])
+    assert [e.value for e in page.error] == [
+        "full.png could not be captioned: the server could not save it (No space "
+        "left on device). Rename it to a short plain name, upload again."
+    ]
+    assert shown_captions(page) == {1: str(run[2].caption([good])[0])}
+
+
 def test_an_unfamiliar_image_is_flagged_and_a_training_image_is_not(run, page):
     root, run_dir, captioner, dataset = run
     noise = np.random.default_rng(0).integers(0, 256, (224, 224, 3), np.uint8)
@@ -287,45 +346,72 @@ class Served:
             self.driver, self.skip = browser()
             if self.driver is None:
                 return
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            command = [sys.executable, "-m", "radcap", "app", "--run", str(run_dir)]
-            with open(self.log, "w") as out:
-                self.server = subprocess.Popen(
-                    [*command, "--port", str(port)],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its streamlit child stops with it
-                )
-            url = f"http://127.0.0.1:{port}"
-            self._wait_until_serving(url)
+            self.server, url = start_serving(run_dir, self.log)
             self.driver.get(url)
         except Exception as err:  # re-raised in the browser test
             self.error = err
-
-    def _wait_until_serving(self, url: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise RuntimeError(f"radcap app stopped:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"radcap app did not answer:\n{self.log.read_text()}")
 
     def stop(self) -> None:
         self.thread.join()
         if self.driver is not None:
             self.driver.quit()
         if self.server is not None:
-            os.killpg(self.server.pid, signal.SIGTERM)
+            self.server.terminate()  # radcap alone: it ends its server
             try:
                 self.server.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.server.pid, signal.SIGKILL)
+                pass
+            stop(self.server)
+
+
+def start_serving(run_dir: Path, log: Path, timeout: float = 90):
+    """`(process, url)`: `radcap app` on a free port, once its page answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "radcap", "app", "--run", str(run_dir)]
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [*command, "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, that `stop` can end
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"radcap app stopped:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return server, url
+        except OSError:
+            time.sleep(0.2)  # polls the page: it answers within seconds
+    stop(server)
+    raise RuntimeError(f"radcap app did not answer:\n{log.read_text()}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """End whatever is left of a `start_serving` process group."""
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait()
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_stop_signal_to_the_command_stops_its_server(run, signum, tmp_path):
+    server, url = start_serving(run[1], tmp_path / "server.log")
+    try:
+        server.send_signal(getattr(signal, signum))  # to radcap alone
+        assert server.wait(timeout=60) == 0
+        with pytest.raises(ProcessLookupError):
+            os.killpg(server.pid, 0)  # nothing left in its process group
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), 5)
+    finally:
+        stop(server)
 
 
 def browser():
