@@ -2,7 +2,8 @@
 
 The page runs in this process under Streamlit's `AppTest`, over a tiny
 attention run trained in a module fixture; one test serves it with `radcap
-app` and uploads an image from a headless Chromium (skipped without one).
+app` and uploads an image from a headless Chromium (skipped without one), and
+others check that each stop signal to `radcap app` ends its server.
 """
 
 import errno
@@ -174,48 +175,38 @@ def test_an_upload_over_the_size_limit_is_refused_unread(run, page):
     assert list(shown_captions(page)) == [1]
 
 
-@pytest.mark.parametrize(
-    "name, safe",
-    [
-        ("scan.png", "scan.png"),
-        (".hidden.png", ".hidden.png"),
-        ("../../etc/passwd.png", "passwd.png"),
-        ("C:\\Users\\me\\scan.png", "scan.png"),
-        ("..", "upload"),
-        (".", "upload"),
-        ("", "upload"),
-        ("scans/", "upload"),
-        (" . ", "upload"),
-        ("a\x00b.png", "a_b.png"),
-        ("line\nbreak\t\x7f.png", "line_break__.png"),
-        ('what?<>:"|*.png', "what_______.png"),
-        ("\ud800.png", "_.png"),
-        ("  name. ", "name"),
-        ("x" * 300 + ".png", "x" * 251 + ".png"),
-        ("é" * 200 + ".png", "é" * 125 + ".png"),  # no half a character
-        ("y" * 300, "y" * 255),
-        ("z." + "q" * 300, "z." + "q" * 253),  # not an extension
-    ],
-)
+NAMES = {  # what a browser may send as a file name: its safe name
+    "plain": ("scan.png", "scan.png"),
+    "hidden": (".hidden.png", ".hidden.png"),
+    "parent parts": ("../../etc/passwd.png", "passwd.png"),
+    "windows path": ("C:\\Users\\me\\scan.png", "scan.png"),
+    "dot dot": ("..", "upload"),
+    "dot": (".", "upload"),
+    "empty": ("", "upload"),
+    "folder": ("scans/", "upload"),
+    "dots and spaces": (" . ", "upload"),
+    "nul": ("a\x00b.png", "a_b.png"),
+    "control": ("line\nbreak\t\x7f.png", "line_break__.png"),
+    "windows refuses": ('what?<>:"|*.png', "what_______.png"),
+    "surrogate": ("\ud800.png", "_.png"),
+    "spaces and dot": ("  name. ", "name"),
+    "long": ("x" * 300 + ".png", "x" * 251 + ".png"),
+    "long utf-8": ("é" * 200 + ".png", "é" * 125 + ".png"),  # no half a character
+    "long no extension": ("y" * 300, "y" * 255),
+    "long extension": ("z." + "q" * 300, "z." + "q" * 253),  # not an extension
+}
+
+
+@pytest.mark.parametrize("name, safe", NAMES.values(), ids=list(NAMES))
 def test_upload_names_become_safe_file_names(name, safe, tmp_path):
     assert app.safe_name(name) == safe
     (tmp_path / safe).write_bytes(b"")
     assert [p.name for p in tmp_path.iterdir()] == [safe]
 
 
-def test_uploads_with_hostile_names_are_captioned(run, page):
-    good = images(run[3], "test", 1)[0]
-    names = ["x" * 300 + ".png", "../../up.png", "a\\b.png", "é" * 130 + ".png"]
-    upload(page, [(name, good.read_bytes()) for name in names])
-    expected = str(run[2].caption([good])[0])
-    assert len(page.error) == len(page.exception) == 0
-    assert shown_captions(page) == dict.fromkeys(range(4), expected)
-    # What Streamlit refuses to pass on (no image extension), given directly.
-    results = app.caption_uploads(app_page.service(str(run[1]), None), [("..", b"")])
-    assert results[0]["error"].startswith(".. could not be captioned: empty file")
-
-
-def test_an_upload_that_cannot_be_saved_fails_alone(run, page, monkeypatch):
+def test_hostile_names_are_captioned_and_an_upload_not_saved_fails_alone(
+    run, page, monkeypatch
+):
     def save(name, data, folder):
         if name == "full.png":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -224,12 +215,18 @@ def test_an_upload_that_cannot_be_saved_fails_alone(run, page, monkeypatch):
     saved = app._save
     monkeypatch.setattr(app, "_save", save)
     good = images(run[3], "test", 1)[0]
-    upload(page, [("full.png", good.read_bytes()), good])
+    names = ["x" * 300 + ".png", "../../up.png", "a\\b.png", "é" * 130 + ".png"]
+    upload(page, [(name, good.read_bytes()) for name in ["full.png", *names]])
+    assert len(page.exception) == 0
     assert [e.value for e in page.error] == [
         "full.png could not be captioned: the server could not save it (No space "
         "left on device). Rename it to a short plain name, upload again."
     ]
-    assert shown_captions(page) == {1: str(run[2].caption([good])[0])}
+    expected = str(run[2].caption([good])[0])
+    assert shown_captions(page) == dict.fromkeys(range(1, 5), expected)
+    # What Streamlit refuses to pass on (no image extension), given directly.
+    results = app.caption_uploads(app_page.service(str(run[1]), None), [("..", b"")])
+    assert results[0]["error"].startswith(".. could not be captioned: empty file")
 
 
 def test_an_unfamiliar_image_is_flagged_and_a_training_image_is_not(run, page):
