@@ -37,7 +37,6 @@ pixels is refused before it is decoded.
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 from pathlib import Path
 
@@ -53,7 +52,7 @@ from radcap.backbone import (
     preprocess,
 )
 from radcap.captioner import Captioner
-from radcap.files import DiskFullError, folder_lock
+from radcap.files import DiskFullError, folder_lock, partial_path
 from radcap.images import MAX_PIXELS
 
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -299,8 +298,7 @@ def _write(run_dir: Path, out: Path, beam: int) -> None:
         widths = {"beam": beam, "greedy": 1}
     for name, width in widths.items():
         archive.add_endpoint(name, serving_function(captioner, backbone, width), spec)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    partial, old = partial_path(out), partial_path(out)
     try:
         archive.write_out(str(partial), verbose=False)
         if out.exists():

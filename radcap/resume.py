@@ -27,13 +27,13 @@ from radcap import runs
 from radcap.config import Config
 from radcap.files import (
     LOCK_FILE,
+    PARTIAL,
     folder_lock,
     fsync_dir,
     kill_point,
-    remove_stale_temporaries,
+    partial_path,
+    remove_stale_partials,
 )
-
-_COPY = ".{}.copy"  # the hidden folder beside the target run folder, while copying
 
 
 def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Config:
@@ -160,12 +160,12 @@ def _copy_into_place(source: Path, run_dir: Path) -> None:
     name. A crash before the rename leaves `run_dir` without a run and a
     hidden copy, which the next call removes and makes again.
     """
-    staging = run_dir.parent / _COPY.format(run_dir.name)
-    shutil.rmtree(staging, ignore_errors=True)  # a killed copy's; the lock is ours
+    # Killed copies' folders: radcap-named, their writers dead.
+    remove_stale_partials(run_dir.parent, recursive=False)
+    staging = partial_path(run_dir)
     staging.mkdir()
     try:
         _copy_tree(source, staging)
-        remove_stale_temporaries(staging)
         os.rename(run_dir / LOCK_FILE, staging / LOCK_FILE)
         os.rmdir(run_dir)
         kill_point("copy:rename")  # the worst moment to die: no run_dir at all
@@ -180,15 +180,19 @@ def _copy_into_place(source: Path, run_dir: Path) -> None:
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
-    """Copy every file but the lock, each flushed to disk.
+    """Copy every file but the lock and partial files, each flushed to disk.
+
+    A partial file is what a writer of the earlier session left unfinished
+    (its pid means nothing on this machine): never part of the run.
 
     Contents only, not modes: the input may be read-only, the copy must not.
     """
-    for folder, _, names in os.walk(source, followlinks=True):
+    for folder, dirs, names in os.walk(source, followlinks=True):
+        dirs[:] = [d for d in dirs if not PARTIAL.fullmatch(d)]
         here = dest / Path(folder).relative_to(source)
         here.mkdir(exist_ok=True)
         for name in names:
-            if name == LOCK_FILE:
+            if name == LOCK_FILE or PARTIAL.fullmatch(name):
                 continue
             shutil.copyfile(Path(folder) / name, here / name)
             with open(here / name, "rb+") as f:
