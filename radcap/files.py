@@ -322,3 +322,23 @@ def folder_lock(folder: str | Path, what: str):
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+# A test hook beside `kill_point`: RADCAP_PAUSE_AT="<point>" stops there until
+# the test says go, so a second process can act at that very moment.
+_PAUSE_ENV = "RADCAP_PAUSE_AT"
+
+
+def pause_point(point: str) -> None:
+    """Wait here when `RADCAP_PAUSE_AT` names this point: a test hook.
+
+    The process prints `paused at <point>` on stdout and goes on when a line
+    arrives on its stdin (or stdin closes), so the test waits on the two
+    conditions themselves, never on a timer.
+    """
+    if os.environ.get(_PAUSE_ENV) != point:
+        return
+    import sys
+
+    print(f"paused at {point}", flush=True)
+    sys.stdin.readline()
