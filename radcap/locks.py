@@ -85,9 +85,9 @@ def read_lock(folder: str | Path, what: str):
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             raise LockError(
-                f"The {what} {folder} is being written by another radcap process "
-                f"(pid {holder}). Wait for it to finish (or stop it), then run "
-                "again; nothing was changed."
+                f"The {what} {folder} is in use by another radcap process (pid "
+                f"{holder}), which writes into it. Wait for it to finish (or stop "
+                "it), then run again; nothing was changed."
             ) from None
         yield
     finally:
