@@ -15,10 +15,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
 from pathlib import Path
 
-from radcap.files import LOCK_FILE, LockError
+from radcap.files import LOCK_FILE, LockError, partial_path
 
 
 class ReadOnlyError(OSError):
@@ -44,7 +43,9 @@ def check_writable(folder: str | Path, what: str, remedy: str) -> None:
     """
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".radcap-writable-", dir=folder)
+        # A partial's name: what a killed check leaves is removed as a leftover.
+        tmp = partial_path(Path(folder) / "writable")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as err:
         if err.errno not in _READ_ONLY:
             raise

@@ -392,3 +392,21 @@ def test_no_second_process_takes_the_run_folder_while_a_copy_moves_in(
     assert "Copied run 'demo'" in out
     assert listing(run_dir) == listing(source)
     assert os.listdir(root / "checkpoints") == ["demo"]
+
+
+def test_where_folders_cannot_be_swapped_the_copy_still_lands_whole(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    import radcap.resume
+
+    def cannot(a, b):
+        raise OSError(errno.EINVAL, "Invalid argument")  # NFS, or not Linux
+
+    monkeypatch.setattr(radcap.resume, "swap_paths", cannot)
+    source = fake_run(tmp_path / "input" / "demo", epochs=2)
+    root = tmp_path / "work"
+    run_dir = copy_run(source, root, verbose=False).run_dir(root)
+    assert listing(run_dir) == listing(source)
+    assert os.listdir(root / "checkpoints") == ["demo"]
