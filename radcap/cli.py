@@ -38,6 +38,7 @@ from radcap.evaluation import compare_runs, evaluate, write_comparison
 from radcap.features import FeatureCacheError, extract
 from radcap.files import DiskFullError, LockError
 from radcap.images import ImageError
+from radcap.locks import ReadOnlyError
 from radcap.runs import RunError
 
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
@@ -288,6 +289,7 @@ def main(argv=None) -> int:
         DownloadError,
         LockError,
         DiskFullError,
+        ReadOnlyError,
     )
     try:
         return command(args)

@@ -36,8 +36,8 @@ pixels is refused before it is decoded.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import os
 import shutil
 from pathlib import Path
 
@@ -53,8 +53,17 @@ from radcap.backbone import (
     preprocess,
 )
 from radcap.captioner import Captioner
-from radcap.files import DiskFullError, folder_lock
+from radcap.files import (
+    DiskFullError,
+    check_free_space,
+    disk_full_message,
+    folder_lock,
+    kill_point,
+    partial_path,
+    remove_stale_partials,
+)
 from radcap.images import MAX_PIXELS
+from radcap.locks import check_writable, read_lock, replace_lock
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
@@ -254,10 +263,12 @@ def serving_function(captioner: Captioner, backbone, beam: int):
 def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) -> Path:
     """Write a run's captioner as a SavedModel (see the module docstring).
 
-    The folder is written beside its final place and moved there when
-    whole, so an interrupted export never leaves a half-written one. An
+    The folder is written beside its final place (`radcap.files.partial_path`)
+    and moved there when whole, so an interrupted export never leaves a
+    half-written one; what killed exports left there is removed first. An
     earlier export at `out` is replaced; any other existing folder is
-    refused, never overwritten.
+    refused, never overwritten. The run folder is only read (it may be
+    read-only) unless `out` lies inside it.
 
     Args:
         run_dir: A trained run folder.
@@ -266,6 +277,13 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
 
     Returns:
         The SavedModel folder.
+
+    Raises:
+        ReadOnlyError: `out`'s folder cannot be written.
+        DiskFullError: Not enough free space for the export, or the disk
+            filled up while it was written.
+        LockError: Training writes into the run folder, or another export
+            writes into `out`'s folder, right now.
     """
 
     if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)) or beam < 1:
@@ -277,18 +295,50 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
             f"{out} exists and is not a SavedModel: choose another --out (an "
             "earlier export there would be replaced; anything else is left alone)."
         )
-    with folder_lock(run_dir, "run folder"):  # one export (or training) at a time
+    with _locks(run_dir, out):
         _write(run_dir, out, beam)
     return out
 
 
+@contextlib.contextmanager
+def _locks(run_dir: Path, out: Path):
+    """Read the run while no one trains it; write `out` as its only writer.
+
+    Reading needs no exclusive lock, and a read-only run folder (a Kaggle
+    input) cannot take one: the run folder is locked for writing only when
+    `out` lies inside it.
+    """
+    inside = out.resolve().is_relative_to(run_dir.resolve())
+    check_writable(
+        out.parent,
+        "run folder" if inside else "export folder",
+        f"Export into a writable folder: radcap export --run {run_dir} --out "
+        "<folder>/export (in Python: export(run_dir, out=...)).",
+    )
+    if inside:
+        with folder_lock(run_dir, "run folder"):
+            yield
+        return
+    with read_lock(run_dir, "run folder"), replace_lock(out, "export"):
+        yield
+
+
 def _write(run_dir: Path, out: Path, beam: int) -> None:
     """Trace the signatures of `export` and write them to `out` in one move."""
+    captioner = Captioner.load(run_dir)
+    backbone = build_backbone(captioner.config, layers_for(captioner.config))
+    needed = _weight_bytes(backbone, captioner.model) + _GRAPH_BYTES
+    remove_stale_partials(out.parent, recursive=False)  # killed exports' folders
+    check_free_space(out.parent, needed, "the export")  # before minutes of tracing
+    archive = _archive(captioner, backbone, beam)
+    _write_in_one_move(archive, out, needed)
+
+
+def _archive(captioner: Captioner, backbone, beam: int):
+    """The `keras.export.ExportArchive` with the traced signatures."""
     import keras
     import tensorflow as tf
 
-    captioner = Captioner.load(run_dir)
-    backbone = build_backbone(captioner.config, layers_for(captioner.config))
     # The endpoints track the variables they use; tracking the models too
     # would store every weight twice.
     archive = keras.export.ExportArchive()
@@ -299,25 +349,46 @@ def _write(run_dir: Path, out: Path, beam: int) -> None:
         widths = {"beam": beam, "greedy": 1}
     for name, width in widths.items():
         archive.add_endpoint(name, serving_function(captioner, backbone, width), spec)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    return archive
+
+
+def _write_in_one_move(archive, out: Path, needed: int) -> None:
+    """Write `archive` beside `out`, then put it in `out`'s place."""
+    import tensorflow as tf
+
+    partial, old = partial_path(out), partial_path(out)
     try:
         archive.write_out(str(partial), verbose=False)
+        kill_point(f"write:{out.name}")
         if out.exists():
             out.rename(old)
         partial.rename(out)
-    except OSError as err:
+    except (OSError, tf.errors.OpError) as err:
         if old.exists() and not out.exists():
             old.rename(out)  # the earlier export stays
-        if err.errno == errno.ENOSPC:
-            raise DiskFullError(
-                f"The disk under {out.parent} is full: a SavedModel of a VGG16 run "
-                "takes over 500 MB. Free space and export again."
-            ) from None
+        if _disk_full(err):
+            raise DiskFullError(errno.ENOSPC, disk_full_message(out, needed)) from None
         raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_GRAPH_BYTES = 32 * 2**20  # the traced graph beside the weights, with room to spare
+
+
+def _weight_bytes(*models) -> int:
+    """Bytes of the models' weights: most of what a SavedModel holds."""
+    return sum(
+        int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
+        for model in models
+        for w in model.weights
+    )
+
+
+def _disk_full(err: Exception) -> bool:
+    """Whether an error of the write (TensorFlow's say so in words) is a full disk."""
+    return getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err)
 
 
 def folder_size(path: str | Path) -> int:

@@ -19,11 +19,22 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
-LOCK_FILE = ".lock"
+# The lock file of a folder that radcap writes into. Its name is radcap's own,
+# so a user's file is never truncated or overwritten by taking the lock;
+# `.lock` files of earlier radcap versions are left alone (never deleted).
+LOCK_FILE = ".radcap.lock"
+# Every temporary file or folder radcap writes (`partial_path`) is named
+# "." + target name + ".radcap-partial-" + writer's pid + "-" + 8 random hex
+# digits + the target's suffix, if any (writers such as Keras check it). Only
+# names that match this in full are ever removed as leftovers.
+PARTIAL = re.compile(
+    r"\.(?P<target>.+)\.radcap-partial-(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}"
+    r"(?P<suffix>\.[^.]+)?"
+)
 # Tests kill a process at a chosen moment: RADCAP_KILL_AT="<point>" or
 # "<point>@<n>" (the n-th time it is reached). Points: "write:<file name>"
 # (a file written, not yet renamed into place), "epoch-<e>-batch-<b>",
@@ -92,30 +103,93 @@ def disk_full_message(path: str | Path, needed: int | None = None) -> str:
     )
 
 
+def partial_path(target: str | Path) -> Path:
+    """A fresh name beside `target` to write it under until it is complete.
+
+    The name matches `PARTIAL` and records this process's id, so that
+    `remove_stale_partials` can tell what a killed writer left from a user's
+    file (never removed) and from what a live writer is writing.
+
+    Args:
+        target: The file or folder that will be written.
+
+    Returns:
+        `.<target name>.radcap-partial-<pid>-<8 hex digits><target suffix>`,
+        in `target`'s folder; nothing is created.
+    """
+    target = Path(target)
+    token = secrets.token_hex(4)
+    return target.with_name(
+        f".{target.name}.radcap-partial-{os.getpid()}-{token}{target.suffix}"
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (in doubt: yes, so nothing of it is removed)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, ValueError):
+        return False  # no process can have this id
+    except OSError:
+        return True  # PermissionError: it exists, under another user
+    return True
+
+
+def remove_stale_partials(folder: str | Path, recursive: bool = True) -> list[str]:
+    """Remove what killed radcap writers left in `folder`: nothing else.
+
+    Removes the files and folders whose name matches `PARTIAL` in full and
+    whose writer (the pid in the name) is no longer running. A user's file
+    never matches; a live writer's partial is left to it. Symbolic links are
+    neither followed nor removed.
+
+    Args:
+        folder: The folder to clean (need not exist).
+        recursive: Also clean its subfolders.
+
+    Returns:
+        The names removed.
+    """
+    removed = []
+    for top, dirs, names in os.walk(folder):  # followlinks=False
+        for name in [*dirs, *names]:
+            path = Path(top) / name
+            match = PARTIAL.fullmatch(name)
+            if not match or path.is_symlink() or _alive(int(match["pid"])):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(name)
+        # A partial folder's contents are its writer's: never walked into.
+        dirs[:] = [d for d in dirs if recursive and not PARTIAL.fullmatch(d)]
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str | None = None):
+def atomic_path(path: str | Path):
     """A temporary path to write to; renamed over `path` when the block succeeds.
 
     For writers that want a file name (Keras' `model.save`, `DataFrame.to_csv`).
-    On any error the temporary file is removed and `path` is left as it was.
-
-    Args:
-        path: The file to replace.
-        suffix: Suffix of the temporary file (some writers check it, e.g.
-            `.keras`); default `path`'s own.
+    The temporary file is `partial_path(path)` (it keeps `path`'s suffix,
+    which some writers check, e.g. `.keras`). On any error it is removed and
+    `path` is left as it was.
 
     Raises:
         DiskFullError: The disk filled up during the write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent
-    )
-    os.close(fd)
+    tmp = partial_path(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # a writer may have made it private
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         kill_point(f"write:{path.name}")
@@ -213,38 +287,14 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
         )
 
 
-# `atomic_path`'s temporary files: "." + target name + "." + 8 random characters.
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
-
-
-def remove_stale_temporaries(folder: str | Path) -> list[str]:
-    """Delete temporary files that a killed writer left in `folder` (and below).
-
-    Only safe while holding `folder_lock(folder)`: then no other process is
-    writing there.
-
-    Returns:
-        The names removed.
-    """
-    removed = []
-    for path in Path(folder).rglob(".*"):
-        if (
-            path.name != LOCK_FILE
-            and path.is_file()
-            and _TEMPORARY.fullmatch(path.name)
-        ):
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
-    return removed
-
-
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, what: str):
     """Hold `folder` for this process: a second writer gets a clear `LockError`.
 
-    The lock is an OS lock (`flock`) on `folder/.lock`, released by the
-    kernel when the process ends, however it ends. The file records the
-    holder's process id for the message.
+    The lock is an OS lock (`flock`) on `folder/.radcap.lock` (`LOCK_FILE`),
+    released by the kernel when the process ends, however it ends. The file
+    records the holder's process id for the message. Once held, what killed
+    writers left in the folder is removed (`remove_stale_partials`).
 
     Args:
         folder: The folder written into (made if needed).
@@ -268,7 +318,27 @@ def folder_lock(folder: str | Path, what: str):
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        remove_stale_temporaries(folder)
+        remove_stale_partials(folder)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+# A test hook beside `kill_point`: RADCAP_PAUSE_AT="<point>" stops there until
+# the test says go, so a second process can act at that very moment.
+_PAUSE_ENV = "RADCAP_PAUSE_AT"
+
+
+def pause_point(point: str) -> None:
+    """Wait here when `RADCAP_PAUSE_AT` names this point: a test hook.
+
+    The process prints `paused at <point>` on stdout and goes on when a line
+    arrives on its stdin (or stdin closes), so the test waits on the two
+    conditions themselves, never on a timer.
+    """
+    if os.environ.get(_PAUSE_ENV) != point:
+        return
+    import sys
+
+    print(f"paused at {point}", flush=True)
+    sys.stdin.readline()

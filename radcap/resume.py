@@ -12,28 +12,38 @@ data, features and checkpoints relative to the working folder, so the run
 goes on with the data and feature caches of its new home.
 
 The copy is crash safe: it is written beside the target under a hidden name
-and renamed into place once complete, while the target's run-folder lock is
-held, so a run folder is either absent or whole, and `radcap train` never
-sees half of one.
+(`radcap.files.partial_path`) and swapped into place once complete, while
+the target's run-folder lock is held, so a run folder is either absent or
+whole, and `radcap train` never sees half of one. The copy holds what the
+source folder itself holds: a symbolic link is not followed (it could
+point at anything on the machine, or at its own folder) but skipped with a
+line that names it, as are other special files and the partial files of
+interrupted radcap writes. Wherever the source's config puts the run, it
+lands inside the working folder or not at all.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
+import sys
 from pathlib import Path
 
 from radcap import runs
 from radcap.config import Config
 from radcap.files import (
     LOCK_FILE,
+    PARTIAL,
     folder_lock,
     fsync_dir,
     kill_point,
-    remove_stale_temporaries,
+    partial_path,
+    pause_point,
+    remove_stale_partials,
 )
-
-_COPY = ".{}.copy"  # the hidden folder beside the target run folder, while copying
+from radcap.locks import swap_paths
 
 
 def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Config:
@@ -41,7 +51,9 @@ def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Conf
 
     The run lands where its own config puts it, `config.run_dir(root)`
     (`checkpoints/<name>`). When that folder already holds the same run (the
-    notebook runs again in the same session), it is kept as it is.
+    notebook runs again in the same session), it is kept as it is. Symbolic
+    links, other special files and partial files in `source` are not copied:
+    each gets a line on stderr that names it and says why.
 
     Args:
         source: A run folder (it holds `config.json`), e.g. a Kaggle input
@@ -54,20 +66,23 @@ def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Conf
         `radcap.train.train(config, root=root)`.
 
     Raises:
-        RunError: `source` is not a run folder, or the target folder holds
-            another run, or the same run with fewer finished epochs.
+        RunError: `source` is not a run folder, or its config puts the run
+            outside `root`, or the target folder holds another run, or the
+            same run with fewer finished epochs.
         LockError: A process is training the target run right now.
     """
     source = Path(source)
     config = _source_config(source)
-    run_dir = config.run_dir(root)
+    run_dir = _target(config, Path(root), source)
     if run_dir.is_dir() and run_dir.resolve() == source.resolve():
         return config  # asked to go on with the run already here
     with folder_lock(run_dir, "run folder"):
         if _holds_files(run_dir):
             _check_same_run(run_dir, source, config, verbose)
             return config
-        _copy_into_place(source, run_dir)
+        skipped = _copy_into_place(source, run_dir)
+    for line in skipped:  # said even when quiet: never a silent drop
+        print(line, file=sys.stderr)
     if verbose:
         epochs = _finished_epochs(run_dir)
         print(
@@ -103,6 +118,21 @@ def _source_config(source: Path) -> Config:
             f"{runs.CONFIG}.{hint}"
         )
     return runs.load_config(source)
+
+
+def _target(config: Config, root: Path, source: Path) -> Path:
+    """The run folder in `root`, or an error where the config points outside it."""
+    run_dir = config.run_dir(root)
+    home = root.resolve()
+    if not run_dir.resolve().is_relative_to(home):
+        raise runs.RunError(
+            f"RESUME_FROM: the {runs.CONFIG} of {source} puts the run in "
+            f"{run_dir.resolve()} (checkpoints_dir={config.checkpoints_dir!r}), "
+            f"outside the working folder {home}, so it is not copied. Copy the "
+            f"run folder into {home / 'checkpoints'} yourself and set its "
+            'checkpoints_dir to "checkpoints".'
+        )
+    return run_dir
 
 
 def _holds_files(run_dir: Path) -> bool:
@@ -151,46 +181,83 @@ def _finished_epochs(run_dir: Path) -> int:
     return 0 if history is None else len(history)
 
 
-def _copy_into_place(source: Path, run_dir: Path) -> None:
-    """Copy `source` beside `run_dir`, then rename it into place, lock and all.
+def _copy_into_place(source: Path, run_dir: Path) -> list[str]:
+    """Copy `source` beside `run_dir`, then swap it into place; the skip report.
 
-    `run_dir` holds only the lock file that the caller holds. The lock file
-    moves into the finished copy (the lock stays with the file, so it is
-    held throughout), the empty `run_dir` goes, and the copy takes its
-    name. A crash before the rename leaves `run_dir` without a run and a
-    hidden copy, which the next call removes and makes again.
+    `run_dir` holds only the lock file that the caller holds. The copy is
+    made in a partial folder under a lock of its own, and the two folders
+    swap names in one step, so the name `run_dir` always holds a lock that
+    this process holds: no other process can take the run folder between
+    the two. A crash before the swap leaves `run_dir` without a run and a
+    partial folder, which the next call removes.
     """
-    staging = run_dir.parent / _COPY.format(run_dir.name)
-    shutil.rmtree(staging, ignore_errors=True)  # a killed copy's; the lock is ours
-    staging.mkdir()
+    remove_stale_partials(run_dir.parent, recursive=False)  # killed copies'
+    staging = partial_path(run_dir)
     try:
-        _copy_tree(source, staging)
-        remove_stale_temporaries(staging)
-        os.rename(run_dir / LOCK_FILE, staging / LOCK_FILE)
-        os.rmdir(run_dir)
-        kill_point("copy:rename")  # the worst moment to die: no run_dir at all
-        os.rename(staging, run_dir)
-    except BaseException:
-        if (staging / LOCK_FILE).exists() and not (run_dir / LOCK_FILE).exists():
-            run_dir.mkdir(exist_ok=True)
-            os.rename(staging / LOCK_FILE, run_dir / LOCK_FILE)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with folder_lock(staging, "run folder"):
+            skipped = _copy_tree(source, staging)
+            pause_point("copy:rename")
+            kill_point("copy:rename")  # the worst moment to die: all copied
+            _swap(staging, run_dir)
+            pause_point("copy:swapped")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the copy, or the old folder
     fsync_dir(run_dir.parent)
+    return skipped
 
 
-def _copy_tree(source: Path, dest: Path) -> None:
-    """Copy every file but the lock, each flushed to disk.
+def _swap(staging: Path, run_dir: Path) -> None:
+    """Put `staging` in the place of `run_dir`; `staging` then names the old one."""
+    try:
+        swap_paths(staging, run_dir)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise
+        # No swap on this system: the old folder goes first, and for a moment
+        # there is no run folder (and no lock) at all.
+        os.unlink(run_dir / LOCK_FILE)
+        os.rmdir(run_dir)
+        os.rename(staging, run_dir)
+        staging.mkdir()  # for the caller to remove, as after a swap
+
+
+def _copy_tree(source: Path, dest: Path) -> list[str]:
+    """Copy every regular file but the lock, each flushed to disk; the skip report.
 
     Contents only, not modes: the input may be read-only, the copy must not.
+    Links are never followed: a link to a file outside would publish it, a
+    link to a folder above would copy it without end.
     """
-    for folder, _, names in os.walk(source, followlinks=True):
+    skipped = []
+    for folder, subfolders, names in os.walk(source):
         here = dest / Path(folder).relative_to(source)
         here.mkdir(exist_ok=True)
-        for name in names:
-            if name == LOCK_FILE:
-                continue
-            shutil.copyfile(Path(folder) / name, here / name)
-            with open(here / name, "rb+") as f:
-                os.fsync(f.fileno())
-            kill_point(f"copy:{name}")
+        for name in [*subfolders, *names]:
+            path = Path(folder) / name
+            reason = _not_copied(path)
+            if reason:
+                skipped.append(f"Not copied: {path}: {reason}.")
+                if name in subfolders:
+                    subfolders.remove(name)  # os.walk does not go into it
+            elif name in names and name != LOCK_FILE:
+                shutil.copyfile(path, here / name)
+                with open(here / name, "rb+") as f:
+                    os.fsync(f.fileno())
+                kill_point(f"copy:{name}")
+    return skipped
+
+
+def _not_copied(path: Path) -> str | None:
+    """Why `path` is left out of the copy, or None for a file or folder to copy."""
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        return (
+            f"a symbolic link (to {os.readlink(path)}); links are not followed, "
+            "copy what it points to into the run folder if the run needs it"
+        )
+    if PARTIAL.fullmatch(path.name):
+        # Left by an earlier session's writer: never part of the run.
+        return "a partial file of an unfinished radcap write, not part of the run"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "not a regular file (a device, pipe or socket)"
+    return None

@@ -33,7 +33,7 @@ import pandas as pd
 
 from radcap.config import CONFIG_FILE, Config
 from radcap.familiarity import Familiarity
-from radcap.files import write_text
+from radcap.files import remove_stale_partials, write_text
 from radcap.text import Vocabulary
 
 CONFIG = CONFIG_FILE
@@ -173,6 +173,39 @@ def load_model(run_dir: str | Path):
 def backup_path(run_dir: str | Path, epoch: int) -> Path:
     """The resume state after `epoch` (0-based) while training runs."""
     return Path(run_dir) / BACKUP / f"epoch-{epoch}.keras"
+
+
+def remove_backups(run_dir: str | Path) -> None:
+    """Remove the resume states in `backup/`, and the folder once it is empty.
+
+    Only radcap's own files go: a file of yours in `backup/` stays (and so
+    does the folder).
+    """
+    folder = Path(run_dir) / BACKUP
+    for path in folder.glob("epoch-*.keras"):
+        path.unlink(missing_ok=True)
+    remove_stale_partials(folder)
+    _remove_if_empty(folder)
+
+
+def remove_logs(run_dir: str | Path) -> None:
+    """Remove TensorBoard's event files from `logs/`, and its folders once empty.
+
+    TensorBoard writes `logs/<train|validation>/events.out.tfevents.*`; a
+    file of yours in `logs/` stays (and so do the folders that hold it).
+    """
+    folder = Path(run_dir) / LOGS
+    for path in folder.glob("*/events.out.tfevents.*"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+    for sub in folder.glob("*"):
+        _remove_if_empty(sub)
+    _remove_if_empty(folder)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def usable_model_file(path: str | Path) -> bool:

@@ -280,8 +280,8 @@ def _resume(model, run_dir: Path, verbose: bool) -> tuple[int, pd.DataFrame | No
             )
     for stale in (run_dir / runs.HISTORY, run_dir / runs.MODEL):
         stale.unlink(missing_ok=True)
-    for stale in (runs.BACKUP, runs.LOGS):
-        shutil.rmtree(run_dir / stale, ignore_errors=True)
+    runs.remove_backups(run_dir)
+    runs.remove_logs(run_dir)
     return 0, None
 
 
@@ -346,7 +346,7 @@ def _finish(
     }
     _write_familiarity(run_dir, prepared.train, prepared.validation, config, verbose)
     write_json(run_dir / runs.TRAINING, summary)
-    shutil.rmtree(run_dir / runs.BACKUP, ignore_errors=True)
+    runs.remove_backups(run_dir)
     if verbose:
         print(
             f"best model (epoch {summary['best_epoch']}, val_loss "

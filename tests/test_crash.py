@@ -94,7 +94,7 @@ def _describe(result) -> str:
 
 
 def temporary_files(run_dir: Path) -> list[str]:
-    """Leftovers of interrupted atomic writes (hidden files, `.lock` aside)."""
+    """Leftovers of interrupted atomic writes (hidden files, the lock aside)."""
     return sorted(
         str(p.relative_to(run_dir))
         for p in run_dir.rglob(".*")
@@ -376,7 +376,7 @@ def test_the_rerun_finishes_a_complete_valid_run(trial, reference, point_id):
 @pytest.mark.parametrize("point_id", POINTS)
 def test_no_temporary_file_is_left_behind(trial, point_id):
     # The killed writer's temporary file is removed by the rerun, which holds
-    # the run folder's lock (radcap.files.remove_stale_temporaries).
+    # the run folder's lock (radcap.files.remove_stale_partials).
     t = trial(point_id)
     assert t.rerun.returncode == 0, _describe(t.rerun)
     assert temporary_files(t.run_dir) == []
@@ -585,7 +585,7 @@ def test_a_killed_evaluation_leaves_whole_files_and_reruns(reference, kill_at):
     root, _ = reference
     source = root / "checkpoints" / "reference"
     run_dir = root / "checkpoints" / f"evaluate-{kill_at.split(':')[1]}"
-    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns(files.LOCK_FILE))
     command = [sys.executable, "-m", "radcap", "evaluate", "--run", str(run_dir)]
     command += ["--root", str(root), "--no-controls", "--no-meteor", "--beam", "1"]
     killed = subprocess.run(

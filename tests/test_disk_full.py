@@ -137,3 +137,41 @@ def test_evaluation_onto_a_full_disk_leaves_no_empty_file(disk, root):
     again = radcap(*evaluate, root=root)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (small / "demo" / runs.METRICS).stat().st_size > 0
+
+
+def test_an_export_onto_a_full_disk_says_so_before_it_traces(disk, tmp_path):
+    from tiny_run import radcap_tiny, untrained_run
+
+    small = disk("1m")  # the check asks for the weights and 32 MB for the graph
+    run_dir = untrained_run(tmp_path)
+    out = small / "export"
+    done = radcap_tiny("export", "--run", str(run_dir), "--out", str(out))
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "exit 2"
+    assert "Traceback" not in done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert error.startswith(
+        "radcap export: error: [Errno 28] Not enough disk space for the export in "
+        f"{small}: it needs about 34 MB and 1 MB are free."
+    )
+    assert os.listdir(small) == []
+
+
+def test_an_export_that_fills_the_disk_is_a_disk_full_error(
+    disk, tmp_path, monkeypatch
+):
+    from tiny_run import tiny_backbone, untrained_run
+
+    import radcap.export
+    from radcap.files import DiskFullError
+
+    small = disk("400k")  # the tiny SavedModel takes 780 KB
+    run_dir = untrained_run(tmp_path)
+    monkeypatch.setattr(radcap.export, "check_free_space", lambda *a: None)
+    monkeypatch.setattr(radcap.export, "build_backbone", tiny_backbone)
+    with pytest.raises(DiskFullError) as err:
+        radcap.export.export(run_dir, small / "export")
+    assert str(err.value).startswith(
+        f"[Errno 28] The disk is full: could not write {small / 'export'}. It "
+        "needs about 34 MB;"
+    )
+    assert os.listdir(small) == []  # the partial export is gone

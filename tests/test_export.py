@@ -5,6 +5,7 @@ radcap, is in `test_e2e.py` (it needs the demo run).
 """
 
 import io
+import os
 import struct
 import zlib
 
@@ -220,3 +221,102 @@ def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
             result["familiarity"][:n], [e["familiarity"] for e in expected], rtol=1e-3
         )
     assert n >= 6
+
+
+# --- faults: a kill, a read-only run folder (a full disk: test_disk_full.py) ----
+
+SAVED_MODEL = ["assets", "fingerprint.pb", "saved_model.pb", "variables"]
+VARIABLES = ["variables.data-00000-of-00001", "variables.index"]
+
+
+def test_a_killed_export_leaves_nothing_behind_once_exported_again(
+    tmp_path, monkeypatch
+):
+    from tiny_run import radcap_tiny, tiny_backbone, untrained_run
+
+    import radcap.export
+    from radcap.files import PARTIAL
+
+    run_dir = untrained_run(tmp_path)
+    out = tmp_path / "models" / "export"
+    command = ["export", "--run", str(run_dir), "--out", str(out)]
+    killed = radcap_tiny(*command, kill_at=f"write:{out.name}")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (left,) = out.parent.iterdir()  # the whole SavedModel, under its partial name
+    assert PARTIAL.fullmatch(left.name)["target"] == "export"
+    assert sorted(p.name for p in left.iterdir()) == SAVED_MODEL
+
+    monkeypatch.setattr(radcap.export, "build_backbone", tiny_backbone)
+    assert radcap.export.export(run_dir, out) == out
+    assert [p.name for p in out.parent.iterdir()] == ["export"]
+    assert sorted(p.name for p in out.iterdir()) == SAVED_MODEL
+    assert sorted(p.name for p in (out / "variables").iterdir()) == VARIABLES
+
+
+@pytest.fixture
+def read_only_copy(tmp_path):
+    """`read_only_copy(folder)`: `folder` copied onto a read-only mount (root only).
+
+    A chmod would not do: the tests run as root, and root writes anyway.
+    """
+    import shutil
+    import subprocess
+
+    mounted = []
+
+    def copy(folder):
+        mount = tmp_path / "read-only"
+        mount.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
+        mounted.append(mount)
+        shutil.copytree(folder, mount / folder.name)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        return mount / folder.name
+
+    yield copy
+    for mount in mounted:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_read_only_run_folder_is_exported_elsewhere_and_not_evaluated(
+    tmp_path, read_only_copy
+):
+    from tiny_run import radcap_tiny, untrained_run
+
+    from radcap.files import LOCK_FILE
+
+    run_dir = read_only_copy(untrained_run(tmp_path / "session-1"))
+    out = tmp_path / "working" / "export"
+    done = radcap_tiny(
+        *["export", "--run", str(run_dir), "--out", str(out), "+"],
+        *["export", "--run", str(run_dir), "+"],
+        *["evaluate", "--run", str(run_dir), "--root", str(tmp_path)],
+    )
+    assert done.stdout.splitlines()[-4:] == [
+        f"Wrote {out} (1 MB): load it with tf.saved_model.load({str(out)!r})",
+        "exit 0",
+        "exit 2",
+        "exit 2",
+    ], done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert errors == [
+        f"radcap export: error: [Errno 30] The run folder {run_dir} is read-only "
+        "(Read-only file system). Export into a writable folder: radcap export "
+        f"--run {run_dir} --out <folder>/export (in Python: export(run_dir, "
+        "out=...)).",
+        f"radcap evaluate: error: [Errno 30] The run folder {run_dir} is read-only "
+        "(Read-only file system). Evaluation writes its results into the run "
+        "folder: copy the run into a writable working folder with "
+        "radcap.resume.copy_run(run_dir, root) (notebook 03's RESUME_FROM), then "
+        "evaluate the copy.",
+    ]
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == SAVED_MODEL
+    assert sorted(p.name for p in out.parent.iterdir()) == ["export"]
+    assert LOCK_FILE not in os.listdir(run_dir)

@@ -71,7 +71,7 @@ def test_shapes_dtype_and_files(full):
     assert fc2.ids == [f"img{i}" for i in range(N)]
     folder = root / "features/demo/vgg16-fc2"
     assert sorted(p.name for p in folder.iterdir()) == [
-        ".lock",  # the writers' lock; no temporary file is left
+        ".radcap.lock",  # the writers' lock; no temporary file is left
         "meta.json",
         "train.ids",
         "train.npy",

@@ -291,9 +291,122 @@ def test_a_copy_killed_midway_leaves_no_run_and_the_next_one_finishes(
     # No run folder that `radcap train` could take for a run: at most its lock.
     assert not run_dir.exists() or os.listdir(run_dir) == [files.LOCK_FILE]
     hidden = [p.name for p in (root / "checkpoints").iterdir() if p != run_dir]
-    assert hidden == [".demo.copy"]
+    assert len(hidden) == 1 and files.PARTIAL.fullmatch(hidden[0])["target"] == "demo"
 
     again = subprocess_copy(source, root)
     assert again.returncode == 0, again.stderr
     assert listing(run_dir) == listing(source)
     assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["demo"]
+
+
+def test_links_and_special_files_are_named_and_never_followed(tmp_path, capsys):
+    source = fake_run(tmp_path / "input" / "demo", epochs=1)
+    before = listing(source)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for publishing")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big.bin").write_bytes(b"x")
+    (source / "passwd").symlink_to(secret)  # a file outside
+    (source / "etc").symlink_to(outside)  # a folder outside
+    (source / "again").symlink_to(".")  # a loop
+    (source / "gone").symlink_to(tmp_path / "nowhere")  # broken
+    os.mkfifo(source / "pipe")
+    dead = source / f".{runs.EXPORT}.radcap-partial-999999999-0123abcd"
+    dead.mkdir()  # an export killed in the earlier session
+    (dead / "saved_model.pb").write_bytes(b"half")
+    root = tmp_path / "work"
+
+    config = copy_run(source, root, verbose=False)
+    run_dir = config.run_dir(root)
+    assert listing(run_dir) == before
+    assert not [p for p in run_dir.rglob("*") if p.is_symlink()]
+    link = "links are not followed, copy what it points to into the run folder"
+    partial = "a partial file of an unfinished radcap write, not part of the run"
+    assert sorted(capsys.readouterr().err.splitlines()) == sorted(
+        [
+            f"Not copied: {source / 'again'}: a symbolic link (to .); {link} if "
+            "the run needs it.",
+            f"Not copied: {source / 'etc'}: a symbolic link (to {outside}); {link}"
+            " if the run needs it.",
+            f"Not copied: {source / 'gone'}: a symbolic link (to "
+            f"{tmp_path / 'nowhere'}); {link} if the run needs it.",
+            f"Not copied: {source / 'passwd'}: a symbolic link (to {secret}); "
+            f"{link} if the run needs it.",
+            f"Not copied: {source / 'pipe'}: not a regular file (a device, pipe or "
+            "socket).",
+            f"Not copied: {dead}: {partial}.",
+        ],
+    )
+
+
+@pytest.mark.parametrize("place", ["../escaped", "ABSOLUTE"])
+def test_a_config_that_puts_the_run_outside_the_working_folder_is_refused(
+    tmp_path, place
+):
+    escaped = tmp_path / "escaped"
+    place = str(escaped) if place == "ABSOLUTE" else place
+    source = fake_run(tmp_path / "input" / "demo", epochs=1, checkpoints_dir=place)
+    root = tmp_path / "work"
+    root.mkdir()
+    with pytest.raises(runs.RunError) as err:
+        copy_run(source, root)
+    assert str(err.value) == (
+        f"RESUME_FROM: the config.json of {source} puts the run in "
+        f"{escaped / 'demo'} (checkpoints_dir={place!r}), outside the working "
+        f"folder {root}, so it is not copied. Copy the run folder into "
+        f"{root / 'checkpoints'} yourself and set its checkpoints_dir to "
+        '"checkpoints".'
+    )
+    assert not escaped.exists() and os.listdir(root) == []
+
+
+@pytest.mark.parametrize("pause_at", ["copy:rename", "copy:swapped"])
+def test_no_second_process_takes_the_run_folder_while_a_copy_moves_in(
+    tmp_path, pause_at
+):
+    source = fake_run(tmp_path / "input" / "demo", epochs=2)
+    root = tmp_path / "work"
+    run_dir = root / "checkpoints" / "demo"
+    env = {k: v for k, v in os.environ.items() if k != "RADCAP_KILL_AT"}
+    first = subprocess.Popen(
+        [sys.executable, "-c", _COPY, str(source), str(root)],
+        env={**env, "RADCAP_PAUSE_AT": pause_at},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stdout.readline() == f"paused at {pause_at}\n", first.stderr
+        # This process comes second, as a notebook run twice or `radcap train`.
+        with pytest.raises(files.LockError, match="in use by another radcap"):
+            copy_run(source, root, verbose=False)
+        with pytest.raises(files.LockError, match="in use by another radcap"):
+            with files.folder_lock(run_dir, "run folder"):
+                pass
+        out, err = first.communicate("go\n", timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    assert "Copied run 'demo'" in out
+    assert listing(run_dir) == listing(source)
+    assert os.listdir(root / "checkpoints") == ["demo"]
+
+
+def test_where_folders_cannot_be_swapped_the_copy_still_lands_whole(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    import radcap.resume
+
+    def cannot(a, b):
+        raise OSError(errno.EINVAL, "Invalid argument")  # NFS, or not Linux
+
+    monkeypatch.setattr(radcap.resume, "swap_paths", cannot)
+    source = fake_run(tmp_path / "input" / "demo", epochs=2)
+    root = tmp_path / "work"
+    run_dir = copy_run(source, root, verbose=False).run_dir(root)
+    assert listing(run_dir) == listing(source)
+    assert os.listdir(root / "checkpoints") == ["demo"]

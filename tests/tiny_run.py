@@ -30,3 +30,94 @@ def train_tiny_run(root: Path):
     dataset = load_demo(root / "data/demo")
     train(config, dataset, root, verbose=False)
     return config.run_dir(root), dataset
+
+
+def untrained_run(root: Path, name: str = "untrained") -> Path:
+    """A complete run folder in `root` with an untrained captioner (no training).
+
+    Returns:
+        The run folder.
+    """
+    import keras
+
+    from radcap import runs
+    from radcap.model import build_captioner
+    from radcap.text import Vocabulary
+
+    config = preset("demo", name=name, units=16, embed_dim=8)
+    folder = config.run_dir(root)
+    folder.mkdir(parents=True)
+    config.save(folder / runs.CONFIG)
+    vocab = Vocabulary.build(["a small nodule", "a large cyst"])
+    vocab.save(folder / runs.VOCAB)
+    keras.utils.set_random_seed(0)
+    build_captioner(config, vocab.size).save(folder / runs.MODEL)
+    return folder
+
+
+def tiny_backbone(config, layers=None):
+    """A stand-in for VGG16 with its outputs' shapes and 30,000 weights, not 138 M.
+
+    What the export does around the backbone (tracing, writing, moving into
+    place) does not depend on VGG16's weights, which would make every export
+    in a test over 500 MB.
+    """
+    import keras
+    import numpy as np
+
+    from radcap.backbone import FEATURE_SHAPES, IMAGE_SIZE, layers_for
+
+    images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(images)  # (batch, 3)
+    outputs = [
+        keras.layers.Reshape(FEATURE_SHAPES[name])(
+            keras.layers.Dense(int(np.prod(FEATURE_SHAPES[name])))(pooled)
+        )
+        for name in layers or layers_for(config)
+    ]
+    return keras.Model(images, outputs)
+
+
+# `radcap` commands, one after another in one interpreter, with the tiny
+# backbone; after each, "exit <status>" on stdout and stderr.
+_RADCAP = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import radcap.export
+from radcap.cli import main
+from tiny_run import tiny_backbone
+radcap.export.build_backbone = tiny_backbone
+command = []
+for word in sys.argv[2:] + ["+"]:
+    if word != "+":
+        command.append(word)
+        continue
+    status = main(command)
+    print(f"exit {status}", flush=True)
+    print(f"exit {status}", file=sys.stderr, flush=True)
+    command = []
+"""
+
+
+def radcap_tiny(*args: str, kill_at: str | None = None):
+    """Run `radcap` commands (separated by "+") in a subprocess, tiny backbone.
+
+    Returns:
+        The `subprocess.CompletedProcess`.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("RADCAP_KILL_AT", None)
+    if kill_at:
+        env["RADCAP_KILL_AT"] = kill_at
+    here = str(Path(__file__).parent)
+    return subprocess.run(
+        [sys.executable, "-c", _RADCAP, here, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )

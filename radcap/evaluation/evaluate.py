@@ -43,8 +43,16 @@ from radcap.files import (
     write_json,
     write_text,
 )
+from radcap.locks import check_writable
 from radcap.splits import Split, load_split
 from radcap.text import clean_caption
+
+# Evaluation writes its files into the run folder; a Kaggle input is read-only.
+_READ_ONLY_REMEDY = (
+    "Evaluation writes its results into the run folder: copy the run into a "
+    "writable working folder with radcap.resume.copy_run(run_dir, root) "
+    "(notebook 03's RESUME_FROM), then evaluate the copy."
+)
 
 
 def decodings(config, beams=None) -> list[int]:
@@ -115,6 +123,7 @@ def evaluate(
     stamp = _stamp(run_dir, **settings)
     if reuse and (saved := _saved(run_dir, stamp, verbose)):
         return saved
+    check_writable(run_dir, "run folder", _READ_ONLY_REMEDY)
     if meteor is not False:
         start_meteor()  # Java boots while the model loads and decodes
     captioner = Captioner.load(run_dir)

@@ -1,0 +1,108 @@
+"""radcap never deletes or changes a file it did not write.
+
+Every temporary file radcap writes is named by `radcap.files.partial_path`
+and records its writer's pid; only such names of dead writers are ever
+removed as leftovers. The lock file has a radcap name of its own.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from radcap import files
+
+# Names a user (or another program) may plausibly give a file, including
+# names that look like the temporaries of earlier radcap versions.
+PLANTED = [
+    ".notes.20250101",
+    ".bashrc.original",
+    ".lock",
+    "notes.txt",
+    ".tmp12345678",
+    "x.keras.tmp",
+    "backup.bak",
+    ".best.keras.abcd1234.keras",
+    ".metrics.json.k3j_x9q2.json",
+    ".export.partial-1",
+    ".demo.copy",
+]
+
+
+def plant(folder: Path) -> dict[Path, bytes]:
+    """Put every planted name in `folder` and in a subfolder `mine/` of it."""
+    planted = {}
+    for where in (folder, folder / "mine"):
+        where.mkdir(parents=True, exist_ok=True)
+        for name in PLANTED:
+            path = where / name
+            content = f"user data: {path}\n".encode()
+            path.write_bytes(content)
+            planted[path] = content
+    return planted
+
+
+def assert_intact(planted: dict[Path, bytes]) -> None:
+    changed = [str(p) for p, data in planted.items() if not p.is_file()]
+    changed += [
+        str(p) for p, data in planted.items() if p.is_file() and p.read_bytes() != data
+    ]
+    assert changed == []
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# --- the files module ----------------------------------------------------------
+
+
+def test_taking_a_folder_lock_leaves_user_files_alone(tmp_path):
+    folder = tmp_path / "d"
+    planted = plant(folder)
+    planted.update(plant(folder / "sub"))
+    with files.folder_lock(folder, "run folder"):
+        pass
+    assert_intact(planted)
+    lock = folder / files.LOCK_FILE
+    assert lock.name == ".radcap.lock" and lock.read_text() == str(os.getpid())
+
+
+def test_a_partial_path_is_a_sibling_that_names_its_writer(tmp_path):
+    target = tmp_path / "best.keras"
+    path = files.partial_path(target)
+    assert path.parent == tmp_path and path.suffix == ".keras"
+    match = files.PARTIAL.fullmatch(path.name)
+    assert match["target"] == "best.keras" and int(match["pid"]) == os.getpid()
+    assert files.partial_path(target) != path  # a fresh name each time
+    folder = files.partial_path(tmp_path / "export")
+    assert files.PARTIAL.fullmatch(folder.name)["target"] == "export"
+    assert folder.name.startswith(f".export.radcap-partial-{os.getpid()}-")
+    assert not any(files.PARTIAL.fullmatch(name) for name in PLANTED)
+
+
+def test_only_partials_of_dead_writers_are_removed(tmp_path):
+    planted = plant(tmp_path)
+    dead = dead_pid()
+    mine = files.partial_path(tmp_path / "a.json")
+    mine.write_text("being written")
+    (tmp_path / "mine").mkdir(exist_ok=True)
+    stale_file = tmp_path / "mine" / f".b.csv.radcap-partial-{dead}-0123abcd.csv"
+    stale_file.write_text("left by a killed writer")
+    stale_folder = tmp_path / f".export.radcap-partial-{dead}-89abcdef"
+    (stale_folder / "variables").mkdir(parents=True)
+    (stale_folder / "saved_model.pb").write_bytes(b"half")
+    link = tmp_path / f".c.radcap-partial-{dead}-00000000"
+    link.symlink_to(tmp_path / "notes.txt")
+
+    shallow = files.remove_stale_partials(tmp_path, recursive=False)
+    assert shallow == [stale_folder.name]
+    removed = files.remove_stale_partials(tmp_path)
+    assert removed == [stale_file.name]
+    assert not stale_folder.exists() and not stale_file.exists()
+    assert mine.read_text() == "being written"  # a live writer's (this one)
+    assert link.is_symlink()  # never followed nor removed
+    assert_intact(planted)
