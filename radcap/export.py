@@ -288,6 +288,7 @@ def _write(run_dir: Path, out: Path, beam: int) -> None:
     import tensorflow as tf
 
     captioner = Captioner.load(run_dir)
+    captioner.check_beam(beam)  # before the tracing, not in it
     backbone = build_backbone(captioner.config, layers_for(captioner.config))
     # The endpoints track the variables they use; tracking the models too
     # would store every weight twice.
