@@ -33,7 +33,7 @@ import pandas as pd
 from radcap import runs
 from radcap.backbone import shared_extractor
 from radcap.batches import Batches, token_loss
-from radcap.callbacks import run_callbacks
+from radcap.callbacks import Progress, run_callbacks
 from radcap.config import SPLITS, Config
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
@@ -271,10 +271,7 @@ def _resume(model, run_dir: Path, verbose: bool) -> tuple[int, pd.DataFrame | No
 
 
 def _after_divergence(model, run_dir: Path, config: Config, verbose: bool) -> None:
-    """Train on with the config's learning rate after the run diverged.
-
-    The resumed optimizer state holds the rate that diverged.
-    """
+    """After a divergence, train on with the config's rate, not the resumed one."""
     path = run_dir / runs.DIVERGED
     if not path.is_file():
         return
@@ -304,17 +301,20 @@ def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbos
     """Run the epochs from `initial_epoch` to `config.epochs`."""
     train_batches = _batches(prepared.train, prepared.vocab, config, shuffle=True)
     val_batches = _batches(prepared.validation, prepared.vocab, config, shuffle=False)
-    model.fit(
-        train_batches.dataset(),
-        validation_data=val_batches.dataset(),
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=run_callbacks(
-            config, run_dir, history, train_batches, extra, verbose
-        ),
-        shuffle=False,
-        verbose=0,
-    )
+    callbacks = run_callbacks(config, run_dir, history, train_batches, extra, verbose)
+    try:
+        model.fit(
+            train_batches.dataset(),
+            validation_data=val_batches.dataset(),
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=0,
+        )
+    finally:  # a fit stopped by an error ends no bar; its message needs a line
+        for bar in (c for c in callbacks if isinstance(c, Progress)):
+            bar.on_train_end()
 
 
 def _batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
