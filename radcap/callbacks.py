@@ -1,4 +1,5 @@
-"""The Keras callbacks of a training run: epoch seeds, the epoch writer, progress, logs.
+"""The Keras callbacks of a training run: epoch seeds, divergence, the epoch writer,
+progress, logs.
 
 Stage: train. Imports the base and `radcap.runs`.
 """
@@ -6,6 +7,7 @@ Stage: train. Imports the base and `radcap.runs`.
 from __future__ import annotations
 
 import importlib.util
+import math
 import shutil
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import keras
 from tqdm.auto import tqdm
 
 from radcap import runs
-from radcap.files import atomic_path, kill_point
+from radcap.files import atomic_path, kill_point, write_json
 
 
 class EpochSeed(keras.callbacks.Callback):
@@ -28,6 +30,63 @@ class EpochSeed(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         kill_point(f"epoch-{self.batches.epoch}-batch-{batch}")
+
+
+class DivergedError(ValueError):
+    """Training's loss became NaN or infinite (see `Divergence`)."""
+
+
+class Divergence(keras.callbacks.Callback):
+    """Stops training when a loss is no longer finite, before the epoch is written.
+
+    The diverged epoch leaves no backup and no history row, so a rerun goes
+    on from the last good epoch (or starts over when there is none). The run
+    folder records the divergence (`radcap.runs.DIVERGED`), which lets that
+    rerun change the learning rate.
+
+    Args:
+        run_dir: The run folder.
+        learning_rate: The config's learning rate, the likeliest cause.
+    """
+
+    def __init__(self, run_dir: Path, learning_rate: float):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.learning_rate = learning_rate
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, ("loss",))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, ("loss", "val_loss"))
+
+    def _check(self, logs, keys) -> None:
+        for key in keys:
+            value = float((logs or {}).get(key, 0.0))
+            if not math.isfinite(value):
+                self._stop(key, value)
+
+    def _stop(self, key: str, value: float):
+        names = {"loss": "training loss", "val_loss": "validation loss"}
+        epoch, rate = self.epoch + 1, self.learning_rate
+        record = {"epoch": epoch, "learning_rate": rate}
+        write_json(self.run_dir / runs.DIVERGED, record)
+        lower = min(rate / 10, 1e-3)
+        rerun = (
+            f"it goes on from epoch {epoch - 1}, the last good one."
+            if epoch > 1
+            else "no epoch finished before it, so the rerun starts over."
+        )
+        raise DivergedError(
+            f"Training diverged in epoch {epoch}: the {names[key]} became {value}. The "
+            f"likeliest cause is learning_rate={rate:g}, too high: lower it (e.g. "
+            f"--set learning_rate={lower:g}) and run again with the same run name; "
+            + rerun
+        )
 
 
 class EpochWriter(keras.callbacks.Callback):
@@ -63,6 +122,8 @@ class EpochWriter(keras.callbacks.Callback):
         for old in backup.parent.glob("epoch-*.keras"):
             if old != backup:
                 old.unlink(missing_ok=True)
+        # A good epoch after a divergence: the backup holds the new rate.
+        (self.run_dir / runs.DIVERGED).unlink(missing_ok=True)
 
 
 class Progress(keras.callbacks.Callback):
@@ -146,7 +207,8 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
 
 def run_callbacks(config, run_dir: Path, history, batches, extra, verbose) -> list:
     """The callbacks of a training run, in order, then `extra` (the caller's)."""
-    found = [EpochSeed(batches)]
+    # Divergence first: a diverged epoch must reach no other callback.
+    found = [EpochSeed(batches), Divergence(run_dir, config.learning_rate)]
     if config.lr_patience:  # before the writer, which then records the rate
         found.append(
             ReduceLROnPlateau(

@@ -146,12 +146,7 @@ class Captioner:
         if length_penalty is None:
             length_penalty = self.config.length_penalty
         rules = self.rules(no_repeat_ngram)
-        if (
-            isinstance(beam, bool)
-            or not isinstance(beam, (int, np.integer))
-            or beam < 1
-        ):
-            raise ValueError(f"beam={beam!r} is invalid: use 1 (greedy) or more.")
+        self.check_beam(beam)
         self._check_inputs(features, grid)
         parts = []
         starts = range(0, len(features), batch_size)
@@ -175,6 +170,16 @@ class Captioner:
             np.concatenate([p.scores for p in parts]) if parts else np.zeros(0),
             [a for p in parts for a in p.attention],
         )
+
+    def check_beam(self, beam) -> None:
+        """Refuse a beam that is no whole number from 1 to the vocabulary's size."""
+        if (
+            isinstance(beam, bool)
+            or not isinstance(beam, (int, np.integer))
+            or beam < 1
+        ):
+            raise ValueError(f"beam={beam!r} is invalid: use 1 (greedy) or more.")
+        self.vocab.check_beam(beam)
 
     def rules(self, no_repeat_ngram: int | None = None) -> Rules:
         """What this captioner's searches never write.
@@ -279,6 +284,7 @@ class Captioner:
             summed log-probability), `familiarity`, `familiar` and `error`
             (why an image could not be read).
         """
+        self.check_beam(beam)  # before reading any image
         if isinstance(images, np.ndarray) and images.ndim == 2:
             features, grid, errors = images, kwargs.pop("grid", None), {}
             stats = kwargs.pop("stats", None)

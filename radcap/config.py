@@ -1,6 +1,7 @@
 """One flat configuration for every radcap step, with the `demo` and `roco` presets.
 
-Stage: the base. Imports nothing from radcap except `radcap.files`; every
+Stage: the base. Imports nothing from radcap except its version, `radcap.files`
+and `radcap.versions`; every
 other stage reads its knobs and its shared constants (splits, sources,
 presets) from here.
 """
@@ -8,10 +9,13 @@ presets) from here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 
+from radcap import __version__
 from radcap.files import read_json, write_text
+from radcap.versions import VERSION_KEY, upgrade
 
 SPLITS = ("train", "validation", "test")
 # Percent of images per split when a source has no splits of its own (and the demo).
@@ -176,6 +180,8 @@ class Config:
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 self._fail(field, "a number")
+            if isinstance(value, float) and not math.isfinite(value):
+                self._fail(field, "a finite number")
         for field in _STRINGS.split():
             if not isinstance(getattr(self, field), str):
                 self._fail(field, "a string")
@@ -252,15 +258,26 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        """Write the config as JSON (atomically: never half-written)."""
+        """Write the config as JSON (atomically: never half-written).
+
+        The file also records this radcap's version, so that a later radcap
+        knows what the fields it lacks meant (`radcap.versions`).
+        """
         import json
 
-        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        values = {VERSION_KEY: __version__, **self.to_dict()}
+        write_text(path, json.dumps(values, indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
-        """A config from a dict of fields; unknown fields are refused."""
+        """A config from a dict of fields; unknown fields are refused.
+
+        A dict that names the radcap that wrote it (a saved config.json)
+        is read as `load` reads it.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
+        if VERSION_KEY in values:
+            values = upgrade(values, known, "the config")
         values = {
             k: v for k, v in values.items() if not (k in _RETIRED and v == _RETIRED[k])
         }
@@ -285,6 +302,9 @@ class Config:
         values = read_json(path, "config")
         if not isinstance(values, dict):
             raise ValueError(f"{path} holds no config (a JSON object of fields).")
+        # An older radcap's file gets the values it meant for the fields it
+        # lacks; a newer radcap's is refused (radcap.versions).
+        values = upgrade(values, {f.name for f in dataclasses.fields(cls)}, path)
         return cls.from_dict(values)
 
 

@@ -326,6 +326,7 @@ def _locks(run_dir: Path, out: Path):
 def _write(run_dir: Path, out: Path, beam: int) -> None:
     """Trace the signatures of `export` and write them to `out` in one move."""
     captioner = Captioner.load(run_dir)
+    captioner.check_beam(beam)  # before the tracing, not in it
     backbone = build_backbone(captioner.config, layers_for(captioner.config))
     needed = _weight_bytes(backbone, captioner.model) + _GRAPH_BYTES
     remove_stale_partials(out.parent, recursive=False)  # killed exports' folders

@@ -15,6 +15,8 @@ checkpoints/<run>/   config.json   the Config the run was trained with
                      metrics.json, report.md, captions_<split>.csv, controls/
                                    written by evaluation
                      backup/       resume state while training runs
+                     diverged.json where training diverged (epoch, learning
+                                   rate), until a rerun finishes an epoch
                      export/       the SavedModel of `radcap export` (its
                                    default place; `--out` puts it elsewhere)
 ```
@@ -45,6 +47,7 @@ FAMILIARITY = "familiarity.npz"
 METRICS = "metrics.json"
 REPORT = "report.md"
 BACKUP = "backup"
+DIVERGED = "diverged.json"
 LOGS = "logs"  # TensorBoard
 CONTROLS = "controls"
 COMPARISON = "comparison.md"
@@ -103,6 +106,37 @@ def is_trained(run_dir: str | Path) -> bool:
 def load_config(run_dir: str | Path) -> Config:
     """The run's `Config`."""
     return Config.load(Path(run_dir) / CONFIG)
+
+
+def check_config(run_dir: str | Path, config: Config) -> None:
+    """Refuse to train `run_dir` on with a config other than its own.
+
+    Training longer is a fine reason to run again, and another machine may
+    train on with other devices or precision (the weights are float32). The
+    beam is used only after training, so an unfinished run may change it
+    (a beam wider than the vocabulary stops training before it starts). A
+    run that diverged (`DIVERGED`) may go on with another learning rate.
+
+    Raises:
+        ValueError: The saved config differs in another field.
+    """
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        return
+    saved = Config.load(path).to_dict()
+    diff = {k: (saved[k], v) for k, v in config.to_dict().items() if saved[k] != v}
+    for field in ("epochs", "precision", "strategy"):
+        diff.pop(field, None)
+    if not is_trained(run_dir):
+        diff.pop("beam", None)
+    if (Path(run_dir) / DIVERGED).is_file():
+        diff.pop("learning_rate", None)
+    if diff:
+        lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"{run_dir} holds a run made with another config ({lines}). "
+            "Use another run name (--run / Config.name), or delete that folder."
+        )
 
 
 def load_vocab(run_dir: str | Path) -> Vocabulary:

@@ -158,6 +158,22 @@ class Vocabulary:
     def size(self) -> int:
         return len(self.words)
 
+    def check_beam(self, beam: int) -> None:
+        """Refuse a beam wider than the vocabulary, saying the widest one.
+
+        A beam keeps each step's best tokens, so it holds at most one per
+        token of the vocabulary.
+
+        Raises:
+            ValueError: `beam` is greater than `size`.
+        """
+        if beam > self.size:
+            raise ValueError(
+                f"beam={beam} is wider than the vocabulary: it has {self.size} "
+                f"tokens, so the largest beam is {self.size}. Use a beam of "
+                f"{self.size} or less."
+            )
+
     def encode(self, caption: str) -> list[int]:
         """`<start>`, word ids (unknown as `<unk>`, at most `max_len`), `<end>`."""
         ids = [self.index.get(w, self.unk_id) for w in clean_caption(caption).split()]

@@ -13,7 +13,8 @@ written to `backup/epoch-<n>.keras`, the epoch's row to `history.csv`, and,
 when the validation loss improved, that state is copied to `best.keras`;
 each write is atomic (`radcap.files`). So whenever the process dies, the
 history's last epoch has its backup, and a rerun continues from it. A rerun
-that finds no usable state starts over and says so.
+that finds no usable state starts over and says so. A loss that turns NaN or
+infinite stops training before its epoch is written (`radcap.callbacks`).
 
 Continuing is exact in what radcap controls (the weights, Adam's state, the
 epoch's shuffle), but dropout draws after a resume differ from those of an
@@ -32,7 +33,7 @@ import pandas as pd
 from radcap import runs
 from radcap.backbone import shared_extractor
 from radcap.batches import Batches, token_loss
-from radcap.callbacks import run_callbacks
+from radcap.callbacks import Progress, run_callbacks
 from radcap.config import SPLITS, Config
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
@@ -101,6 +102,7 @@ def train(
             model = _build(config, prepared, verbose)
             _check_space(run_dir, model)
             initial_epoch, history = _resume(model, run_dir, verbose)
+            _after_divergence(model, run_dir, config, verbose)
             started = time.perf_counter()
             _fit(
                 model,
@@ -123,7 +125,7 @@ def train(
 
 def _already_trained(run_dir: Path, config: Config, verbose: bool) -> dict | None:
     """The summary of a finished run that needs no more epochs, else None."""
-    _check_config(run_dir, config)
+    runs.check_config(run_dir, config)
     path = run_dir / runs.TRAINING
     if not path.exists():
         return None
@@ -142,24 +144,6 @@ def _already_trained(run_dir: Path, config: Config, verbose: bool) -> dict | Non
     # this is interrupted; it trains on from best.keras (no backup is kept).
     path.unlink()
     return None
-
-
-def _check_config(run_dir: Path, config: Config) -> None:
-    path = run_dir / runs.CONFIG
-    if not path.exists():
-        return
-    saved = Config.load(path).to_dict()
-    diff = {k: (saved[k], v) for k, v in config.to_dict().items() if saved.get(k) != v}
-    # Training longer is a fine reason to run again, and another machine may
-    # train on with other devices or precision (the weights are float32).
-    for field in ("epochs", "precision", "strategy"):
-        diff.pop(field, None)
-    if diff:
-        lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"{run_dir} holds a run made with another config ({lines}). "
-            "Use another run name (--run / Config.name), or delete that folder."
-        )
 
 
 def _prepare(
@@ -189,6 +173,7 @@ def _prepare(
                 "times. Lower min_count (--set min_count=...)."
             )
         vocab.save(vocab_path)
+    vocab.check_beam(config.beam)  # before training, not at evaluation
     extractor = None
     if not all(is_cached(config, s, root) for s in SPLITS[:2]):
         extractor = shared_extractor(config)  # one backbone for both splits
@@ -285,6 +270,21 @@ def _resume(model, run_dir: Path, verbose: bool) -> tuple[int, pd.DataFrame | No
     return 0, None
 
 
+def _after_divergence(model, run_dir: Path, config: Config, verbose: bool) -> None:
+    """After a divergence, train on with the config's rate, not the resumed one."""
+    path = run_dir / runs.DIVERGED
+    if not path.is_file():
+        return
+    diverged = read_json(path, "divergence record")
+    model.optimizer.learning_rate.assign(config.learning_rate)
+    if verbose:
+        print(
+            f"note: this run diverged in epoch {diverged['epoch']} with "
+            f"learning_rate={diverged['learning_rate']:g}; it goes on with "
+            f"learning_rate={config.learning_rate:g}"
+        )
+
+
 def _restore_best(run_dir: Path, history: pd.DataFrame, last_backup: Path) -> None:
     """Make `best.keras` agree with the history after an interrupted epoch end.
 
@@ -301,17 +301,20 @@ def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbos
     """Run the epochs from `initial_epoch` to `config.epochs`."""
     train_batches = _batches(prepared.train, prepared.vocab, config, shuffle=True)
     val_batches = _batches(prepared.validation, prepared.vocab, config, shuffle=False)
-    model.fit(
-        train_batches.dataset(),
-        validation_data=val_batches.dataset(),
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=run_callbacks(
-            config, run_dir, history, train_batches, extra, verbose
-        ),
-        shuffle=False,
-        verbose=0,
-    )
+    callbacks = run_callbacks(config, run_dir, history, train_batches, extra, verbose)
+    try:
+        model.fit(
+            train_batches.dataset(),
+            validation_data=val_batches.dataset(),
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=0,
+        )
+    finally:  # a fit stopped by an error ends no bar; its message needs a line
+        for bar in (c for c in callbacks if isinstance(c, Progress)):
+            bar.on_train_end()
 
 
 def _batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):

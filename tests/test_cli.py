@@ -57,11 +57,19 @@ def test_caption_of_folders_with_no_files_says_so_in_one_line(tmp_path, capsys):
         (["--set", "seed=-5"], "Config.seed=-5 is invalid: expected an integer >= 0"),
         (["--set", "name=.."], "Config.name='..' is invalid: expected a folder name"),
         (["--run", "../up"], "Config.name='../up' is invalid"),
+        (
+            ["--set", "learning_rate=Infinity"],
+            "Config.learning_rate=inf is invalid: expected a finite number.",
+        ),
+        (["--set", "dropout=NaN"], "Config.dropout=nan is invalid"),
+        (["--set", "beam=2.5"], "Config.beam=2.5 is invalid: expected a positive"),
+        (["--set", "=3"], "no field(s) ['']"),
     ],
 )
 def test_bad_settings_are_reported(args, message, tmp_path, capsys):
     assert cli.main(["train", "--root", str(tmp_path), *args]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_config_from_args_applies_run_and_attention():

@@ -1,7 +1,10 @@
-"""Config validation, presets and the JSON round trip."""
+"""Config validation, presets, the JSON round trip and configs of other versions."""
+
+import json
 
 import pytest
 
+import radcap
 from radcap.config import Config, preset
 
 
@@ -10,6 +13,9 @@ def test_round_trip(tmp_path):
     config.save(tmp_path / "config.json")
     assert Config.load(tmp_path) == config
     assert Config.load(tmp_path / "config.json").units == 128
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["radcap_version"] == radcap.__version__
+    assert Config.from_dict(saved) == config
 
 
 @pytest.mark.parametrize(
@@ -32,6 +38,13 @@ def test_round_trip(tmp_path):
         ("decoder", "rnn", "Config.decoder='rnn' is invalid: expected one of"),
         ("heads", 0, "Config.heads=0 is invalid: expected a positive integer"),
         ("demo_findings", 3, "Config.demo_findings=3 is invalid: expected 1 or 2"),
+        (
+            "learning_rate",
+            float("inf"),
+            "Config.learning_rate=inf is invalid: expected a finite number",
+        ),
+        ("length_penalty", float("inf"), "Config.length_penalty=inf is invalid"),
+        ("lr_factor", float("nan"), "Config.lr_factor=nan is invalid"),
     ],
 )
 def test_invalid_values_name_field_and_value(field, value, words):
@@ -118,3 +131,70 @@ def test_check_setup_warns_without_a_gpu_and_never_fails(monkeypatch, capsys):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [gpu])
     assert radcap.check_setup()["gpus"] == ["/physical_device:GPU:0"]
     assert "GPU: /physical_device:GPU:0" in capsys.readouterr().out
+
+
+# config.json of the demo preset as radcap wrote it before it recorded its version.
+UNVERSIONED_DEMO = """{"name": "demo", "dataset": "demo", "source": "demo",
+"data_dir": "data", "features_dir": "features", "checkpoints_dir": "checkpoints",
+"caption_file": "captions.csv", "include_nonradiology": false,
+"report_fields": "findings,impression", "projection": "frontal", "demo_size": 600,
+"demo_findings": 1, "weights": null, "decoder": "merge", "attention": false,
+"grid_layer": "block5_pool", "min_count": 1, "max_len": 20, "embed_dim": 64,
+"units": 256, "attention_units": 128, "heads": 4, "decoder_layers": 2,
+"dropout": 0.3, "cell": "lstm", "batch_size": 32, "epochs": 40,
+"learning_rate": 0.002, "early_stopping": 8, "lr_patience": 3, "lr_factor": 0.5,
+"beam": 3, "length_penalty": 0.7, "no_repeat_ngram": 3, "allow_unk": false,
+"extract_batch_size": 32, "precision": "float32", "strategy": "auto", "seed": 0}"""
+
+
+def test_a_config_written_before_versions_were_recorded_loads_as_it_was(tmp_path):
+    (tmp_path / "config.json").write_text(UNVERSIONED_DEMO)
+    assert Config.load(tmp_path) == preset("demo")
+
+
+def test_fields_an_older_radcap_lacked_get_the_value_it_used(tmp_path):
+    old = json.loads(UNVERSIONED_DEMO)
+    for field in ("lr_patience", "no_repeat_ngram", "allow_unk", "strategy"):
+        del old[field]
+    old.update(backbone="vgg16", layer="fc2", image_size=224)  # the 0.1 fields
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    config = Config.load(tmp_path)
+    # No plateau schedule, repeats and <unk> allowed, one device: not today's.
+    assert (config.lr_patience, config.no_repeat_ngram) == (0, 0)
+    assert (config.allow_unk, config.strategy) == (True, "none")
+    assert config.replace(lr_patience=3, no_repeat_ngram=3) == preset(
+        "demo", allow_unk=True, strategy="none"
+    )
+
+
+def test_a_missing_field_that_every_radcap_wrote_is_refused(tmp_path):
+    old = json.loads(UNVERSIONED_DEMO)
+    del old["weights"]  # today's default would download ImageNet weights
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError) as err:
+        Config.load(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'config.json'} has no 'weights', which every radcap writes: "
+        'add it (e.g. "weights": <value>; see radcap.config.Config for its '
+        "meaning) or make the run again with this radcap."
+    )
+    # A field this radcap version records is never filled in either.
+    versioned = {**json.loads(UNVERSIONED_DEMO), "radcap_version": "0.2.0"}
+    del versioned["strategy"]
+    with pytest.raises(ValueError, match="has no 'strategy', which radcap 0.2.0"):
+        Config.from_dict(versioned)
+
+
+def test_a_config_of_a_newer_radcap_says_to_upgrade(tmp_path):
+    newer = {**json.loads(UNVERSIONED_DEMO), "radcap_version": "9.1.0", "clip": 1}
+    (tmp_path / "config.json").write_text(json.dumps(newer))
+    with pytest.raises(ValueError) as err:
+        Config.load(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'config.json'} was written by radcap 9.1.0, this is "
+        f"{radcap.__version__}: upgrade radcap (pip install -U radcap) to use it."
+    )
+    newer["radcap_version"] = "new"
+    (tmp_path / "config.json").write_text(json.dumps(newer))
+    with pytest.raises(ValueError, match="radcap_version=.new. is no radcap version"):
+        Config.load(tmp_path)

@@ -320,3 +320,35 @@ def test_a_read_only_run_folder_is_exported_elsewhere_and_not_evaluated(
     assert sorted(p.name for p in out.iterdir()) == SAVED_MODEL
     assert sorted(p.name for p in out.parent.iterdir()) == ["export"]
     assert LOCK_FILE not in os.listdir(run_dir)
+
+
+def test_a_beam_wider_than_the_vocabulary_is_refused_where_it_is_used(
+    tiny, tmp_path, capsys
+):
+    from radcap import cli
+    from radcap.captioner import Captioner
+    from radcap.evaluation import evaluate
+    from radcap.export import export
+
+    run_dir, dataset = tiny
+    captioner = Captioner.load(run_dir)
+    size = captioner.vocab.size
+    message = (
+        f"beam={size + 1} is wider than the vocabulary: it has {size} tokens, so "
+        f"the largest beam is {size}. Use a beam of {size} or less."
+    )
+    features, grid = np.zeros((2, 4096), "float32"), np.zeros((2, 49, 512), "float32")
+    assert len(captioner.caption(features, beam=size, grid=grid)) == 2  # the widest
+    with pytest.raises(ValueError) as err:
+        captioner.caption(features, beam=size + 1, grid=grid)
+    assert str(err.value) == message
+    with pytest.raises(ValueError) as err:
+        export(run_dir, tmp_path / "export", beam=size + 1)
+    assert str(err.value) == message and not (tmp_path / "export").exists()
+    with pytest.raises(ValueError) as err:
+        evaluate(run_dir, run_dir.parents[1], beams=[1, size + 1], verbose=False)
+    assert str(err.value) == message and not (run_dir / "metrics.json").exists()
+    image = dataset.images("test").path.iloc[0]
+    wide = ["caption", "--run", str(run_dir), "--beam", str(size + 1), image]
+    assert cli.main(wide) == 2
+    assert capsys.readouterr().err == f"radcap caption: error: {message}\n"

@@ -7,11 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from radcap import runs
 from radcap.batches import Batches
+from radcap.callbacks import DivergedError
 from radcap.config import preset
 from radcap.data.demo import make_demo
 from radcap.data.layouts import load_demo
 from radcap.features import extract
+from radcap.text import Vocabulary
 from radcap.train import train
 
 
@@ -79,6 +82,14 @@ class FirstEpoch(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epochs.append(epoch)
+
+
+class RaiseTheRate(keras.callbacks.Callback):
+    """A learning rate that makes the second epoch diverge."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            self.model.optimizer.learning_rate.assign(1e30)
 
 
 def tensorboard_scalars(folder, tag: str) -> dict[int, float]:
@@ -256,3 +267,63 @@ def test_the_plateau_schedule_after_a_resume_lowers_the_rate_when_one_run_would(
     for cut in range(1, len(losses)):
         before = pd.DataFrame({"val_loss": losses[:cut], "learning_rate": whole[:cut]})
         assert schedule(before, range(cut, len(losses))) == whole[cut:], cut
+
+
+def test_a_diverged_loss_stops_training_and_a_lower_rate_goes_on_from_the_last_good(
+    tiny,
+):
+    root, config, dataset = tiny
+    config = config.replace(name="diverges", learning_rate=1e30, epochs=2)
+    run_dir = config.run_dir(root)
+    with pytest.raises(DivergedError) as err:
+        train(config, dataset, root, verbose=False)
+    message = str(err.value)
+    assert message.startswith("Training diverged in epoch 1: the ")
+    assert message.endswith(
+        "The likeliest cause is learning_rate=1e+30, too high: lower it (e.g. "
+        "--set learning_rate=0.001) and run again with the same run name; no epoch "
+        "finished before it, so the rerun starts over."
+    )
+    for name in ("history.csv", "best.keras", "backup"):
+        assert not (run_dir / name).exists()
+
+    # The rerun may change the learning rate; this one diverges in epoch 2.
+    config = config.replace(learning_rate=2e-3)
+    with pytest.raises(DivergedError) as err:
+        train(config, dataset, root, callbacks=[RaiseTheRate()], verbose=False)
+    assert str(err.value).startswith("Training diverged in epoch 2: the ")
+    assert str(err.value).endswith(
+        "learning_rate=0.002, too high: lower it (e.g. --set learning_rate=0.0002) "
+        "and run again with the same run name; it goes on from epoch 1, the last "
+        "good one."
+    )
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0]
+    assert np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
+    assert [p.name for p in (run_dir / "backup").iterdir()] == ["epoch-0.keras"]
+
+    # The backup holds the rate that diverged; the rerun trains on with its own.
+    seen = FirstEpoch()
+    summary = train(config.replace(learning_rate=1e-3), dataset, root, callbacks=[seen])
+    assert seen.epochs == [1] and summary["epochs_run"] == 2
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["learning_rate"].tolist() == pytest.approx([2e-3, 1e-3])
+    assert not (run_dir / runs.DIVERGED).exists()
+    # Without a divergence, another learning rate is another run.
+    with pytest.raises(ValueError, match="learning_rate: saved 0.001, now 0.002"):
+        train(config, dataset, root, verbose=False)
+
+
+def test_a_beam_wider_than_the_vocabulary_is_refused_before_training(tiny):
+    root, config, dataset = tiny
+    config = config.replace(name="wide", beam=1000)
+    run_dir = config.run_dir(root)
+    with pytest.raises(ValueError) as err:
+        train(config, dataset, root, verbose=False)
+    size = Vocabulary.load(run_dir / "vocab.json").size
+    assert str(err.value) == (
+        f"beam=1000 is wider than the vocabulary: it has {size} tokens, so the "
+        f"largest beam is {size}. Use a beam of {size} or less."
+    )
+    assert not (run_dir / "history.csv").exists()
+    runs.check_config(run_dir, config.replace(beam=size))  # the rerun may fix it

@@ -128,6 +128,8 @@ def evaluate(
         start_meteor()  # Java boots while the model loads and decodes
     captioner = Captioner.load(run_dir)
     config = captioner.config
+    for beam in decodings(config, beams):  # before any work, not after greedy
+        captioner.check_beam(beam)
     dataset = dataset if dataset is not None else load_dataset(config, root)
     test, train, cases = _splits(config, dataset, split, root)
     with folder_lock(run_dir, "run folder"):
