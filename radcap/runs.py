@@ -14,6 +14,8 @@ checkpoints/<run>/   config.json   the Config the run was trained with
                                    brief, to flag unfamiliar inputs
                      metrics.json, report.md, captions_<split>.csv, controls/
                                    written by evaluation
+                     evaluation.json  written last by evaluation: the model
+                                   and settings it scored, the outputs' digests
                      backup/       resume state while training runs
                      export/       the SavedModel of `radcap export` (its
                                    default place; `--out` puts it elsewhere)
@@ -44,6 +46,7 @@ TRAINING = "training.json"
 FAMILIARITY = "familiarity.npz"
 METRICS = "metrics.json"
 REPORT = "report.md"
+EVALUATION = "evaluation.json"  # written last: which model the outputs belong to
 BACKUP = "backup"
 LOGS = "logs"  # TensorBoard
 CONTROLS = "controls"
@@ -55,6 +58,12 @@ REQUIRED = (CONFIG, VOCAB, MODEL)
 def captions_file(split: str) -> str:
     """The name of the table of generated captions for `split`."""
     return f"captions_{split}.csv"
+
+
+def evaluation_outputs(split: str) -> tuple[str, ...]:
+    """The files an evaluation of `split` writes, committed as a unit by
+    `EVALUATION` (see `radcap.evaluation.evaluate`)."""
+    return (METRICS, captions_file(split), REPORT)
 
 
 class RunError(FileNotFoundError):
