@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from radcap import files
 
@@ -135,6 +136,7 @@ class DrawnFeatures:
             on_batch(s, outputs, {})
 
 
+@pytest.mark.slow
 def test_no_command_touches_a_file_it_did_not_write(tmp_path):
     """Files of yours in every folder radcap writes to survive every command."""
     from radcap import runs
