@@ -14,6 +14,8 @@ checkpoints/<run>/   config.json   the Config the run was trained with
                                    brief, to flag unfamiliar inputs
                      metrics.json, report.md, captions_<split>.csv, controls/
                                    written by evaluation
+                     evaluation.json  written last by evaluation: the model
+                                   and settings it scored, the outputs' digests
                      backup/       resume state while training runs
                      diverged.json where training diverged (epoch, learning
                                    rate), until a rerun finishes an epoch
@@ -46,6 +48,7 @@ TRAINING = "training.json"
 FAMILIARITY = "familiarity.npz"
 METRICS = "metrics.json"
 REPORT = "report.md"
+EVALUATION = "evaluation.json"  # written last: which model the outputs belong to
 BACKUP = "backup"
 DIVERGED = "diverged.json"
 LOGS = "logs"  # TensorBoard
@@ -58,6 +61,12 @@ REQUIRED = (CONFIG, VOCAB, MODEL)
 def captions_file(split: str) -> str:
     """The name of the table of generated captions for `split`."""
     return f"captions_{split}.csv"
+
+
+def evaluation_outputs(split: str) -> tuple[str, ...]:
+    """The files an evaluation of `split` writes, committed as a unit by
+    `EVALUATION` (see `radcap.evaluation.evaluate`)."""
+    return (METRICS, captions_file(split), REPORT)
 
 
 class RunError(FileNotFoundError):

@@ -573,35 +573,117 @@ def test_folder_lock_refuses_a_second_holder_until_the_first_dies(tmp_path):
 
 # --- evaluation killed while it writes ---------------------------------------
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "kill_at",
-    ["write:metrics.json", "write:report.md"],  # the first and the last write
+# The run folder holds an evaluation of its model M1; then `best.keras` is
+# replaced by another model, M2 (a further trained one, say), and `evaluate`
+# (with `reuse`, as notebook 04 calls it) is killed at each of its writes, in
+# the order it makes them: the kill lands after a file is written in full
+# and before it takes its real name. The rerun must give M2's results:
+# report, metrics and captions, all three, never one of M1's passed as M2's.
+EVALUATE_POINTS = (
+    "write:black.png",  # the first write: a control image
+    "write:noise.png",  # the last control image
+    f"write:{runs.METRICS}",
+    f"write:{runs.captions_file('test')}",
+    f"write:{runs.REPORT}",
+    f"write:{runs.EVALUATION}",  # the last write: the marker that commits them
 )
-def test_a_killed_evaluation_leaves_whole_files_and_reruns(reference, kill_at):
+EVALUATE_ARGS = dict(beams=[1], meteor=False, verbose=False)
+_EVALUATE = """
+import json, sys
+from radcap.evaluation import evaluate
+evaluate(sys.argv[1], sys.argv[2], reuse=True, **json.loads(sys.argv[3]))
+"""
+
+
+@dataclasses.dataclass
+class Evaluations:
+    root: Path
+    expected: dict  # file name -> bytes of a fresh evaluation of M2
+    killed: dict  # kill point -> (run folder, future of its killed process)
+
+
+def _other_model(run_dir: Path, path: Path) -> None:
+    """M2: the run's model with every weight moved, so that it captions otherwise."""
+    model = runs.load_model(run_dir)
+    rng = np.random.default_rng(1)
+    for variable in model.trainable_variables:
+        noise = rng.normal(0, 0.5, variable.shape).astype(variable.dtype)
+        variable.assign(np.asarray(variable) + noise)
+    model.save(path)
+
+
+def _copy(source: Path, run_dir: Path, model: Path | None = None) -> Path:
+    """A copy of the run folder `source`, with `model` as its model if given."""
     import shutil
 
-    root, _ = reference
-    source = root / "checkpoints" / "reference"
-    run_dir = root / "checkpoints" / f"evaluate-{kill_at.split(':')[1]}"
     shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns(files.LOCK_FILE))
-    command = [sys.executable, "-m", "radcap", "evaluate", "--run", str(run_dir)]
-    command += ["--root", str(root), "--no-controls", "--no-meteor", "--beam", "1"]
-    killed = subprocess.run(
-        command, env=_env(kill_at), capture_output=True, text=True, timeout=TIMEOUT
+    if model is not None:
+        shutil.copyfile(model, run_dir / runs.MODEL)
+    return run_dir
+
+
+def _kill_evaluate(root: Path, run_dir: Path, kill_at: str):
+    return subprocess.run(
+        [sys.executable, "-c", _EVALUATE, str(run_dir), str(root)]
+        + [json.dumps(EVALUATE_ARGS)],
+        env=_env(kill_at),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
+
+
+@pytest.fixture(scope="module")
+def evaluations(reference):
+    """M1's complete evaluation, M2, the kills (started at once) and M2's results."""
+    from radcap.evaluation import evaluate
+
+    root, _ = reference
+    checkpoints = root / "checkpoints"
+    first = _copy(checkpoints / "reference", checkpoints / "evaluate-m1")
+    evaluate(first, root, **EVALUATE_ARGS)
+    m2 = root / "m2.keras"
+    _other_model(first, m2)
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    killed = {}
+    for kill_at in EVALUATE_POINTS:
+        run_dir = checkpoints / f"evaluate-{kill_at.split(':')[1]}"
+        _copy(first, run_dir, m2)  # M1's evaluation, M2's model
+        killed[kill_at] = run_dir, pool.submit(_kill_evaluate, root, run_dir, kill_at)
+    # The reference: M2 evaluated afresh, with nothing of M1's to reuse.
+    fresh = _copy(first, checkpoints / "evaluate-m2", m2)
+    evaluate(fresh, root, **EVALUATE_ARGS)
+    names = runs.evaluation_outputs("test")
+    expected = {name: (fresh / name).read_bytes() for name in names}
+    # M2 is another model: its captions differ from M1's.
+    assert expected[names[1]] != (first / names[1]).read_bytes()
+    try:
+        yield Evaluations(root, expected, killed)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", EVALUATE_POINTS)
+def test_a_killed_evaluation_reruns_to_the_results_of_the_model_in_the_folder(
+    evaluations, kill_at
+):
+    from radcap.evaluation import evaluate
+
+    run_dir, future = evaluations.killed[kill_at]
+    killed = future.result()
     assert killed.returncode == -signal.SIGKILL, _describe(killed)
-    for path in run_dir.iterdir():
-        if path.is_file() and not path.name.startswith("."):
-            assert path.stat().st_size > 0, path.name  # no half-written file
-    assert not (run_dir / runs.REPORT).exists()  # the last file comes last
-    rerun = subprocess.run(
-        command, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
-    )
-    assert rerun.returncode == 0, _describe(rerun)
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
-    assert metrics["images"] > 0 and "greedy" in metrics["results"]
-    assert len(pd.read_csv(run_dir / runs.captions_file("test"))) == metrics["images"]
-    assert "# Evaluation of" in (run_dir / runs.REPORT).read_text()
+    check_files_in_place_are_whole(run_dir)
+    written = kill_at.split(":")[1]
+    partials = [p for p in run_dir.rglob(f".{written}.*") if p.is_file()]
+    assert len(partials) == 1 and partials[0].stat().st_size > 0  # killed there
+
+    metrics = evaluate(run_dir, evaluations.root, reuse=True, **EVALUATE_ARGS)
+    for name, content in evaluations.expected.items():
+        assert (run_dir / name).read_bytes() == content, name
+    assert metrics == json.loads(evaluations.expected[runs.METRICS])
     assert temporary_files(run_dir) == []
+    # Now complete: a second call reuses it as it is.
+    marker = (run_dir / runs.EVALUATION).stat().st_mtime_ns
+    assert evaluate(run_dir, evaluations.root, reuse=True, **EVALUATE_ARGS) == metrics
+    assert (run_dir / runs.EVALUATION).stat().st_mtime_ns == marker

@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from radcap import files
 
 # Names a user (or another program) may plausibly give a file, including
@@ -106,3 +109,88 @@ def test_only_partials_of_dead_writers_are_removed(tmp_path):
     assert mine.read_text() == "being written"  # a live writer's (this one)
     assert link.is_symlink()  # never followed nor removed
     assert_intact(planted)
+
+
+# --- every command that writes, on a tiny run ----------------------------------
+
+
+class DrawnFeatures:
+    """An extractor that draws each image's features from its path, in no time.
+
+    The feature caches are written by radcap exactly as with VGG16; only
+    the backbone's minute of arithmetic on two cores is left out.
+    """
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def run(self, paths, on_batch, start=0, max_batches=None, desc=""):
+        from radcap.backbone import FEATURE_SHAPES
+
+        for s in range(start, len(paths), 4):
+            rngs = [np.random.default_rng(list(p.encode())) for p in paths[s : s + 4]]
+            outputs = [
+                np.stack([r.random(FEATURE_SHAPES[layer], np.float32) for r in rngs])
+                for layer in self.layers
+            ]
+            on_batch(s, outputs, {})
+
+
+@pytest.mark.slow
+def test_no_command_touches_a_file_it_did_not_write(tmp_path):
+    """Files of yours in every folder radcap writes to survive every command."""
+    from radcap import runs
+    from radcap.backbone import layers_for
+    from radcap.captioner import Captioner
+    from radcap.config import preset
+    from radcap.data.demo import make_demo
+    from radcap.data.layouts import load_demo
+    from radcap.evaluation import evaluate
+    from radcap.export import export
+    from radcap.features import cache_dir, extract
+    from radcap.resume import copy_run
+    from radcap.train import add_familiarity, train
+
+    root = tmp_path / "root"
+    config = preset(
+        "demo",
+        name="tiny",
+        demo_size=20,
+        epochs=1,
+        early_stopping=0,
+        units=16,
+        embed_dim=8,
+        extract_batch_size=4,
+    )
+    run_dir = config.run_dir(root)
+    work = tmp_path / "work"  # where the run is copied to go on with it
+    folders = [root, root / "data/demo", run_dir, run_dir / runs.BACKUP]
+    folders += [run_dir / runs.LOGS, run_dir / runs.CONTROLS, tmp_path / "exports"]
+    folders += [cache_dir(config, layer, root) for layer in layers_for(config)]
+    folders += [work, work / "checkpoints"]
+    planted = {}
+    for folder in folders:
+        planted.update(plant(folder))
+
+    make_demo(root / "data/demo", n=20, seed=0)
+    dataset = load_demo(root / "data/demo")
+    extractor = DrawnFeatures(layers_for(config))
+    for split in ("train", "validation", "test"):
+        extract(config, dataset.images(split), split, root, extractor=extractor)
+    train(config, dataset, root, verbose=False)
+    metrics = evaluate(
+        run_dir, root, dataset=dataset, beams=[1], meteor=False, verbose=False
+    )
+    add_familiarity(run_dir, root, verbose=False)
+    out = export(run_dir, tmp_path / "exports" / "model")
+    copied = copy_run(run_dir, work, verbose=False)
+    images = dataset.images("test")["path"].tolist()[:2]
+    captions = Captioner.load(copied.run_dir(work)).caption(images)
+
+    assert_intact(planted)
+    assert metrics["images"] > 0 and len(captions) == 2
+    assert (out / "saved_model.pb").is_file()
+    assert (copied.run_dir(work) / runs.MODEL).is_file()
+    # Nothing of radcap's own was left half-written either.
+    leftovers = [str(p) for p in tmp_path.rglob("*") if files.PARTIAL.fullmatch(p.name)]
+    assert leftovers == []

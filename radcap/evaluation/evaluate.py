@@ -7,7 +7,11 @@ the other evaluation modules.
 `evaluate` reads as its steps: load the run and the split, score every
 decoding, score the baselines, caption the controls, assemble the metrics,
 write `metrics.json`, `captions_<split>.csv` and `report.md` (each atomically,
-with the run folder held against a second writer).
+with the run folder held against a second writer), and last
+`evaluation.json`, which names the model file and settings they belong to and
+their digests. The outputs count as one unit: `reuse` takes them only when
+that last file says they are complete and current, so an evaluation killed
+midway never passes an earlier model's report or captions off as this one's.
 """
 
 from __future__ import annotations
@@ -100,10 +104,11 @@ def evaluate(
         controls: Caption the black, white and noise control images.
         samples: Sample captions shown in `report.md`.
         meteor: Compute METEOR; default: when Java is installed.
-        reuse: Return the run's `metrics.json` as it is when it was written
-            for the same model file, familiarity reference, radcap version and
-            settings (split, beams, scoring, baselines, controls, samples,
-            METEOR); else evaluate.
+        reuse: Return the run's `metrics.json` as it is when the last
+            complete evaluation (`evaluation.json`) was made for the same
+            model file, familiarity reference, radcap version and settings
+            (split, beams, scoring, baselines, controls, samples, METEOR) and
+            its outputs are unchanged since; else evaluate.
 
     Returns:
         The metrics dict: the greedy scores under the metric keys (and its
@@ -189,19 +194,31 @@ def _stamp(run_dir: Path, beams, meteor, **settings) -> dict:
 
 
 def _saved(run_dir: Path, stamp: dict, verbose: bool) -> dict | None:
-    """The saved metrics when they were made with `stamp`, else None."""
-    path = run_dir / runs.METRICS
-    files = (path, run_dir / runs.REPORT, run_dir / runs.captions_file(stamp["split"]))
-    if not all(f.is_file() for f in files):
-        return None
+    """The saved metrics when the outputs are a complete evaluation for `stamp`.
+
+    Complete: the marker `runs.EVALUATION`, written after every output, names
+    `stamp` (the model file's digest among it) and each output's digest as
+    it is now. Anything else (no marker, a marker of another model, an
+    output from a later evaluation that was killed midway, a damaged file)
+    means: evaluate again.
+    """
+    names = sorted(runs.evaluation_outputs(stamp["split"]))
     try:
-        saved = read_json(path, "metrics file")
-    except ValueError:
-        return None  # damaged: evaluate again
+        done = read_json(run_dir / runs.EVALUATION, "evaluation marker")
+        if done["evaluated"] != stamp or sorted(done["outputs"]) != names:
+            return None
+        if any(file_digest(run_dir / n) != done["outputs"][n] for n in names):
+            return None
+        saved = read_json(run_dir / runs.METRICS, "metrics file")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or damaged: evaluate again
     if not isinstance(saved, dict) or saved.get("evaluated") != stamp:
         return None
     if verbose:
-        print(f"{path} is up to date (same model and settings): reusing it.")
+        print(
+            f"{run_dir / runs.METRICS} is up to date (same model and settings): "
+            "reusing it."
+        )
     return saved
 
 
@@ -346,7 +363,8 @@ def _assemble(
 
 
 def _write(run_dir: Path, metrics, test: Split, captions, samples, name) -> None:
-    """`metrics.json`, `captions_<split>.csv` and `report.md`, each atomically."""
+    """`metrics.json`, `captions_<split>.csv` and `report.md`, each atomically,
+    then the marker that commits them (see `_saved`)."""
     references = test.references()
     table = pd.DataFrame(
         {
@@ -360,4 +378,11 @@ def _write(run_dir: Path, metrics, test: Split, captions, samples, name) -> None
         table.to_csv(tmp, index=False)
     write_text(
         run_dir / runs.REPORT, report_markdown(metrics, table.head(samples), name)
+    )
+    outputs = {
+        file: file_digest(run_dir / file) for file in runs.evaluation_outputs(test.name)
+    }
+    write_json(
+        run_dir / runs.EVALUATION,
+        {"evaluated": metrics["evaluated"], "outputs": outputs},
     )
