@@ -131,10 +131,8 @@ def evaluate(
     check_writable(run_dir, "run folder", _READ_ONLY_REMEDY)
     if meteor is not False:
         start_meteor()  # Java boots while the model loads and decodes
-    captioner = Captioner.load(run_dir)
+    captioner = _load(run_dir, beams)
     config = captioner.config
-    for beam in decodings(config, beams):  # before any work, not after greedy
-        captioner.check_beam(beam)
     dataset = dataset if dataset is not None else load_dataset(config, root)
     test, train, cases = _splits(config, dataset, split, root)
     with folder_lock(run_dir, "run folder"):
@@ -151,6 +149,14 @@ def evaluate(
     if verbose:
         _say(metrics, captioner, control_captions, run_dir)
     return metrics
+
+
+def _load(run_dir: Path, beams) -> Captioner:
+    """The run's captioner, its beams checked before any work (not after greedy)."""
+    captioner = Captioner.load(run_dir)
+    for beam in decodings(captioner.config, beams):
+        captioner.check_beam(beam)
+    return captioner
 
 
 def _say(metrics: dict, captioner, control_captions: dict, run_dir: Path) -> None:
