@@ -270,7 +270,7 @@ def _caption_files(service: Service, paths, names, beam: int) -> list[dict]:
                 "score": result["score"],
                 "familiarity": result["familiarity"],
                 "familiar": familiar,
-                "frame": result["frame"],
+                "frame": captioner.frame_note(path),
                 "note": note if familiar is False else None,
                 "image": display_image(path, frame=captioner.config.dicom_frame),
                 "words": result["words"],
