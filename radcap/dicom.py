@@ -20,11 +20,13 @@ are kept from the console (`_quiet`).
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 SUFFIXES = (".dcm", ".dicom", ".dic")
 EXTRA = "pip install 'radcap[dicom]' (or pip install 'pydicom>=3.0')"
@@ -153,6 +155,17 @@ def read_dicom(path: str | Path, frame="middle", max_pixels: int | None = None):
     if photometric == "MONOCHROME1":  # 0 is white: invert for display
         shown = 1.0 - shown
     return _to_uint8(shown)
+
+
+def to_png(path: str | Path, frame="middle") -> bytes:
+    """A DICOM file's pixels as PNG bytes, as `read_dicom` shows them.
+
+    For `radcap export`'s SavedModel, which takes PNG or JPEG bytes. The PNG
+    holds the pixels alone: no header value goes into it.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(read_dicom(path, frame)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def voi(values: np.ndarray, ds) -> np.ndarray:

@@ -8,6 +8,7 @@ the patient comes out.
 """
 
 import importlib.util
+import io
 import shutil
 import sys
 from pathlib import Path
@@ -144,6 +145,16 @@ def test_a_multi_frame_file_gives_the_middle_frame_or_the_one_asked(tmp_path):
     )
     with pytest.raises(ValueError, match=r"Config.dicom_frame=0 is invalid"):
         Config(dicom_frame=0)
+
+
+def test_the_png_for_the_export_holds_the_pixels_and_nothing_else():
+    path = FILES / "MR_small.dcm"
+    png = dicom.to_png(path)
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.format == "PNG" and image.mode == "L" and not image.text
+        assert np.array_equal(np.asarray(image), dicom.read_dicom(path))
+    assert b"CompressedSamples" in path.read_bytes()  # the patient's name
+    assert b"CompressedSamples" not in png
 
 
 def test_a_dicom_file_without_a_suffix_is_known_by_its_preamble(tmp_path):

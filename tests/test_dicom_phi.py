@@ -239,5 +239,7 @@ def test_nothing_of_the_patient_on_the_web_page(pipeline, monkeypatch):
     results = page.session_state["results"]
     texts["page"] = "\n".join(shown)
     texts["csv"] = downloads["captions.csv"].decode()
-    texts["results"] = repr([{k: r[k] for k in r if k != "image"} for r in results.values()])
+    texts["results"] = repr(
+        [{k: r[k] for k in r if k != "image"} for r in results.values()]
+    )
     assert leaks(root, folder, texts) == []
