@@ -22,6 +22,7 @@ from tiny_run import tiny_backbone, untrained_run
 import radcap.backbone
 from radcap import cli, dicom
 from radcap.config import Config
+from radcap.features import cache_meta
 from radcap.images import ImageError, load_image
 
 FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -145,6 +146,10 @@ def test_a_multi_frame_file_gives_the_middle_frame_or_the_one_asked(tmp_path):
     )
     with pytest.raises(ValueError, match=r"Config.dicom_frame=0 is invalid"):
         Config(dicom_frame=0)
+    # A feature cache says which frame it holds, unless the middle one (so
+    # that caches made before the setting existed stay usable).
+    assert "dicom_frame" not in cache_meta(Config(), "fc2")
+    assert cache_meta(Config(dicom_frame="first"), "fc2")["dicom_frame"] == "first"
 
 
 def test_the_png_for_the_export_holds_the_pixels_and_nothing_else():
