@@ -7,6 +7,7 @@ radcap train --preset roco --run roco-1    train into checkpoints/roco-1
 radcap evaluate --run roco-1               metrics.json and report.md (test split)
 radcap caption --run roco-1 scan.png       one caption per image (flags unfamiliar ones)
 radcap caption --json --run roco-1 scans/  one JSON object per image, for scripts
+radcap caption --run roco-1 scan.dcm       DICOM too: its own window (--frame N)
 radcap export --run roco-1 --beam 3        a SavedModel: image bytes in, captions out
 radcap familiarity --run roco-1            add the familiarity reference to an old run
 radcap app --run roco-1                    a web page: upload images, read captions
