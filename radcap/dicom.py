@@ -10,7 +10,9 @@ MONOCHROME1): stored values -> modality LUT (rescale slope and intercept, or
 the Modality LUT Sequence) -> VOI (the first VOI LUT, else the first window
 centre/width, else the min..max of the modality values) -> inverted for
 MONOCHROME1 -> 8 bits. Colour files (RGB, YBR, palette colour) become 8-bit
-RGB. A multi-frame file gives one frame: `choose_frame` says which.
+RGB. A multi-frame file gives one frame: `choose_frame` says which; an
+enhanced one (Enhanced CT, MR) has that frame's rescale and window from its
+functional groups.
 
 Nothing of the patient leaves this module: only the pixel-module attributes
 are read, no header value enters a message, pydicom's exception texts are
@@ -150,8 +152,9 @@ def read_dicom(path: str | Path, frame="middle", max_pixels: int | None = None):
     if arr.ndim == 3:  # RGB, or YBR that pydicom converted to RGB
         bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
         return _to_uint8(arr / float(2**bits - 1))
-    values = pydicom.pixels.apply_modality_lut(arr, ds).astype(np.float64)
-    shown = voi(values, ds)
+    view = frame_view(ds, index)
+    values = pydicom.pixels.apply_modality_lut(arr, view).astype(np.float64)
+    shown = voi(values, view)
     if photometric == "MONOCHROME1":  # 0 is white: invert for display
         shown = 1.0 - shown
     return _to_uint8(shown)
@@ -166,6 +169,44 @@ def to_png(path: str | Path, frame="middle") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(read_dicom(path, frame)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# The rescale and window attributes, at the top of a file or, in an enhanced
+# multi-frame file, in each frame's functional groups.
+_LUT_KEYWORDS = (
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "ModalityLUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
+)
+_FRAME_GROUPS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
+
+
+def frame_view(ds, index: int):
+    """The rescale and window of frame `index`, as a dataset of those alone.
+
+    An enhanced multi-frame file (Enhanced CT, MR...) keeps them in its
+    shared and per-frame functional groups; the frame's own ones win.
+    """
+    import pydicom  # imported already by `_quiet`: the optional extra
+
+    view = pydicom.Dataset()
+    for keyword in _LUT_KEYWORDS:
+        if keyword in ds:
+            view[keyword] = ds[keyword]
+    groups = list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    groups += [per_frame[index]] if index < len(per_frame) else []
+    for group in groups:
+        for name in _FRAME_GROUPS:
+            for element in (group.get(name) or [None])[0] or []:
+                if element.keyword in _LUT_KEYWORDS:
+                    view[element.tag] = element
+    return view
 
 
 def voi(values: np.ndarray, ds) -> np.ndarray:

@@ -162,6 +162,31 @@ def test_the_png_for_the_export_holds_the_pixels_and_nothing_else():
     assert b"CompressedSamples" not in png
 
 
+def test_an_enhanced_file_has_each_frames_rescale_and_window(tmp_path):
+    """Enhanced CT and MR keep them in functional groups, per frame or shared."""
+    ds = pydicom.dcmread(FILES / "MR_small.dcm")
+    values = ds.pixel_array
+    del ds.WindowCenter, ds.WindowWidth
+    ds.NumberOfFrames = 2
+    ds.PixelData = values.tobytes() * 2
+    shared, first, second = pydicom.Dataset(), pydicom.Dataset(), pydicom.Dataset()
+    rescale = pydicom.Dataset()
+    rescale.RescaleSlope, rescale.RescaleIntercept = 2, -100
+    shared.PixelValueTransformationSequence = [rescale]
+    for group, (centre, width) in ((first, (500, 1000)), (second, (1100, 2000))):
+        window = pydicom.Dataset()
+        window.WindowCenter, window.WindowWidth = centre, width
+        group.FrameVOILUTSequence = [window]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = [first, second]
+    ds.save_as(tmp_path / "enhanced.dcm")
+    modality = values.astype(np.float64) * 2 - 100
+    for frame, (centre, width) in ((1, (500, 1000)), (2, (1100, 2000))):
+        expected = linear_window(modality, centre, width).astype(np.uint8)
+        got = dicom.read_dicom(tmp_path / "enhanced.dcm", frame)
+        assert np.array_equal(got, expected), frame
+
+
 def test_a_dicom_file_without_a_suffix_is_known_by_its_preamble(tmp_path):
     shutil.copy(FILES / "CT_small.dcm", tmp_path / "scan")
     expected = dicom.read_dicom(FILES / "CT_small.dcm")
