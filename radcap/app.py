@@ -46,7 +46,7 @@ PAGE = Path(__file__).with_name("app_page.py")
 HOST = "127.0.0.1"  # this machine only; --host 0.0.0.0 opens it to the network
 PORT = 8501
 MAX_UPLOAD_MB = 50  # Streamlit refuses larger files (server.maxUploadSize)
-IMAGE_TYPES = tuple("png jpg jpeg tif tiff bmp gif webp dcm dicom".split())
+IMAGE_TYPES = tuple("png jpg jpeg tif tiff bmp gif webp dcm dicom dic".split())
 DISPLAY_SIDE = 512  # pixels of the longest side of a shown image
 # Images per backbone pass. A pass runs on a whole batch (padded), and uploads
 # come a few at a time: on a CPU, a batch of 32 would take 8 times longer.
