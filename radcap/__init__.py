@@ -1,7 +1,7 @@
 """radcap: radiology image captioning, frozen VGG16 and a merge-style LSTM decoder.
 
 Stages, each importing only from those before it (checked by import-linter
-in the tests): the base (`files`, `config`, `text`), `data`, `images`,
+in the tests): the base (`files`, `config`, `text`), `data`, `dicom`, `images`,
 `backbone`, `features`, `splits`, `layers`, `model`, `generate`, `runs`,
 then `train` (with `batches`, `callbacks`) beside `captioner`, then
 `evaluation`, `plots`, `app` (the web page) and `cli`. Importing radcap

@@ -46,16 +46,16 @@ PAGE = Path(__file__).with_name("app_page.py")
 HOST = "127.0.0.1"  # this machine only; --host 0.0.0.0 opens it to the network
 PORT = 8501
 MAX_UPLOAD_MB = 50  # Streamlit refuses larger files (server.maxUploadSize)
-IMAGE_TYPES = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif", "webp")
+IMAGE_TYPES = tuple("png jpg jpeg tif tiff bmp gif webp dcm dicom dic".split())
 DISPLAY_SIDE = 512  # pixels of the longest side of a shown image
 # Images per backbone pass. A pass runs on a whole batch (padded), and uploads
 # come a few at a time: on a CPU, a batch of 32 would take 8 times longer.
 BATCH = 4
 # As `radcap caption --json` writes them, `path` being the uploaded file's name.
-CSV_COLUMNS = ["path", "caption", "score", "familiar", "familiarity", "error"]
+CSV_COLUMNS = ["path", "caption", "score", "familiar", "familiarity", "frame", "error"]
 LIMITS = (
-    f"PNG (8 or 16 bit), JPEG, TIFF, BMP, GIF or WebP; at most {MAX_UPLOAD_MB} MB "
-    f"and {MAX_PIXELS:,} pixels (a square of {int(MAX_PIXELS**0.5):,}) per file."
+    f"PNG (8 or 16 bit), JPEG, TIFF, BMP, GIF, WebP or DICOM; at most {MAX_UPLOAD_MB} "
+    f"MB and {MAX_PIXELS:,} pixels (a square of {int(MAX_PIXELS**0.5):,}) per file."
 )
 # What to do about an image that could not be read, by the start of its reason
 # (the reasons of `radcap.images.load_image`).
@@ -65,6 +65,7 @@ _ADVICE = {
     "not an image file": "Upload an image: " + LIMITS,
     "larger than": "Shrink or compress it and upload it again.",
     "the server could not save it": "Rename it to a short plain name, upload again.",
+    "a DICOM file: reading it needs": "Then restart radcap app, upload it again.",
 }
 _DEFAULT_ADVICE = "Check that it opens in an image viewer, or save it again as PNG."
 
@@ -151,12 +152,12 @@ def caption_uploads(
 
     Returns:
         One dict per upload, in order: `name`, `caption` (None when the file
-        could not be used), `score` (its summed log-probability),
-        `familiarity`, `familiar`, `note` (the warning
-        for an unfamiliar image), `error` (why the file could not be used,
-        with what to do), `image` (`(H, W[, 3])` uint8 to show),
-        `words` and `attention` (`(words, regions)` for runs that attend,
-        else None; `attention_png` draws them) and `evidence`
+        could not be used), `score` (its summed log-probability), `familiarity`,
+        `familiar`, `frame` ("frame 2 of 3" of a multi-frame DICOM file, else
+        None), `note` (the warning for an unfamiliar image), `error` (why the
+        file could not be used, with what to do), `image` (`(H, W[, 3])` uint8
+        to show), `words` and `attention` (`(words, regions)` for runs that
+        attend, else None; `attention_png` draws them) and `evidence`
         (`Evidence.nearest`'s dicts, or None).
     """
     memo = {} if memo is None else memo
@@ -226,8 +227,7 @@ def safe_name(name: str) -> str:
 
 
 _NOTHING = dict.fromkeys(
-    ["caption", "score", "familiarity", "familiar", "note", "error", "image"]
-    + ["words", "attention", "evidence"]
+    CSV_COLUMNS[1:] + "note image words attention evidence".split()
 )
 
 
@@ -270,8 +270,9 @@ def _caption_files(service: Service, paths, names, beam: int) -> list[dict]:
                 "score": result["score"],
                 "familiarity": result["familiarity"],
                 "familiar": familiar,
+                "frame": captioner.frame_note(path),
                 "note": note if familiar is False else None,
-                "image": display_image(path),
+                "image": display_image(path, frame=captioner.config.dicom_frame),
                 "words": result["words"],
                 "attention": np.asarray(result["attention"]) if attends else None,
                 "evidence": evidence[i],
@@ -280,13 +281,13 @@ def _caption_files(service: Service, paths, names, beam: int) -> list[dict]:
     return out
 
 
-def display_image(path: str | Path, side: int = DISPLAY_SIDE) -> np.ndarray | None:
+def display_image(path, side: int = DISPLAY_SIDE, frame="middle") -> np.ndarray | None:
     """An image file to show, `(H, W[, 3])` uint8 at most `side` pixels a side.
 
-    None when it cannot be read (e.g. not on disk).
+    `frame`: of a multi-frame DICOM file. None when the file cannot be read.
     """
     try:
-        return np.round(255 * read_image(path, side)).astype(np.uint8)
+        return np.round(255 * read_image(path, side, frame)).astype(np.uint8)
     except OSError:
         return None
 

@@ -75,6 +75,8 @@ def _show(service: app.Service, result: dict, data: bytes, index: int) -> None:
     with right:
         with st.container(key=f"caption-{index}"):
             st.markdown(_text(result["caption"]))
+        if result["frame"]:
+            st.caption(f"{result['frame']} of the DICOM file")
         if result["note"]:
             st.warning(result["note"])
         if result["familiarity"] is not None:

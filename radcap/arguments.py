@@ -45,6 +45,17 @@ def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):
     )
 
 
+def _frame(text: str):
+    """A --frame value: middle, first, last or a frame number from 1."""
+    if text.lower() in ("middle", "first", "last"):
+        return text.lower()
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: expected middle, first, last or a frame number (1 is the first)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `radcap`; `radcap.cli.COMMANDS` runs its subcommands."""
     parser = argparse.ArgumentParser(
@@ -170,7 +181,14 @@ def _add_caption_and_export_parsers(sub) -> None:
         "--json",
         action="store_true",
         help="One JSON object per image and line: path, caption, score, "
-        "familiar, familiarity, error.",
+        "familiar, familiarity, frame, error.",
+    )
+    p.add_argument(
+        "--frame",
+        type=_frame,
+        help="The frame captioned in a multi-frame DICOM file: middle, first, "
+        "last or a number (1 is the first; default: the run's dicom_frame, "
+        "middle). The output line names it, e.g. 'frame 2 of 3'.",
     )
     p.add_argument("--root", default=".", help="Folder that checkpoints/ is in.")
 

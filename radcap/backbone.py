@@ -150,15 +150,20 @@ class Extractor:
             outputs = [outputs]
         return [np.array(o) for o in outputs]  # writable copies
 
-    def read_batch(self, paths: list[str], pool) -> tuple[np.ndarray, dict[int, str]]:
-        """Decode a batch in parallel; failed images become zeros plus a reason."""
+    def read_batch(
+        self, paths: list[str], pool, frame="middle"
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Decode a batch in parallel; failed images become zeros plus a reason.
+
+        `frame` is the frame of a multi-frame DICOM file (`load_image`'s).
+        """
         size = IMAGE_SIZE
         batch = np.zeros((len(paths), size, size, 3), np.float32)
         errors = {}
 
         def one(i):
             try:
-                batch[i] = load_image(paths[i], size)
+                batch[i] = load_image(paths[i], size, frame)
             except ImageError as err:
                 errors[i] = err.reason
 
@@ -172,11 +177,14 @@ class Extractor:
         start: int = 0,
         max_batches=None,
         desc: str = "features",
+        frame="middle",
     ):
         """Extract `paths[start:]` in batches; `on_batch(start, outputs, errors)` each.
 
         The next batch is decoded while the backbone runs on the current one.
         The last batch is padded to full size, so the backbone is traced once.
+        `frame` is the frame read from multi-frame DICOM files (a config's
+        `dicom_frame`; the extractor may be shared by several configs).
         """
         bs = self.config.extract_batch_size
         starts = list(range(start, len(paths), bs))
@@ -190,7 +198,9 @@ class Extractor:
             tqdm(total=len(paths), initial=start, desc=desc, unit="img") as bar,
         ):
             pending = (
-                ahead.submit(self.read_batch, paths[starts[0] : starts[0] + bs], pool)
+                ahead.submit(
+                    self.read_batch, paths[starts[0] : starts[0] + bs], pool, frame
+                )
                 if starts
                 else None
             )
@@ -198,7 +208,9 @@ class Extractor:
                 batch, errors = pending.result()
                 if j + 1 < len(starts):
                     nxt = starts[j + 1]
-                    pending = ahead.submit(self.read_batch, paths[nxt : nxt + bs], pool)
+                    pending = ahead.submit(
+                        self.read_batch, paths[nxt : nxt + bs], pool, frame
+                    )
                 n = len(batch)
                 if n < bs:
                     batch = np.concatenate(

@@ -15,6 +15,7 @@ from radcap import runs
 from radcap.backbone import LAYER, STATS, shared_extractor
 from radcap.compiled import CompiledSearch, CompiledStep
 from radcap.config import Config
+from radcap.dicom import frame_note
 from radcap.familiarity import Familiarity
 from radcap.generate import Result, Rules
 from radcap.text import Vocabulary
@@ -253,12 +254,18 @@ class Captioner:
                 store.append(out)
             errors.update({start + i: r for i, r in batch_errors.items()})
 
-        self._extractor.run(paths, on_batch, desc="images")
+        self._extractor.run(
+            paths, on_batch, desc="images", frame=self.config.dicom_frame
+        )
         arrays = {
             layer: np.concatenate(o)
             for layer, o in zip(self._extractor.layers, outputs)
         }
         return arrays, errors
+
+    def frame_note(self, path) -> str | None:
+        """ "frame 2 of 3" when `path` is a multi-frame DICOM file, else None."""
+        return None if path is None else frame_note(path, self.config.dicom_frame)
 
     def caption(self, images, beam: int = 1, return_attention: bool = False, **kwargs):
         """Caption image files, or cached features, each with its familiarity.
@@ -281,8 +288,10 @@ class Captioner:
             `.familiar`; both None when the run has no reference); an
             unreadable image gets `None`. With `return_attention`, dicts with
             `path`, `caption`, `words`, `attention`, `score` (the caption's
-            summed log-probability), `familiarity`, `familiar` and `error`
-            (why an image could not be read).
+            summed log-probability), `familiarity`, `familiar`, `frame`
+            ("frame 2 of 3" for a multi-frame DICOM file, the frame the
+            config's `dicom_frame` chose; else None) and `error` (why an
+            image could not be read).
         """
         self.check_beam(beam)  # before reading any image
         if isinstance(images, np.ndarray) and images.ndim == 2:
@@ -319,6 +328,7 @@ class Captioner:
                     "score": None if text is None else float(result.scores[i]),
                     "familiarity": None if text is None else text.familiarity,
                     "familiar": None if text is None else text.familiar,
+                    "frame": None if text is None else self.frame_note(images[i]),
                     "error": errors.get(i),
                 }
             )

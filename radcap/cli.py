@@ -7,6 +7,7 @@ radcap train --preset roco --run roco-1    train into checkpoints/roco-1
 radcap evaluate --run roco-1               metrics.json and report.md (test split)
 radcap caption --run roco-1 scan.png       one caption per image (flags unfamiliar ones)
 radcap caption --json --run roco-1 scans/  one JSON object per image, for scripts
+radcap caption --run roco-1 scan.dcm       DICOM too: its own window (--frame N)
 radcap export --run roco-1 --beam 3        a SavedModel: image bytes in, captions out
 radcap familiarity --run roco-1            add the familiarity reference to an old run
 radcap app --run roco-1                    a web page: upload images, read captions
@@ -181,6 +182,8 @@ def cmd_caption(args) -> int:
     if all(path in problems for path in paths):  # nothing at all to caption
         raise ValueError("; ".join(f"{path} {why}" for path, why in problems.items()))
     captioner = Captioner.load(run_dir)
+    if args.frame is not None:
+        captioner.config = captioner.config.replace(dicom_frame=args.frame)
     if captioner.familiarity_hint:
         print(f"note: {captioner.familiarity_hint}", file=sys.stderr)
     status = 0
@@ -194,13 +197,14 @@ def cmd_caption(args) -> int:
         result["error"] = problems.get(path, result["error"])
         status = 1 if result["error"] else status
         if args.json:
-            keys = ("caption", "score", "familiar", "familiarity", "error")
+            keys = ("caption", "score", "familiar", "familiarity", "frame", "error")
             print(json.dumps({"path": str(path)} | {k: result[k] for k in keys}))
             continue
         if result["error"]:
             print(f"{path}\tERROR: {result['error']}")
             continue
-        print(f"{path}\t{result['caption']}")
+        frame = f"\t({result['frame']})" if result["frame"] else ""
+        print(f"{path}\t{result['caption']}{frame}")
         if result["familiar"] is False:
             print(f"  {captioner.familiarity_note(result['familiarity'])}")
     return status

@@ -108,6 +108,8 @@ class Config:
         allow_unk: Let the searches write `<unk>` (for research: how often
             the model would); by default they never do.
         extract_batch_size: Images per forward pass in feature extraction.
+        dicom_frame: The frame read from a multi-frame DICOM file: `"middle"`,
+            `"first"`, `"last"` or a frame number (1 is the first).
         precision: Training precision, one of `PRECISIONS`: `mixed_float16`
             or `mixed_bfloat16` compute in 16 bits with float32 weights and
             logits; `auto` picks what the machine does fast.
@@ -152,6 +154,7 @@ class Config:
     no_repeat_ngram: int = NO_REPEAT_NGRAM
     allow_unk: bool = False
     extract_batch_size: int = 32
+    dicom_frame: int | str = "middle"
     precision: str = "float32"
     strategy: str = "auto"
     seed: int = 0
@@ -220,6 +223,12 @@ class Config:
             (self.learning_rate > 0, "learning_rate", "a positive number"),
             (0 < self.lr_factor < 1, "lr_factor", "a number in (0, 1)"),
             (self.length_penalty >= 0, "length_penalty", "a number >= 0"),
+            (
+                self.dicom_frame in ("middle", "first", "last")
+                or (type(self.dicom_frame) is int and self.dicom_frame >= 1),
+                "dicom_frame",
+                "'middle', 'first', 'last' or a frame number (1 is the first)",
+            ),
             (
                 _RUN_NAME.fullmatch(self.name) is not None
                 and self.name not in (".", ".."),

@@ -82,6 +82,12 @@ def cache_meta(config: Config, layer: str) -> dict:
         "image_size": IMAGE_SIZE,
         "shape": list(FEATURE_SHAPES[layer]),
         "radcap_version": __version__,
+        # Only when not the default, so that caches made before it stay usable.
+        **(
+            {}
+            if config.dicom_frame == "middle"
+            else {"dicom_frame": config.dicom_frame}
+        ),
     }
 
 
@@ -253,7 +259,12 @@ def _retry(config, split, root, folders, extractor) -> None:
         still.update({start + i: reason for i, reason in errors.items()})
 
     extractor = extractor or shared_extractor(config, list(folders))
-    extractor.run(again["path"].tolist(), on_batch, desc=f"{split} retry")
+    extractor.run(
+        again["path"].tolist(),
+        on_batch,
+        desc=f"{split} retry",
+        frame=config.dicom_frame,
+    )
     for array in arrays.values():
         array.flush()
     kept = skipped.drop(index=again.index)
@@ -316,6 +327,7 @@ def _extract(config, split, root, ids, paths, folders, max_batches, extractor):
             start=progress["done"],
             max_batches=max_batches,
             desc=f"{split} features",
+            frame=config.dicom_frame,
         )
     for array in partial.values():
         array.close()

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from radcap.dicom import DicomError, is_dicom, read_dicom
+
 # Above this many pixels PIL refuses a file as a decompression bomb; real
 # scans can be large, so allow up to ~16k x 16k and decode lazily.
 MAX_PIXELS = 16_384 * 16_384
@@ -53,17 +55,21 @@ def _to_rgb8(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | Path, size: int = 224) -> np.ndarray:
+def load_image(path: str | Path, size: int = 224, frame="middle") -> np.ndarray:
     """Read an image file as a float32 RGB array for the backbone.
 
-    Handles JPEG, PNG (8 and 16 bit), grayscale, RGBA, palette, CMYK and
-    GIF (first frame). 16-bit and 32-bit data are scaled by their actual
-    min..max range, not clipped. Very large JPEGs are decoded at reduced
-    resolution, so a 10000x10000 file does not exhaust memory.
+    Handles JPEG, PNG (8 and 16 bit), grayscale, RGBA, palette, CMYK, GIF
+    (first frame) and DICOM (with or without the `.dcm` suffix; see
+    `radcap.dicom`: the file's own rescale and window, nothing of its
+    header kept). 16-bit and 32-bit data are scaled by their actual min..max
+    range, not clipped. Very large JPEGs are decoded at reduced resolution,
+    so a 10000x10000 file does not exhaust memory.
 
     Args:
         path: Image file.
         size: Side of the square output; the image is resized, not cropped.
+        frame: The frame of a multi-frame DICOM file: `"middle"`, `"first"`,
+            `"last"` or a frame number from 1 (see `radcap.dicom.choose_frame`).
 
     Returns:
         Array of shape `(size, size, 3)`, float32 in [0, 255], RGB order.
@@ -79,15 +85,13 @@ def load_image(path: str | Path, size: int = 224) -> np.ndarray:
     # PIL's own bomb check allows less than real scans need; ours is below.
     Image.MAX_IMAGE_PIXELS = 2 * MAX_PIXELS
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(
-                    path, f"image too large ({img.width}x{img.height} pixels)"
-                )
-            if img.format == "JPEG":  # decode at reduced size: cheap and small
-                img.draft(img.mode, (size * 2, size * 2))
-            img.load()
-            rgb = _to_rgb8(_shrink(img, size))
+        if is_dicom(path):
+            pixels = read_dicom(path, frame, MAX_PIXELS)
+            rgb = _to_rgb8(_shrink(Image.fromarray(pixels), size))
+        else:
+            rgb = _open(path, size)
+    except DicomError as err:
+        raise ImageError(path, str(err)) from None
     except ImageError:
         raise
     except PermissionError:
@@ -109,6 +113,17 @@ def load_image(path: str | Path, size: int = 224) -> np.ndarray:
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(rgb, dtype=np.float32)
+
+
+def _open(path: Path, size: int) -> Image.Image:
+    """A file PIL reads, as 8-bit RGB about `size` or larger (see `_shrink`)."""
+    with Image.open(path) as img:
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageError(path, f"image too large ({img.width}x{img.height} pixels)")
+        if img.format == "JPEG":  # decode at reduced size: cheap and small
+            img.draft(img.mode, (size * 2, size * 2))
+        img.load()
+        return _to_rgb8(_shrink(img, size))
 
 
 def _file_problem(path: Path) -> str | None:

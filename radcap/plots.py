@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from radcap import runs
-from radcap.images import load_image
+from radcap.dicom import DicomError, is_dicom, read_dicom
+from radcap.images import MAX_PIXELS, load_image
 from radcap.text import clean_caption
 
 PANEL = 3.2  # inches per image panel
@@ -49,16 +50,26 @@ def _wrap(text: str, width: int = 38) -> str:
     return "\n".join(textwrap.wrap(str(text), width)) or "(empty)"
 
 
-def read_image(path: str | Path, max_side: int = 512) -> np.ndarray:
+def read_image(path: str | Path, max_side: int = 512, frame="middle") -> np.ndarray:
     """An image file for display, aspect kept: `(H, W)` or `(H, W, 3)` in [0, 1].
 
-    16-bit and float images are scaled by their own min..max range.
+    16-bit and float images are scaled by their own min..max range; DICOM
+    files are shown with their own window (`radcap.dicom`; `frame` is the
+    frame of a multi-frame file).
 
     Raises:
         OSError: The file cannot be read as an image.
     """
     from PIL import Image
 
+    if is_dicom(path):
+        try:
+            pixels = read_dicom(path, frame, MAX_PIXELS)
+        except DicomError as err:
+            raise OSError(str(err)) from None
+        img = Image.fromarray(pixels)
+        img.thumbnail((max_side, max_side))
+        return np.asarray(img, np.float32) / 255.0
     with Image.open(path) as img:
         img.draft(img.mode, (max_side, max_side))  # JPEGs decode at reduced size
         img.load()

@@ -125,7 +125,7 @@ def test_attention_runs_the_backbone_once_per_image(
     monkeypatch.setattr(
         radcap.backbone,
         "load_image",
-        lambda path, size: reads.append(path) or load_image(path, size),
+        lambda path, *args: reads.append(path) or load_image(path, *args),
     )
     extractor = extractors[True]
     calls = counted(extractor)
