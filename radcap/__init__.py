@@ -8,7 +8,7 @@ then `train` (with `batches`, `callbacks`) beside `captioner`, then
 loads no TensorFlow and touches no network.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def check_setup() -> dict:

@@ -37,6 +37,7 @@ ADDED = {
     "decoder_layers": ("0.2.0", 2),
     "precision": ("0.2.0", "float32"),
     "strategy": ("0.2.0", "none"),  # one device
+    "dicom_frame": ("0.3.0", "middle"),  # no DICOM was read before it
 }
 
 
