@@ -58,3 +58,25 @@ def pytest_xdist_make_scheduler(config, log):
 def workdir() -> Path:
     """The session's working folder (data/, features/, checkpoints/)."""
     return Path(os.environ["RADCAP_WORKDIR"])
+
+
+@pytest.fixture(scope="session")
+def radcap_processes():
+    """`python -m radcap ...` as real processes, without 7 s of imports each.
+
+    A `tests/forked.py` `ForkServer`: one interpreter imports TensorFlow,
+    Keras and radcap once and forks a child per command. Use it wherever a
+    test needs a real process (a kill, a signal, a full disk, a lock held by
+    another process) and would otherwise start `python -m radcap`:
+
+        done = radcap_processes.run(["train", "--root", str(root)], env=env)
+        proc = radcap_processes.popen(["extract", ...])  # pid, wait, kill
+        radcap_processes.run([...], script="tests/two_cpus.py")  # a script
+        radcap_processes.run([...], code="import radcap; ...")  # `python -c`
+
+    `run` returns a `subprocess.CompletedProcess` (text stdout and stderr);
+    a SIGKILL shows as returncode -9, as with `subprocess`.
+    """
+    from forked import shared
+
+    return shared()
