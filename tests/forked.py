@@ -186,7 +186,7 @@ class ForkServer:
         return proc
 
     def run(self, argv, env=None, timeout=None, cwd=None, script=None, code=None):
-        """`subprocess.run(..., capture_output=True, text=True)`, forked (see `popen`)."""
+        """As `subprocess.run(..., capture_output=True, text=True)`; see `popen`."""
         proc = self.popen(argv, env=env, cwd=cwd, script=script, code=code)
         try:
             out, err = proc.communicate(timeout)

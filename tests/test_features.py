@@ -231,18 +231,18 @@ EXTRACT += ["--set", "extract_batch_size=4"]
 
 
 def radcap_command(root, kill_at=None):
+    """`radcap extract` started as a real process (forked: tests/forked.py)."""
     import os
-    import subprocess
     import sys
+
+    from forked import shared
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("RADCAP_KILL_AT", None)
     if kill_at:
         env["RADCAP_KILL_AT"] = kill_at
     command = [sys.executable, "-m", "radcap", *EXTRACT, "--root", str(root)]
-    return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return shared().popen(command, env=env)
 
 
 @pytest.fixture(scope="module")
