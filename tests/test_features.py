@@ -177,9 +177,14 @@ def test_layers_that_list_different_images_are_refused(images, full, tmp_path):
         extract(config, images, "train", root)
 
 
-def test_one_decode_worker_does_not_deadlock(images, tmp_path):
-    config = preset("demo", extract_batch_size=BATCH)
-    extractor = Extractor(config, workers=1)
+def test_one_decode_worker_does_not_deadlock(images, extractors, tmp_path):
+    import copy
+
+    # The module's backbone with one decode thread (building VGG16 again
+    # would take longer than the extraction).
+    extractor = copy.copy(extractors[False])
+    extractor.workers = 1
+    config = extractor.config
     cached = extract(config, images, "train", tmp_path, extractor=extractor)
     assert cached["fc2"].array.shape == (N, 4096)
 
