@@ -6,7 +6,8 @@ folder, so the notebooks find the demo's features already cached.
 
 The suite runs on three pytest-xdist workers (`-n 3` in pyproject.toml; on
 2 cores the end-to-end group is the longest, and the other two share the
-rest), with the scheduling below.
+rest), with the scheduling below. Tests that need a real `radcap` process
+get it forked from one warm interpreter (`radcap_processes`, tests/forked.py).
 """
 
 import os
@@ -34,6 +35,23 @@ def pytest_unconfigure(config):
 
 # The end-to-end tests and the notebooks share the working folder.
 SHARED = ("tests/test_e2e.py", "notebooks/")
+GROUP = "working folder"
+# What the costliest groups took (seconds, one full run on 2 busy cores):
+# the scheduler starts them first; any other module counts 1 s per test.
+COST = {
+    GROUP: 1650,
+    "tests/test_crash.py": 860,
+    "tests/test_features.py": 840,
+    "tests/test_disk_full.py": 260,
+    "tests/test_evaluate.py": 200,
+    "tests/test_roco_rehearsal.py": 190,
+    "tests/test_train.py": 180,
+    "tests/test_devices.py": 160,
+    "tests/test_app.py": 130,
+    "tests/test_export.py": 95,
+    "tests/test_model.py": 60,
+    "tests/test_resume.py": 40,
+}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -41,15 +59,27 @@ def pytest_xdist_make_scheduler(config, log):
     """Each test module on one worker; the end-to-end tests and notebooks together.
 
     Module fixtures are then made once, and the tests that share the working
-    folder run in order on one worker. Largest groups start first.
+    folder run in order on one worker. The costliest groups start first
+    (`COST`), so that no long one starts late; the worker of the working
+    folder, the longest, is only given cheap modules beside it.
     """
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             if nodeid.startswith(SHARED):
-                return "working folder"
+                return GROUP
             return nodeid.split("::", 1)[0]
+
+        def _assign_work_unit(self, node) -> None:
+            def cost(scope):
+                return COST.get(scope, len(self.workqueue[scope]))
+
+            group = self.assigned_work.get(node, {}).get(GROUP, {})
+            cheap = not all(group.values())  # this worker runs the working folder
+            order = sorted(self.workqueue, key=cost, reverse=not cheap)
+            self.workqueue.move_to_end(order[0], last=False)
+            super()._assign_work_unit(node)
 
     return ModuleScheduling(config, log)
 
@@ -58,3 +88,25 @@ def pytest_xdist_make_scheduler(config, log):
 def workdir() -> Path:
     """The session's working folder (data/, features/, checkpoints/)."""
     return Path(os.environ["RADCAP_WORKDIR"])
+
+
+@pytest.fixture(scope="session")
+def radcap_processes():
+    """`python -m radcap ...` as real processes, without 7 s of imports each.
+
+    A `tests/forked.py` `ForkServer`: one interpreter imports TensorFlow,
+    Keras and radcap once and forks a child per command. Use it wherever a
+    test needs a real process (a kill, a signal, a full disk, a lock held by
+    another process) and would otherwise start `python -m radcap`:
+
+        done = radcap_processes.run(["train", "--root", str(root)], env=env)
+        proc = radcap_processes.popen(["extract", ...])  # pid, wait, kill
+        radcap_processes.run([...], script="tests/two_cpus.py")  # a script
+        radcap_processes.run([...], code="import radcap; ...")  # `python -c`
+
+    `run` returns a `subprocess.CompletedProcess` (text stdout and stderr);
+    a SIGKILL shows as returncode -9, as with `subprocess`.
+    """
+    from forked import shared
+
+    return shared()

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-from tiny_run import train_tiny_run
+from tiny_run import shared_tiny_run
 
 from radcap import app, app_page, cli
 from radcap.captioner import Captioner
@@ -35,9 +35,9 @@ TIMEOUT = 120  # seconds for a page run that captions (the first loads VGG16)
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A trained attention run in `root`: 20 demo images, 2 epochs."""
-    root = tmp_path_factory.mktemp("app")
-    run_dir, dataset = train_tiny_run(root)
+    """The session's tiny attention run (tests/tiny_run.py): 20 images, 2 epochs."""
+    run_dir, dataset = shared_tiny_run(tmp_path_factory)
+    root = run_dir.parents[1]
     # The page's own captioner (its searches are compiled once for both).
     captioner = app_page.service(str(run_dir), None).captioner
     assert isinstance(captioner, Captioner) and captioner.run_dir == run_dir
@@ -229,12 +229,14 @@ def test_hostile_names_are_captioned_and_an_upload_not_saved_fails_alone(
     assert results[0]["error"].startswith(".. could not be captioned: empty file")
 
 
-def test_an_unfamiliar_image_is_flagged_and_a_training_image_is_not(run, page):
+def test_an_unfamiliar_image_is_flagged_and_a_training_image_is_not(
+    run, page, tmp_path
+):
     root, run_dir, captioner, dataset = run
     noise = np.random.default_rng(0).integers(0, 256, (224, 224, 3), np.uint8)
-    (root / "noise.png").write_bytes(png_bytes(noise))
+    (tmp_path / "noise.png").write_bytes(png_bytes(noise))  # the run is shared
     familiar = images(dataset, "train", 1)[0]
-    paths = [root / "noise.png", familiar]
+    paths = [tmp_path / "noise.png", familiar]
     noise_caption, familiar_caption = captioner.caption(paths)
     assert [noise_caption.familiar, familiar_caption.familiar] == [False, True]
 

@@ -14,6 +14,10 @@ the reference exactly.
 
 Also: two trainers on one run folder (the lock), and unit tests of the
 atomic writes, `read_json` and `folder_lock` in `radcap.files`.
+
+Each `radcap` process is forked from one interpreter that has TensorFlow
+imported (tests/forked.py): a real process, killed for real, without 7
+CPU-seconds of imports before every kill and every rerun.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from forked import shared
 
 from radcap import files, runs
 
-TIMEOUT = 300  # seconds for one `radcap train`; a healthy one takes 15-25 s
+TIMEOUT = 300  # seconds for one `radcap train`; a healthy one takes 5-20 s
 SETTINGS = (
     "demo_size=40",
     "epochs=3",
@@ -74,13 +79,12 @@ def _command(root: Path, run: str) -> list[str]:
 
 def radcap_train(root: Path, run: str, kill_at: str | None = None):
     """Run `radcap train` to its end (or its kill): the CompletedProcess."""
-    return subprocess.run(
-        _command(root, run),
-        env=_env(kill_at),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    return run_process(_command(root, run), _env(kill_at))
+
+
+def run_process(command: list[str], env: dict, timeout: float = TIMEOUT):
+    """`subprocess.run` of a `python -m radcap` (or script) command, forked."""
+    return shared().run(command, env=env, timeout=timeout)
 
 
 def _describe(result) -> str:
@@ -180,16 +184,17 @@ def check_complete_run(run_dir: Path, root: Path) -> pd.DataFrame:
 def reference(tmp_path_factory):
     """A root with the demo data and feature caches, and an unkilled run's history."""
     root = tmp_path_factory.mktemp("crash")
+    # Every split's features first (one backbone in one process), so that
+    # the training runs and the evaluation trials find them cached.
+    extract = _command(root, "reference")
+    extract[extract.index("train")] = "extract"
+    done = run_process(extract, _env())
+    assert done.returncode == 0, _describe(done)
     result = radcap_train(root, "reference")
     assert result.returncode == 0, _describe(result)
     run_dir = root / "checkpoints" / "reference"
     history = check_complete_run(run_dir, root)
     assert temporary_files(run_dir) == []
-    # The test split's features too, so that the evaluation trials only evaluate.
-    extract = _command(root, "reference")
-    extract[extract.index("train")] = "extract"
-    done = subprocess.run(extract, env=_env(), capture_output=True, text=True)
-    assert done.returncode == 0, _describe(done)
     return root, history
 
 
@@ -387,16 +392,8 @@ def test_no_temporary_file_is_left_behind(trial, point_id):
 @pytest.mark.slow
 def test_two_trainers_on_one_run_folder_one_waits_out(reference, tmp_path):
     root, _ = reference
-    procs, logs = [], []
-    for i in range(2):  # output to files: a full pipe would stall a trainer
-        out, err = tmp_path / f"{i}.out", tmp_path / f"{i}.err"
-        with open(out, "w") as stdout, open(err, "w") as stderr:
-            procs.append(
-                subprocess.Popen(
-                    _command(root, "twice"), env=_env(), stdout=stdout, stderr=stderr
-                )
-            )
-        logs.append((out, err))
+    # Two processes at once (their output goes to files: no pipe to stall).
+    procs = [shared().popen(_command(root, "twice"), env=_env()) for _ in range(2)]
     try:
         codes = [proc.wait(timeout=TIMEOUT) for proc in procs]
     finally:
@@ -404,7 +401,7 @@ def test_two_trainers_on_one_run_folder_one_waits_out(reference, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    outputs = [(out.read_text(), err.read_text()) for out, err in logs]
+    outputs = [(proc.stdout_text(), proc.stderr_text()) for proc in procs]
     assert sorted(code == 0 for code in codes) == [False, True], (codes, outputs)
     winner = codes.index(0)
     loser = 1 - winner
@@ -438,14 +435,10 @@ def test_mirrored_on_two_devices_resumes_and_trains_as_one_device(reference):
         command += ["--set", f"strategy={strategy}"]
         command[1:3] = [str(TWO_CPUS)]  # the same two devices; "none" uses one
         if strategy == "mirrored":
-            killed = subprocess.run(
-                command, env=_env("epoch-1-batch-0"), capture_output=True, text=True
-            )
+            killed = run_process(command, _env("epoch-1-batch-0"))
             assert killed.returncode == -signal.SIGKILL, _describe(killed)
             assert history_epochs(root / "checkpoints" / name) == [0]
-        done = subprocess.run(
-            command, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
-        )
+        done = run_process(command, _env())
         assert done.returncode == 0, _describe(done)
         runs_of[name] = (
             done.stdout,

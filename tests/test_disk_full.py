@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from forked import shared
 
 from radcap import runs
 from radcap.data.demo import make_demo
@@ -50,13 +51,14 @@ def disk(tmp_path):
 
 
 def radcap(*args, root):
+    """`python -m radcap *args --root root`, a real process (forked: tests/forked.py).
+
+    A process of its own, so that a bus error would end it and not pytest.
+    """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("RADCAP_KILL_AT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "radcap", *args, "--root", str(root)],
-        capture_output=True,
-        text=True,
-        env=env,
+    return shared().run(
+        [sys.executable, "-m", "radcap", *args, "--root", str(root)], env=env
     )
 
 

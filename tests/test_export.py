@@ -164,9 +164,9 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from tiny_run import train_tiny_run
+    from tiny_run import shared_tiny_run
 
-    return train_tiny_run(tmp_path_factory.mktemp("export"))
+    return shared_tiny_run(tmp_path_factory)  # the session's: exports read it
 
 
 def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(

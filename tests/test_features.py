@@ -177,9 +177,14 @@ def test_layers_that_list_different_images_are_refused(images, full, tmp_path):
         extract(config, images, "train", root)
 
 
-def test_one_decode_worker_does_not_deadlock(images, tmp_path):
-    config = preset("demo", extract_batch_size=BATCH)
-    extractor = Extractor(config, workers=1)
+def test_one_decode_worker_does_not_deadlock(images, extractors, tmp_path):
+    import copy
+
+    # The module's backbone with one decode thread (building VGG16 again
+    # would take longer than the extraction).
+    extractor = copy.copy(extractors[False])
+    extractor.workers = 1
+    config = extractor.config
     cached = extract(config, images, "train", tmp_path, extractor=extractor)
     assert cached["fc2"].array.shape == (N, 4096)
 
@@ -231,18 +236,18 @@ EXTRACT += ["--set", "extract_batch_size=4"]
 
 
 def radcap_command(root, kill_at=None):
+    """`radcap extract` started as a real process (forked: tests/forked.py)."""
     import os
-    import subprocess
     import sys
+
+    from forked import shared
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("RADCAP_KILL_AT", None)
     if kill_at:
         env["RADCAP_KILL_AT"] = kill_at
     command = [sys.executable, "-m", "radcap", *EXTRACT, "--root", str(root)]
-    return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return shared().popen(command, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from forked import shared
 
 from radcap import files, runs
 from radcap.config import preset
@@ -270,13 +271,8 @@ def subprocess_copy(source, root, kill_at=None):
     env = {k: v for k, v in os.environ.items() if k != "RADCAP_KILL_AT"}
     if kill_at:
         env["RADCAP_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, "-c", _COPY, str(source), str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = [sys.executable, "-c", _COPY, str(source), str(root)]
+    return shared().run(command, env=env, timeout=120)  # a real process, forked
 
 
 @pytest.mark.parametrize("kill_at", ["copy:history.csv", "copy:rename"])

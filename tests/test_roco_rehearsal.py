@@ -70,6 +70,9 @@ BARRED = ("<unk>", "<pad>", "<start>")
 def test_roco_rehearsal_through_the_command(roco, capsys):
     root, planted = roco
     base = ["--preset", "roco", "--set", "weights=none", "--root", str(root)]
+    # VGG16 runs on whole batches: 8 images, not the preset's 32, for the
+    # two-image captions and the three controls (the run keeps the setting).
+    base += ["--set", "extract_batch_size=8"]
     assert cli.main(["extract", *base]) == 0
     out = capsys.readouterr().out
     assert "4 rows of the dataset were skipped" in out
