@@ -44,7 +44,7 @@ _reached: dict[str, int] = {}
 
 
 class LockError(RuntimeError):
-    """Another process is writing into the same folder."""
+    """Another process is writing into the same folder (or its lock is a link)."""
 
 
 class DiskFullError(OSError):
@@ -287,6 +287,28 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
         )
 
 
+def open_lock_file(folder: Path, mode: int) -> int:
+    """Open (or make) `folder`'s lock file; never through a symbolic link.
+
+    A link named `LOCK_FILE` (a folder copied with `cp -rs`, or one planted)
+    would make taking the lock truncate and overwrite whatever it points to.
+
+    Raises:
+        LockError: `LOCK_FILE` in `folder` is a symbolic link.
+    """
+    path = folder / LOCK_FILE
+    try:
+        return os.open(path, mode | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP or not path.is_symlink():
+            raise
+    raise LockError(
+        f"{path} is a symbolic link (to {os.readlink(path)}), not radcap's lock "
+        "file, and radcap writes no file through a link. Remove the link (rm "
+        f"{path}), then run again; nothing was changed."
+    )
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, what: str):
     """Hold `folder` for this process: a second writer gets a clear `LockError`.
@@ -304,8 +326,7 @@ def folder_lock(folder: str | Path, what: str):
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(folder, os.O_RDWR)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

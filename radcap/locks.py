@@ -17,7 +17,7 @@ import errno
 import os
 from pathlib import Path
 
-from radcap.files import LOCK_FILE, LockError, partial_path
+from radcap.files import LockError, open_lock_file, partial_path
 
 
 class ReadOnlyError(OSError):
@@ -74,7 +74,7 @@ def read_lock(folder: str | Path, what: str):
 
     folder = Path(folder)
     try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+        fd = open_lock_file(folder, os.O_RDONLY)
     except OSError as err:
         if err.errno not in _READ_ONLY:
             raise

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radcap import files
+from radcap import files, locks
 
 # Names a user (or another program) may plausibly give a file, including
 # names that look like the temporaries of earlier radcap versions.
@@ -72,6 +72,25 @@ def test_taking_a_folder_lock_leaves_user_files_alone(tmp_path):
     assert_intact(planted)
     lock = folder / files.LOCK_FILE
     assert lock.name == ".radcap.lock" and lock.read_text() == str(os.getpid())
+
+
+@pytest.mark.parametrize("lock", [files.folder_lock, locks.read_lock])
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, lock):
+    folder, target = tmp_path / "run", tmp_path / "notes.txt"
+    folder.mkdir()
+    target.write_text("user data")
+    (folder / files.LOCK_FILE).symlink_to(target)
+    (folder / ".dangling.lock").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(files.LockError, match=r"run/\.radcap\.lock is a symbolic link"):
+        with lock(folder, "run folder"):
+            pass
+    assert target.read_text() == "user data"
+    (folder / files.LOCK_FILE).unlink()
+    (folder / ".dangling.lock").rename(folder / files.LOCK_FILE)
+    with pytest.raises(files.LockError, match="is a symbolic link"):
+        with lock(folder, "run folder"):
+            pass
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_a_partial_path_is_a_sibling_that_names_its_writer(tmp_path):
