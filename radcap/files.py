@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 # The lock file of a folder that radcap writes into. Its name is radcap's own,
@@ -288,24 +289,33 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
 
 
 def open_lock_file(folder: Path, mode: int) -> int:
-    """Open (or make) `folder`'s lock file; never through a symbolic link.
+    """Open (or make) `folder`'s lock file; never through a link, nor anything else.
 
     A link named `LOCK_FILE` (a folder copied with `cp -rs`, or one planted)
-    would make taking the lock truncate and overwrite whatever it points to.
+    would make taking the lock truncate and overwrite whatever it points to;
+    a folder or a named pipe of that name is no file to lock.
 
     Raises:
-        LockError: `LOCK_FILE` in `folder` is a symbolic link.
+        LockError: `LOCK_FILE` in `folder` is not a regular file.
     """
     path = folder / LOCK_FILE
+    flags = mode | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK  # a pipe: no wait
     try:
-        return os.open(path, mode | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path, flags, 0o644)
     except OSError as err:
-        if err.errno != errno.ELOOP or not path.is_symlink():
+        if err.errno not in (errno.ELOOP, errno.EISDIR):
             raise
+    else:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+    kind = "not a file"
+    if path.is_symlink():
+        kind = f"a symbolic link (to {os.readlink(path)})"
     raise LockError(
-        f"{path} is a symbolic link (to {os.readlink(path)}), not radcap's lock "
-        "file, and radcap writes no file through a link. Remove the link (rm "
-        f"{path}), then run again; nothing was changed."
+        f"{path} is {kind}, not radcap's lock file, and radcap writes no file "
+        f"through a link or over anything else. Move it away (mv {path} <name>), "
+        "then run again; nothing was changed."
     )
 
 

@@ -75,7 +75,9 @@ def test_taking_a_folder_lock_leaves_user_files_alone(tmp_path):
 
 
 @pytest.mark.parametrize("lock", [files.folder_lock, locks.read_lock])
-def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, lock):
+def test_a_lock_file_that_is_a_link_or_no_file_is_refused_and_nothing_written(
+    tmp_path, lock
+):
     folder, target = tmp_path / "run", tmp_path / "notes.txt"
     folder.mkdir()
     target.write_text("user data")
@@ -91,6 +93,16 @@ def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path
         with lock(folder, "run folder"):
             pass
     assert not (tmp_path / "nowhere").exists()
+    (folder / files.LOCK_FILE).unlink()
+    (folder / files.LOCK_FILE).mkdir()
+    with pytest.raises(files.LockError, match="is not a file"):
+        with lock(folder, "run folder"):
+            pass
+    (folder / files.LOCK_FILE).rmdir()
+    os.mkfifo(folder / files.LOCK_FILE)
+    with pytest.raises(files.LockError, match="is not a file"):
+        with lock(folder, "run folder"):
+            pass
 
 
 def test_a_partial_path_is_a_sibling_that_names_its_writer(tmp_path):
