@@ -48,6 +48,14 @@ class LockError(RuntimeError):
     """Another process is writing into the same folder (or its lock is a link)."""
 
 
+class ReadOnlyError(OSError):
+    """A folder that radcap must write into cannot be written (read-only)."""
+
+
+# What a write into a read-only mount or a folder not ours fails with.
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 class DiskFullError(OSError):
     """Not enough free space for a write; the message says how much and where."""
 
@@ -331,12 +339,27 @@ def folder_lock(folder: str | Path, what: str):
     Args:
         folder: The folder written into (made if needed).
         what: What the folder is, for the message (e.g. "run folder").
+
+    Raises:
+        LockError: Another process holds the folder.
+        ReadOnlyError: The folder cannot be written (a read-only mount).
     """
     import fcntl
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = open_lock_file(folder, os.O_RDWR)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = open_lock_file(folder, os.O_RDWR)
+    except OSError as err:
+        if err.errno not in READ_ONLY_ERRNOS:
+            raise
+        state = "read-only" if err.errno == errno.EROFS else "not writable"
+        raise ReadOnlyError(
+            err.errno,
+            f"The {what} {folder} is {state} ({err.strerror}), and radcap writes "
+            "into it. Copy it into a writable folder (a run folder: "
+            "radcap.resume.copy_run) and run again with the copy.",
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
