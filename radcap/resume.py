@@ -121,10 +121,17 @@ def _source_config(source: Path) -> Config:
 
 
 def _target(config: Config, root: Path, source: Path) -> Path:
-    """The run folder in `root`, or an error where the config points outside it."""
+    """The run folder in `root`, or an error where the config points outside it.
+
+    A `checkpoints_dir` without `..` that is not absolute stays in `root`
+    whatever links the user made there (a `checkpoints` linked to a larger
+    disk is theirs to make); any other must lead into `root` itself.
+    """
     run_dir = config.run_dir(root)
     home = root.resolve()
-    if not run_dir.resolve().is_relative_to(home):
+    within = Path(config.checkpoints_dir)
+    plain = not within.is_absolute() and ".." not in within.parts
+    if not plain and not run_dir.resolve().is_relative_to(home):
         raise runs.RunError(
             f"RESUME_FROM: the {runs.CONFIG} of {source} puts the run in "
             f"{run_dir.resolve()} (checkpoints_dir={config.checkpoints_dir!r}), "
