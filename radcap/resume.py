@@ -66,8 +66,9 @@ def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Conf
         `radcap.train.train(config, root=root)`.
 
     Raises:
-        RunError: `source` is not a run folder, or its config puts the run
-            outside `root`, or the target folder holds another run, or the
+        RunError: `source` is not a run folder (or its config, vocabulary
+            or model is a symbolic link), or its config puts the run outside
+            `root`, or the target folder holds another run, or the
             same run with fewer finished epochs.
         LockError: A process is training the target run right now.
     """
@@ -116,6 +117,15 @@ def _source_config(source: Path) -> Config:
         raise runs.RunError(
             f"RESUME_FROM: {source} is not a radcap run folder: it has no "
             f"{runs.CONFIG}.{hint}"
+        )
+    linked = [name for name in runs.REQUIRED if (source / name).is_symlink()]
+    if linked:
+        # Links are not copied: without them the copy would be no run at all.
+        raise runs.RunError(
+            f"RESUME_FROM: {source / linked[0]} is a symbolic link (to "
+            f"{os.readlink(source / linked[0])}), and the run copy follows no "
+            "link. Copy the run folder with its links resolved yourself (cp -rL "
+            f"{source} <folder>) and pass the copy."
         )
     return runs.load_config(source)
 
