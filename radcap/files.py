@@ -124,13 +124,15 @@ def partial_path(target: str | Path) -> Path:
 
     Returns:
         `.<target name>.radcap-partial-<pid>-<8 hex digits><target suffix>`,
-        in `target`'s folder; nothing is created.
+        in `target`'s folder, at most 255 bytes (a long target name is cut);
+        nothing is created.
     """
     target = Path(target)
-    token = secrets.token_hex(4)
-    return target.with_name(
-        f".{target.name}.radcap-partial-{os.getpid()}-{token}{target.suffix}"
-    )
+    suffix = target.suffix if len(target.suffix) <= 16 else ""
+    tail = f".radcap-partial-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+    # A name the file system takes (255 bytes): a long target's name is cut.
+    name = target.name.encode()[: 254 - len(tail)].decode(errors="ignore")
+    return target.with_name(f".{name}{tail}")
 
 
 def _alive(pid: int) -> bool:

@@ -118,6 +118,18 @@ def test_a_partial_path_is_a_sibling_that_names_its_writer(tmp_path):
     assert not any(files.PARTIAL.fullmatch(name) for name in PLANTED)
 
 
+@pytest.mark.parametrize(
+    "name, suffix",
+    [("é" * 120 + ".keras", ".keras"), ("e" * 255, ""), ("a." + "b" * 250, "")],
+)
+def test_a_partial_path_of_a_long_name_is_one_the_disk_takes(tmp_path, name, suffix):
+    path = files.partial_path(tmp_path / name)
+    assert len(path.name.encode()) <= 255
+    path.write_text("being written")  # no "File name too long"
+    match = files.PARTIAL.fullmatch(path.name)
+    assert int(match["pid"]) == os.getpid() and (match["suffix"] or "") == suffix
+
+
 def test_only_partials_of_dead_writers_are_removed(tmp_path):
     planted = plant(tmp_path)
     dead = dead_pid()
