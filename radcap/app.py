@@ -21,8 +21,6 @@ import importlib.util
 import io
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +37,7 @@ from radcap.evaluation.evidence import Evidence
 from radcap.features import FeatureCacheError
 from radcap.images import MAX_PIXELS
 from radcap.plots import plot_attention, read_image
+from radcap.server import run_until_stopped
 
 RUN_ENV = "RADCAP_APP_RUN"
 ROOT_ENV = "RADCAP_APP_ROOT"
@@ -366,35 +365,4 @@ def serve(run: str | Path, root=None, host: str = HOST, port: int = PORT) -> int
         return 2
     argv, env = streamlit_command(run_dir, root, host, port)
     print(f"radcap app: serving {run_dir} at http://{host}:{port} (Ctrl-C stops it)")
-    return _run_until_stopped(argv, env)
-
-
-# What stops `radcap app`: Ctrl-C, `kill`, a notebook's stop button, a closed
-# terminal. The server is a child process: without being told, it would outlive
-# `radcap app` and keep serving the port.
-STOPS = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGINT)}
-
-
-def _run_until_stopped(argv: list[str], env: dict) -> int:
-    """Run the server until it ends; 0 if stopped by a signal (twice: killed)."""
-    server, stops = None, []
-
-    def stop(signum, frame):
-        stops.append(signum)
-        if server is not None:
-            server.terminate() if len(stops) == 1 else server.kill()
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, stop) for s in STOPS} if main else {}
-    try:
-        server = subprocess.Popen(argv, env=env)
-        if stops:  # came before `server` was set
-            server.terminate()
-        status = server.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if server is not None and server.poll() is None:
-            server.kill()
-            server.wait()
-    return 0 if stops else status
+    return run_until_stopped(argv, env)

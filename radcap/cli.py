@@ -148,10 +148,12 @@ def cmd_evaluate(args) -> int:
 
 
 def _image_paths(images) -> tuple[list[Path], dict[Path, str]]:
-    """The files to caption: each argument, or the files in it, sorted, if a folder.
+    """The files to caption: each argument, or what is in it, sorted, if a folder.
 
-    A folder with no files stays in the list, and in `problems` with why it
-    gives no caption, so that its line says so.
+    Nothing in a folder is left out unsaid: a named pipe or a broken link in
+    it gets its line from the captioner, a subfolder (not captioned) and a
+    folder with nothing in it stay in the list and in `problems` with why
+    they give no caption, so that their lines say so.
 
     Returns:
         `(paths, problems)`: the paths in order, and `{folder: why}`.
@@ -162,10 +164,15 @@ def _image_paths(images) -> tuple[list[Path], dict[Path, str]]:
             paths.append(image)
             continue
         try:
-            files = sorted(q for q in image.iterdir() if q.is_file())
+            files = sorted(image.iterdir())
         except OSError as err:
             files = []
             problems[image] = f"is a folder that cannot be read ({err.strerror})"
+        for folder in filter(Path.is_dir, files):
+            problems[folder] = (
+                "is a folder in a folder given: its files are not captioned; give "
+                "it on the command line to caption them"
+            )
         if not files:
             problems.setdefault(
                 image,

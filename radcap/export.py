@@ -267,8 +267,9 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
     and moved there when whole, so an interrupted export never leaves a
     half-written one; what killed exports left there is removed first. An
     earlier export at `out` is replaced; any other existing folder is
-    refused, never overwritten. The run folder is only read (it may be
-    read-only) unless `out` lies inside it.
+    refused, never overwritten. Where `out` is a symbolic link, the export
+    replaces the folder it points to (the link is kept). The run folder is
+    only read (it may be read-only) unless `out` lies inside it.
 
     Args:
         run_dir: A trained run folder.
@@ -290,6 +291,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
         raise ValueError(f"beam={beam!r} is invalid: use 1 (greedy) or more.")
     run_dir = runs.check(run_dir)
     out = Path(out) if out is not None else run_dir / runs.EXPORT
+    if out.is_symlink():  # replace what it points to; the link stays a link
+        out = out.resolve()
     if out.exists() and not (out / "saved_model.pb").is_file():
         raise ValueError(
             f"{out} exists and is not a SavedModel: choose another --out (an "

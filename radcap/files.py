@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 # The lock file of a folder that radcap writes into. Its name is radcap's own,
@@ -44,7 +45,15 @@ _reached: dict[str, int] = {}
 
 
 class LockError(RuntimeError):
-    """Another process is writing into the same folder."""
+    """Another process is writing into the same folder (or its lock is a link)."""
+
+
+class ReadOnlyError(OSError):
+    """A folder that radcap must write into cannot be written (read-only)."""
+
+
+# What a write into a read-only mount or a folder not ours fails with.
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class DiskFullError(OSError):
@@ -115,13 +124,15 @@ def partial_path(target: str | Path) -> Path:
 
     Returns:
         `.<target name>.radcap-partial-<pid>-<8 hex digits><target suffix>`,
-        in `target`'s folder; nothing is created.
+        in `target`'s folder, at most 255 bytes (a long target name is cut);
+        nothing is created.
     """
     target = Path(target)
-    token = secrets.token_hex(4)
-    return target.with_name(
-        f".{target.name}.radcap-partial-{os.getpid()}-{token}{target.suffix}"
-    )
+    suffix = target.suffix if len(target.suffix) <= 16 else ""
+    tail = f".radcap-partial-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+    # A name the file system takes (255 bytes): a long target's name is cut.
+    name = target.name.encode()[: 254 - len(tail)].decode(errors="ignore")
+    return target.with_name(f".{name}{tail}")
 
 
 def _alive(pid: int) -> bool:
@@ -287,6 +298,37 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
         )
 
 
+def open_lock_file(folder: Path, mode: int) -> int:
+    """Open (or make) `folder`'s lock file; never through a link, nor anything else.
+
+    A link named `LOCK_FILE` (a folder copied with `cp -rs`, or one planted)
+    would make taking the lock truncate and overwrite whatever it points to;
+    a folder or a named pipe of that name is no file to lock.
+
+    Raises:
+        LockError: `LOCK_FILE` in `folder` is not a regular file.
+    """
+    path = folder / LOCK_FILE
+    flags = mode | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK  # a pipe: no wait
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        if err.errno not in (errno.ELOOP, errno.EISDIR):
+            raise
+    else:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+    kind = "not a file"
+    if path.is_symlink():
+        kind = f"a symbolic link (to {os.readlink(path)})"
+    raise LockError(
+        f"{path} is {kind}, not radcap's lock file, and radcap writes no file "
+        f"through a link or over anything else. Move it away (mv {path} <name>), "
+        "then run again; nothing was changed."
+    )
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, what: str):
     """Hold `folder` for this process: a second writer gets a clear `LockError`.
@@ -299,13 +341,27 @@ def folder_lock(folder: str | Path, what: str):
     Args:
         folder: The folder written into (made if needed).
         what: What the folder is, for the message (e.g. "run folder").
+
+    Raises:
+        LockError: Another process holds the folder.
+        ReadOnlyError: The folder cannot be written (a read-only mount).
     """
     import fcntl
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = open_lock_file(folder, os.O_RDWR)
+    except OSError as err:
+        if err.errno not in READ_ONLY_ERRNOS:
+            raise
+        state = "read-only" if err.errno == errno.EROFS else "not writable"
+        raise ReadOnlyError(
+            err.errno,
+            f"The {what} {folder} is {state} ({err.strerror}), and radcap writes "
+            "into it. Copy it into a writable folder (a run folder: "
+            "radcap.resume.copy_run) and run again with the copy.",
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -17,14 +17,13 @@ import errno
 import os
 from pathlib import Path
 
-from radcap.files import LOCK_FILE, LockError, partial_path
-
-
-class ReadOnlyError(OSError):
-    """A folder that radcap must write into cannot be written (read-only)."""
-
-
-_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+from radcap.files import (  # ReadOnlyError: where radcap.cli looks for it
+    READ_ONLY_ERRNOS,
+    LockError,
+    ReadOnlyError,
+    open_lock_file,
+    partial_path,
+)
 
 
 def check_writable(folder: str | Path, what: str, remedy: str) -> None:
@@ -47,7 +46,7 @@ def check_writable(folder: str | Path, what: str, remedy: str) -> None:
         tmp = partial_path(Path(folder) / "writable")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as err:
-        if err.errno not in _READ_ONLY:
+        if err.errno not in READ_ONLY_ERRNOS:
             raise
         state = "read-only" if err.errno == errno.EROFS else "not writable"
         raise ReadOnlyError(
@@ -74,9 +73,9 @@ def read_lock(folder: str | Path, what: str):
 
     folder = Path(folder)
     try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+        fd = open_lock_file(folder, os.O_RDONLY)
     except OSError as err:
-        if err.errno not in _READ_ONLY:
+        if err.errno not in READ_ONLY_ERRNOS:
             raise
         yield  # read-only here: there is no writer to wait for
         return

@@ -66,8 +66,9 @@ def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Conf
         `radcap.train.train(config, root=root)`.
 
     Raises:
-        RunError: `source` is not a run folder, or its config puts the run
-            outside `root`, or the target folder holds another run, or the
+        RunError: `source` is not a run folder (or its config, vocabulary
+            or model is a symbolic link), or its config puts the run outside
+            `root`, or the target folder holds another run, or the
             same run with fewer finished epochs.
         LockError: A process is training the target run right now.
     """
@@ -117,14 +118,30 @@ def _source_config(source: Path) -> Config:
             f"RESUME_FROM: {source} is not a radcap run folder: it has no "
             f"{runs.CONFIG}.{hint}"
         )
+    linked = [name for name in runs.REQUIRED if (source / name).is_symlink()]
+    if linked:
+        # Links are not copied: without them the copy would be no run at all.
+        raise runs.RunError(
+            f"RESUME_FROM: {source / linked[0]} is a symbolic link (to "
+            f"{os.readlink(source / linked[0])}), and the run copy follows no "
+            "link. Copy the run folder with its links resolved yourself (cp -rL "
+            f"{source} <folder>) and pass the copy."
+        )
     return runs.load_config(source)
 
 
 def _target(config: Config, root: Path, source: Path) -> Path:
-    """The run folder in `root`, or an error where the config points outside it."""
+    """The run folder in `root`, or an error where the config points outside it.
+
+    A `checkpoints_dir` without `..` that is not absolute stays in `root`
+    whatever links the user made there (a `checkpoints` linked to a larger
+    disk is theirs to make); any other must lead into `root` itself.
+    """
     run_dir = config.run_dir(root)
     home = root.resolve()
-    if not run_dir.resolve().is_relative_to(home):
+    within = Path(config.checkpoints_dir)
+    plain = not within.is_absolute() and ".." not in within.parts
+    if not plain and not run_dir.resolve().is_relative_to(home):
         raise runs.RunError(
             f"RESUME_FROM: the {runs.CONFIG} of {source} puts the run in "
             f"{run_dir.resolve()} (checkpoints_dir={config.checkpoints_dir!r}), "

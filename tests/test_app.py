@@ -413,6 +413,25 @@ def test_a_stop_signal_to_the_command_stops_its_server(run, signum, tmp_path):
         stop(server)
 
 
+def test_a_killed_command_takes_its_server_with_it(run, tmp_path):
+    server, url = start_serving(run[1], tmp_path / "server.log")
+    address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    try:
+        server.kill()  # SIGKILL: radcap app cannot pass it on
+        assert server.wait(timeout=60) == -signal.SIGKILL
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(address, 5).close()
+            except ConnectionRefusedError:
+                break
+            time.sleep(0.2)  # the server takes a moment to stop
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, 5)
+    finally:
+        stop(server)
+
+
 def browser():
     """`(driver, None)`: headless Chromium under selenium, or `(None, why not)`."""
     try:

@@ -1,5 +1,6 @@
 """The `radcap` command: help, and clear errors instead of tracebacks."""
 
+import os
 import subprocess
 import sys
 
@@ -45,6 +46,26 @@ def test_caption_of_folders_with_no_files_says_so_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"radcap caption: error: {folders[0]} {why}; {folders[1]} {why}\n"
     )
+
+
+def test_caption_of_a_folder_names_what_in_it_is_not_a_file(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in runs.REQUIRED:
+        (run_dir / name).touch()
+    scans = tmp_path / "scans"
+    (scans / "day1").mkdir(parents=True)
+    (scans / "day1" / "a.png").write_bytes(b"not captioned")
+    assert cli.main(["caption", "--run", str(run_dir), str(scans)]) == 2
+    assert capsys.readouterr().err == (
+        f"radcap caption: error: {scans / 'day1'} is a folder in a folder given: "
+        "its files are not captioned; give it on the command line to caption them\n"
+    )
+    os.mkfifo(scans / "p.png")  # each gets its line from the captioner
+    (scans / "gone.png").symlink_to(tmp_path / "nowhere")
+    paths, problems = cli._image_paths([str(scans)])
+    assert paths == [scans / "day1", scans / "gone.png", scans / "p.png"]
+    assert list(problems) == [scans / "day1"]
 
 
 @pytest.mark.parametrize(

@@ -538,6 +538,28 @@ with folder_lock(sys.argv[1], "run folder"):
 """
 
 
+def test_a_read_only_folder_is_refused_in_one_line_by_the_lock(tmp_path):
+    mount = tmp_path / "input"
+    mount.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
+    try:
+        for folder in (mount, mount / "run"):  # the lock file, the folder itself
+            with pytest.raises(files.ReadOnlyError) as err:
+                with files.folder_lock(folder, "run folder"):
+                    pytest.fail("a read-only folder was locked for writing")
+            assert str(err.value) == (
+                f"[Errno 30] The run folder {folder} is read-only (Read-only file "
+                "system), and radcap writes into it. Copy it into a writable "
+                "folder (a run folder: radcap.resume.copy_run) and run again with "
+                "the copy."
+            )
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
 def test_folder_lock_refuses_a_second_holder_until_the_first_dies(tmp_path):
     folder = tmp_path / "run"
     holder = subprocess.Popen(

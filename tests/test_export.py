@@ -8,6 +8,7 @@ import io
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,6 +252,34 @@ def test_a_killed_export_leaves_nothing_behind_once_exported_again(
     assert [p.name for p in out.parent.iterdir()] == ["export"]
     assert sorted(p.name for p in out.iterdir()) == SAVED_MODEL
     assert sorted(p.name for p in (out / "variables").iterdir()) == VARIABLES
+
+
+class WrittenArchive:
+    """Stands in for the traced `ExportArchive`: writes a SavedModel's file."""
+
+    def write_out(self, path, verbose=False):
+        Path(path).mkdir()
+        (Path(path) / "saved_model.pb").write_text("new")
+
+
+def test_an_export_to_a_link_replaces_what_it_points_to_and_keeps_the_link(
+    tmp_path, monkeypatch
+):
+    from tiny_run import tiny_backbone, untrained_run
+
+    import radcap.export
+
+    run_dir = untrained_run(tmp_path)
+    models = tmp_path / "models"
+    (models / "v1").mkdir(parents=True)
+    (models / "v1" / "saved_model.pb").write_text("old")
+    (models / "current").symlink_to("v1")
+    monkeypatch.setattr(radcap.export, "build_backbone", tiny_backbone)
+    monkeypatch.setattr(radcap.export, "_archive", lambda *args: WrittenArchive())
+    assert radcap.export.export(run_dir, models / "current") == models / "v1"
+    assert sorted(os.listdir(models)) == ["current", "v1"]  # nothing left beside
+    assert os.readlink(models / "current") == "v1"
+    assert (models / "v1" / "saved_model.pb").read_text() == "new"
 
 
 @pytest.fixture

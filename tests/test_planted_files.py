@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radcap import files
+from radcap import files, locks
 
 # Names a user (or another program) may plausibly give a file, including
 # names that look like the temporaries of earlier radcap versions.
@@ -74,6 +74,37 @@ def test_taking_a_folder_lock_leaves_user_files_alone(tmp_path):
     assert lock.name == ".radcap.lock" and lock.read_text() == str(os.getpid())
 
 
+@pytest.mark.parametrize("lock", [files.folder_lock, locks.read_lock])
+def test_a_lock_file_that_is_a_link_or_no_file_is_refused_and_nothing_written(
+    tmp_path, lock
+):
+    folder, target = tmp_path / "run", tmp_path / "notes.txt"
+    folder.mkdir()
+    target.write_text("user data")
+    (folder / files.LOCK_FILE).symlink_to(target)
+    (folder / ".dangling.lock").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(files.LockError, match=r"run/\.radcap\.lock is a symbolic link"):
+        with lock(folder, "run folder"):
+            pass
+    assert target.read_text() == "user data"
+    (folder / files.LOCK_FILE).unlink()
+    (folder / ".dangling.lock").rename(folder / files.LOCK_FILE)
+    with pytest.raises(files.LockError, match="is a symbolic link"):
+        with lock(folder, "run folder"):
+            pass
+    assert not (tmp_path / "nowhere").exists()
+    (folder / files.LOCK_FILE).unlink()
+    (folder / files.LOCK_FILE).mkdir()
+    with pytest.raises(files.LockError, match="is not a file"):
+        with lock(folder, "run folder"):
+            pass
+    (folder / files.LOCK_FILE).rmdir()
+    os.mkfifo(folder / files.LOCK_FILE)
+    with pytest.raises(files.LockError, match="is not a file"):
+        with lock(folder, "run folder"):
+            pass
+
+
 def test_a_partial_path_is_a_sibling_that_names_its_writer(tmp_path):
     target = tmp_path / "best.keras"
     path = files.partial_path(target)
@@ -85,6 +116,18 @@ def test_a_partial_path_is_a_sibling_that_names_its_writer(tmp_path):
     assert files.PARTIAL.fullmatch(folder.name)["target"] == "export"
     assert folder.name.startswith(f".export.radcap-partial-{os.getpid()}-")
     assert not any(files.PARTIAL.fullmatch(name) for name in PLANTED)
+
+
+@pytest.mark.parametrize(
+    "name, suffix",
+    [("é" * 120 + ".keras", ".keras"), ("e" * 255, ""), ("a." + "b" * 250, "")],
+)
+def test_a_partial_path_of_a_long_name_is_one_the_disk_takes(tmp_path, name, suffix):
+    path = files.partial_path(tmp_path / name)
+    assert len(path.name.encode()) <= 255
+    path.write_text("being written")  # no "File name too long"
+    match = files.PARTIAL.fullmatch(path.name)
+    assert int(match["pid"]) == os.getpid() and (match["suffix"] or "") == suffix
 
 
 def test_only_partials_of_dead_writers_are_removed(tmp_path):

@@ -357,6 +357,37 @@ def test_a_config_that_puts_the_run_outside_the_working_folder_is_refused(
     assert not escaped.exists() and os.listdir(root) == []
 
 
+def test_a_run_whose_model_or_config_is_a_link_is_not_copied_half(tmp_path):
+    source = fake_run(tmp_path / "input" / "demo", epochs=1)
+    (source / runs.VOCAB).rename(tmp_path / "vocab.json")
+    (source / runs.VOCAB).symlink_to(tmp_path / "vocab.json")
+    root = tmp_path / "work"
+    root.mkdir()
+    with pytest.raises(runs.RunError) as err:
+        copy_run(source, root)
+    assert str(err.value) == (
+        f"RESUME_FROM: {source / runs.VOCAB} is a symbolic link (to "
+        f"{tmp_path / 'vocab.json'}), and the run copy follows no link. Copy the "
+        f"run folder with its links resolved yourself (cp -rL {source} <folder>) "
+        "and pass the copy."
+    )
+    assert os.listdir(root) == []
+
+
+def test_a_checkpoints_folder_the_user_linked_to_another_disk_takes_the_copy(
+    tmp_path,
+):
+    source = fake_run(tmp_path / "input" / "demo", epochs=1)
+    disk, root = tmp_path / "disk", tmp_path / "work"
+    disk.mkdir()
+    root.mkdir()
+    (root / "checkpoints").symlink_to(disk)
+    config = copy_run(source, root, verbose=False)
+    assert config.run_dir(root) == root / "checkpoints" / "demo"
+    assert (root / "checkpoints").is_symlink()
+    assert listing(disk / "demo") == listing(source)
+
+
 @pytest.mark.parametrize("pause_at", ["copy:rename", "copy:swapped"])
 def test_no_second_process_takes_the_run_folder_while_a_copy_moves_in(
     tmp_path, pause_at
