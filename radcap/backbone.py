@@ -182,7 +182,8 @@ class Extractor:
         """Extract `paths[start:]` in batches; `on_batch(start, outputs, errors)` each.
 
         The next batch is decoded while the backbone runs on the current one.
-        The last batch is padded to full size, so the backbone is traced once.
+        A short batch is padded to a power of two (`padded_size`), so the
+        backbone is traced a few times at most.
         `frame` is the frame read from multi-frame DICOM files (a config's
         `dicom_frame`; the extractor may be shared by several configs).
         """
@@ -212,16 +213,25 @@ class Extractor:
                         self.read_batch, paths[nxt : nxt + bs], pool, frame
                     )
                 n = len(batch)
-                if n < bs:
-                    batch = np.concatenate(
-                        [batch, np.zeros((bs - n, *batch.shape[1:]), np.float32)]
-                    )
+                pad = np.zeros((padded_size(n, bs) - n, *batch.shape[1:]), np.float32)
+                batch = np.concatenate([batch, pad]) if len(pad) else batch
                 outputs = [o[:n] for o in self.forward(batch)]
                 for i in errors:
                     for o in outputs:
                         o[i] = 0
                 on_batch(s, outputs, errors)
                 bar.update(n)
+
+
+def padded_size(n: int, batch_size: int) -> int:
+    """The size `n` images are padded to: the next power of two, at most `batch_size`.
+
+    Every batch shape is a new trace of the backbone (and on a GPU a new XLA
+    compile), so a short last batch is padded; to a power of two rather than
+    the full batch, so that captioning three images runs the backbone on 4,
+    not 32, at the cost of at most log2(batch_size) traces.
+    """
+    return min(batch_size, 1 << max(n - 1, 0).bit_length())
 
 
 _shared: dict = {}
