@@ -632,14 +632,8 @@ def _copy(source: Path, run_dir: Path, model: Path | None = None) -> Path:
 
 
 def _kill_evaluate(root: Path, run_dir: Path, kill_at: str):
-    return subprocess.run(
-        [sys.executable, "-c", _EVALUATE, str(run_dir), str(root)]
-        + [json.dumps(EVALUATE_ARGS)],
-        env=_env(kill_at),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    command = [sys.executable, "-c", _EVALUATE, str(run_dir), str(root)]
+    return run_process(command + [json.dumps(EVALUATE_ARGS)], _env(kill_at))
 
 
 @pytest.fixture(scope="module")
