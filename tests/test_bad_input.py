@@ -7,6 +7,7 @@ or in a skip report with its reason; nothing stops the rest.
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_run import patch_tiny_backbone
 
 from radcap.config import preset
 from radcap.data.layouts import load_csv
@@ -101,7 +102,8 @@ def test_odd_but_valid_images_decode_to_backbone_input(dataset):
     )
 
 
-def test_unreadable_images_are_reported_by_extraction(dataset, tmp_path):
+def test_unreadable_images_are_reported_by_extraction(dataset, tmp_path, monkeypatch):
+    patch_tiny_backbone(monkeypatch)  # the reports do not depend on VGG16
     config = preset("demo", dataset="bad", extract_batch_size=16)
     images = dataset.images("train")
     fc2 = extract(config, images, "train", tmp_path)["fc2"]

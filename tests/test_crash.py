@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from forked import shared
+from tiny_run import patch_tiny_backbone, tiny_command
 
 from radcap import files, runs
 
@@ -180,14 +181,26 @@ def check_complete_run(run_dir: Path, root: Path) -> pd.DataFrame:
 # --- the reference run and the trials -------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tiny_backbone_here():
+    """The tiny stand-in for VGG16 wherever this module's tests run a backbone.
+
+    Kills and files do not depend on VGG16's weights: the caches are
+    extracted with the stand-in (`reference`), and the evaluations, in this
+    process or another, caption the control images with it too.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch_tiny_backbone(patch)
+        yield
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """A root with the demo data and feature caches, and an unkilled run's history."""
     root = tmp_path_factory.mktemp("crash")
     # Every split's features first (one backbone in one process), so that
     # the training runs and the evaluation trials find them cached.
-    extract = _command(root, "reference")
-    extract[extract.index("train")] = "extract"
+    extract = tiny_command("extract", *_command(root, "reference")[4:])
     done = run_process(extract, _env())
     assert done.returncode == 0, _describe(done)
     result = radcap_train(root, "reference")
@@ -603,8 +616,11 @@ EVALUATE_POINTS = (
     f"write:{runs.EVALUATION}",  # the last write: the marker that commits them
 )
 EVALUATE_ARGS = dict(beams=[1], meteor=False, verbose=False)
-_EVALUATE = """
+_EVALUATE = f"""
 import json, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from tiny_run import use_tiny_backbone
+use_tiny_backbone()
 from radcap.evaluation import evaluate
 evaluate(sys.argv[1], sys.argv[2], reuse=True, **json.loads(sys.argv[3]))
 """
@@ -638,14 +654,8 @@ def _copy(source: Path, run_dir: Path, model: Path | None = None) -> Path:
 
 
 def _kill_evaluate(root: Path, run_dir: Path, kill_at: str):
-    return subprocess.run(
-        [sys.executable, "-c", _EVALUATE, str(run_dir), str(root)]
-        + [json.dumps(EVALUATE_ARGS)],
-        env=_env(kill_at),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    command = [sys.executable, "-c", _EVALUATE, str(run_dir), str(root)]
+    return run_process(command + [json.dumps(EVALUATE_ARGS)], _env(kill_at))
 
 
 @pytest.fixture(scope="module")

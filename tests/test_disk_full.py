@@ -8,11 +8,11 @@ small disk.
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from forked import shared
+from tiny_run import patch_tiny_backbone, tiny_command
 
 from radcap import runs
 from radcap.data.demo import make_demo
@@ -54,12 +54,11 @@ def radcap(*args, root):
     """`python -m radcap *args --root root`, a real process (forked: tests/forked.py).
 
     A process of its own, so that a bus error would end it and not pytest.
+    The backbone is the tiny stand-in: a full disk does not depend on VGG16.
     """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("RADCAP_KILL_AT", None)
-    return shared().run(
-        [sys.executable, "-m", "radcap", *args, "--root", str(root)], env=env
-    )
+    return shared().run(tiny_command(*args, "--root", root), env=env)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +93,7 @@ def test_a_write_that_fills_the_disk_is_an_error_not_a_bus_error(
     from radcap.files import DiskFullError
 
     small = disk("150k")
+    patch_tiny_backbone(monkeypatch)
     monkeypatch.setattr(radcap.features, "check_free_space", lambda *a: None)
     config = preset("demo", demo_size=40, extract_batch_size=8, features_dir=str(small))
     images = load(config, root).images("train")

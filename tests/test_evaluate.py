@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from tiny_run import patch_tiny_backbone
 
 from radcap.backbone import Extractor
 from radcap.captioner import Captioner
@@ -218,6 +219,14 @@ def test_compare_runs_puts_every_run_and_decoding_in_one_table(tmp_path):
 
 
 # Trained tiny models of every type on a 40-image demo, sharing one feature cache.
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_backbone_here():
+    """The tiny stand-in for VGG16: evaluation does not depend on its weights."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch_tiny_backbone(patch)
+        yield
 
 
 @pytest.fixture(scope="module")

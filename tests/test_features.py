@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_run import patch_tiny_backbone, tiny_command
 
 from radcap.backbone import Extractor, WeightsError
 from radcap.config import preset
@@ -33,9 +34,13 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def extractors():
+    """Extractors with the tiny stand-in backbone: the cache's files, resuming
+    and bad images do not depend on VGG16 (138 M weights, 4 images a second)."""
     merge = preset("demo", extract_batch_size=BATCH)
     att = merge.replace(attention=True)
-    return {False: Extractor(merge), True: Extractor(att)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch_tiny_backbone(patch)
+        return {False: Extractor(merge), True: Extractor(att)}
 
 
 def counted(extractor):
@@ -236,9 +241,9 @@ EXTRACT += ["--set", "extract_batch_size=4"]
 
 
 def radcap_command(root, kill_at=None):
-    """`radcap extract` started as a real process (forked: tests/forked.py)."""
+    """`radcap extract` started as a real process (forked: tests/forked.py),
+    with the tiny stand-in backbone."""
     import os
-    import sys
 
     from forked import shared
 
@@ -246,7 +251,7 @@ def radcap_command(root, kill_at=None):
     env.pop("RADCAP_KILL_AT", None)
     if kill_at:
         env["RADCAP_KILL_AT"] = kill_at
-    command = [sys.executable, "-m", "radcap", *EXTRACT, "--root", str(root)]
+    command = tiny_command(*EXTRACT, "--root", root)
     return shared().popen(command, env=env)
 
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_run import patch_tiny_backbone
 
 from radcap import runs
 from radcap.batches import Batches
@@ -45,6 +46,14 @@ def test_batches_cover_every_caption_once_and_trim_padding():
     assert [b.tolist() for b in batches.plan(3)] != [
         b.tolist() for b in batches.plan(4)
     ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_backbone_here():
+    """The tiny stand-in for VGG16: training does not depend on its weights."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch_tiny_backbone(patch)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -81,13 +81,64 @@ def tiny_backbone(config, layers=None):
 
     images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(images)  # (batch, 3)
-    outputs = [
-        keras.layers.Reshape(FEATURE_SHAPES[name])(
-            keras.layers.Dense(int(np.prod(FEATURE_SHAPES[name])))(pooled)
+    outputs = []
+    for name in layers or layers_for(config):
+        # Seeded per layer, as VGG16 by `config.seed`: every process draws the
+        # same weights (a resumed extraction matches an uninterrupted one), and
+        # a layer's weights do not depend on which other layers are built.
+        seed = config.seed * len(FEATURE_SHAPES) + list(FEATURE_SHAPES).index(name)
+        dense = keras.layers.Dense(
+            int(np.prod(FEATURE_SHAPES[name])),
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+            bias_initializer=keras.initializers.RandomUniform(-0.1, 0.1, seed=seed),
         )
-        for name in layers or layers_for(config)
-    ]
-    return keras.Model(images, outputs)
+        outputs.append(keras.layers.Reshape(FEATURE_SHAPES[name])(dense(pooled)))
+    model = keras.Model(images, outputs)
+    model.trainable = False
+    return model
+
+
+def use_tiny_backbone() -> None:
+    """Make this process build `tiny_backbone` wherever radcap builds VGG16.
+
+    For a forked or fresh `radcap` process (`TINY_RADCAP`); in-process tests
+    use `patch_tiny_backbone` instead.
+    """
+    import radcap.backbone
+    import radcap.export
+
+    radcap.backbone.build_backbone = tiny_backbone
+    radcap.export.build_backbone = tiny_backbone
+    radcap.backbone._shared.clear()
+
+
+def patch_tiny_backbone(monkeypatch) -> None:
+    """`use_tiny_backbone` for one test (pytest's `monkeypatch` undoes it)."""
+    import radcap.backbone
+    import radcap.export
+
+    monkeypatch.setattr(radcap.backbone, "build_backbone", tiny_backbone)
+    monkeypatch.setattr(radcap.export, "build_backbone", tiny_backbone)
+    monkeypatch.setattr(radcap.backbone, "_shared", {})
+
+
+# `python -c TINY_RADCAP *args` is `python -m radcap *args` with the tiny
+# backbone; tests/forked.py forks it as it forks `-m radcap`.
+TINY_RADCAP = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from tiny_run import use_tiny_backbone
+use_tiny_backbone()
+from radcap.cli import main
+raise SystemExit(main())
+"""
+
+
+def tiny_command(*args: str) -> list[str]:
+    """`[python, -m, radcap, *args]` with the tiny backbone (`TINY_RADCAP`)."""
+    import sys
+
+    return [sys.executable, "-c", TINY_RADCAP, *map(str, args)]
 
 
 # `radcap` commands, one after another in one interpreter, with the tiny
