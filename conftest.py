@@ -40,17 +40,19 @@ GROUP = "working folder"
 # the scheduler starts them first; any other module counts 1 s per test.
 COST = {
     GROUP: 1650,
-    "tests/test_crash.py": 860,
-    "tests/test_features.py": 840,
-    "tests/test_disk_full.py": 260,
-    "tests/test_evaluate.py": 200,
+    "tests/test_crash.py": 200,
     "tests/test_roco_rehearsal.py": 190,
-    "tests/test_train.py": 180,
     "tests/test_devices.py": 160,
     "tests/test_app.py": 130,
-    "tests/test_export.py": 95,
+    "tests/test_export.py": 120,
+    "tests/test_train.py": 100,
+    "tests/test_planted_files.py": 80,
+    "tests/test_disk_full.py": 65,
+    "tests/test_evaluate.py": 60,
     "tests/test_model.py": 60,
+    "tests/test_features.py": 50,
     "tests/test_resume.py": 40,
+    "tests/test_dicom_phi.py": 30,
 }
 
 
