@@ -125,6 +125,7 @@ def test_caption_command_reports_an_unreadable_image_as_text_or_json(
         "score": None,
         "familiar": None,
         "familiarity": None,
+        "frame": None,
         "error": "empty file (0 bytes)",
     }
     for line, path, text in zip(objects[1:], good, captions):

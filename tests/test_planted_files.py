@@ -167,7 +167,7 @@ class DrawnFeatures:
     def __init__(self, layers):
         self.layers = layers
 
-    def run(self, paths, on_batch, start=0, max_batches=None, desc=""):
+    def run(self, paths, on_batch, start=0, max_batches=None, desc="", frame=None):
         from radcap.backbone import FEATURE_SHAPES
 
         for s in range(start, len(paths), 4):

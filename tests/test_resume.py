@@ -82,7 +82,7 @@ class PixelBackbone:
     to a resume, and VGG16 over the images would be most of this test's time.
     """
 
-    def run(self, paths, on_batch, start=0, max_batches=None, desc=""):
+    def run(self, paths, on_batch, start=0, max_batches=None, desc="", frame=None):
         for first in range(start, len(paths), 8):
             pixels = np.stack([load_image(p)[::7, ::7] for p in paths[first:][:8]])
             flat = pixels.reshape(len(pixels), -1)  # (n, 3072)
