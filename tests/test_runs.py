@@ -5,26 +5,18 @@ import json
 import keras
 import numpy as np
 import pytest
+from tiny_run import untrained_run
 
 from radcap import runs
 from radcap.captioner import Captioner
-from radcap.config import Config, preset
-from radcap.model import build_captioner
+from radcap.config import Config
 from radcap.text import Vocabulary
 
 
 @pytest.fixture
 def run_dir(tmp_path):
     """A run folder with an untrained but complete captioner."""
-    config = preset("demo", units=16, embed_dim=8, name="r")
-    folder = config.run_dir(tmp_path)
-    folder.mkdir(parents=True)
-    config.save(folder / runs.CONFIG)
-    vocab = Vocabulary.build(["a small nodule", "a large cyst"])
-    vocab.save(folder / runs.VOCAB)
-    keras.utils.set_random_seed(0)
-    build_captioner(config, vocab.size).save(folder / runs.MODEL)
-    return folder
+    return untrained_run(tmp_path, "r")
 
 
 def test_a_complete_run_folder_loads_and_captions(run_dir):
