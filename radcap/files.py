@@ -329,6 +329,26 @@ def open_lock_file(folder: Path, mode: int) -> int:
     )
 
 
+def take_lock(fd: int, folder: Path, what: str, shared: bool = False) -> None:
+    """`flock` the open lock file `fd` of `folder`, or a `LockError` naming its holder.
+
+    Exclusive for a writer (`folder_lock`), shared for readers
+    (`radcap.locks.read_lock`); never waits.
+    """
+    import fcntl
+
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        writes = ", which writes into it" if shared else ""
+        raise LockError(
+            f"The {what} {folder} is in use by another radcap process (pid "
+            f"{holder}){writes}. Wait for it to finish (or stop it), then run "
+            "again; nothing was changed."
+        ) from None
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, what: str):
     """Hold `folder` for this process: a second writer gets a clear `LockError`.
@@ -346,8 +366,6 @@ def folder_lock(folder: str | Path, what: str):
         LockError: Another process holds the folder.
         ReadOnlyError: The folder cannot be written (a read-only mount).
     """
-    import fcntl
-
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -363,38 +381,10 @@ def folder_lock(folder: str | Path, what: str):
             "radcap.resume.copy_run) and run again with the copy.",
         ) from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise LockError(
-                f"The {what} {folder} is in use by another radcap process (pid "
-                f"{holder}). Wait for it to finish (or stop it), then run again; "
-                "nothing was changed."
-            ) from None
+        take_lock(fd, folder, what)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         remove_stale_partials(folder)
         yield
     finally:
         os.close(fd)  # closing releases the lock
-
-
-# A test hook beside `kill_point`: RADCAP_PAUSE_AT="<point>" stops there until
-# the test says go, so a second process can act at that very moment.
-_PAUSE_ENV = "RADCAP_PAUSE_AT"
-
-
-def pause_point(point: str) -> None:
-    """Wait here when `RADCAP_PAUSE_AT` names this point: a test hook.
-
-    The process prints `paused at <point>` on stdout and goes on when a line
-    arrives on its stdin (or stdin closes), so the test waits on the two
-    conditions themselves, never on a timer.
-    """
-    if os.environ.get(_PAUSE_ENV) != point:
-        return
-    import sys
-
-    print(f"paused at {point}", flush=True)
-    sys.stdin.readline()

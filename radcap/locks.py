@@ -23,6 +23,7 @@ from radcap.files import (  # ReadOnlyError: where radcap.cli looks for it
     ReadOnlyError,
     open_lock_file,
     partial_path,
+    take_lock,
 )
 
 
@@ -69,8 +70,6 @@ def read_lock(folder: str | Path, what: str):
         folder: The folder read (it exists).
         what: What the folder is, for the message (e.g. "run folder").
     """
-    import fcntl
-
     folder = Path(folder)
     try:
         fd = open_lock_file(folder, os.O_RDONLY)
@@ -80,15 +79,7 @@ def read_lock(folder: str | Path, what: str):
         yield  # read-only here: there is no writer to wait for
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise LockError(
-                f"The {what} {folder} is in use by another radcap process (pid "
-                f"{holder}), which writes into it. Wait for it to finish (or stop "
-                "it), then run again; nothing was changed."
-            ) from None
+        take_lock(fd, folder, what, shared=True)
         yield
     finally:
         os.close(fd)
@@ -145,3 +136,23 @@ def swap_paths(a: str | Path, b: str | Path) -> None:
     if rename(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE):
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), str(a))
+
+
+# A test hook like `radcap.files.kill_point`: RADCAP_PAUSE_AT="<point>" stops
+# there until the test says go, so a second process can act at that very moment.
+_PAUSE_ENV = "RADCAP_PAUSE_AT"
+
+
+def pause_point(point: str) -> None:
+    """Wait here when `RADCAP_PAUSE_AT` names this point: a test hook.
+
+    The process prints `paused at <point>` on stdout and goes on when a line
+    arrives on its stdin (or stdin closes), so the test waits on the two
+    conditions themselves, never on a timer.
+    """
+    if os.environ.get(_PAUSE_ENV) != point:
+        return
+    import sys
+
+    print(f"paused at {point}", flush=True)
+    sys.stdin.readline()

@@ -40,10 +40,9 @@ from radcap.files import (
     fsync_dir,
     kill_point,
     partial_path,
-    pause_point,
     remove_stale_partials,
 )
-from radcap.locks import swap_paths
+from radcap.locks import pause_point, swap_paths
 
 
 def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Config:
