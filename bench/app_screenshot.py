@@ -29,7 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
 
-from radcap.config import preset
+from radcap.core.config import preset
 from radcap.data.layouts import load_demo
 
 WIDTH = 1280

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from radcap import runs
-from radcap.captioner import Captioner
 from radcap.data import load as load_dataset
 from radcap.data.demo import SIDES, finding_sides, read_cases
+from radcap.decoding.captioner import Captioner
 from radcap.evaluation.attention import lesion_half_share
+from radcap.features.splits import load_split
+from radcap.models import runs
 from radcap.plots import plot_attention
-from radcap.splits import load_split
 
 
 def cross_weights(model, features, grid, tokens):

@@ -1,10 +1,10 @@
 """Decoding speed: radcap's batched greedy and beam search against the classic loop.
 
 radcap decodes 64 images at a time, the whole search compiled into one
-graph with the model (`radcap.generate.CompiledSearch`, as `Captioner`, the
+graph with the model (`radcap.decoding.search.CompiledSearch`, as `Captioner`, the
 evaluation and the export run it); `numpy_` rates are the same search as
 radcap 0.2 ran it, a NumPy loop around a compiled step (`numpy_search.py`
-over `radcap.generate.CompiledStep`), side by side in the same run. The
+over `radcap.decoding.search.CompiledStep`), side by side in the same run. The
 classic loop captions one image at a
 time with one `model.predict` per word (`classic.classic_caption`). Both
 models are untrained, with the `roco` preset's sizes and a 5000-word
@@ -40,10 +40,10 @@ from common import VOCAB_SIZE, machine, random_stats, real_lengths
 from numpy_search import Rules as NumpyRules
 from numpy_search import beam_search, greedy_search
 
-from radcap.compiled import CompiledSearch, CompiledStep
-from radcap.config import NO_REPEAT_NGRAM, preset
-from radcap.generate import Result, Rules
-from radcap.model import build_captioner
+from radcap.core.config import NO_REPEAT_NGRAM, preset
+from radcap.decoding.compiled import CompiledSearch, CompiledStep
+from radcap.decoding.search import Result, Rules
+from radcap.models.merge import build_captioner
 
 START_ID, END_ID = 1, 2
 GREEDY_GOAL = 300  # greedy captions per second / classic's

@@ -1,6 +1,6 @@
 """The exported SavedModel against `Captioner.caption`, on the same image files.
 
-Exports a trained run (`radcap.export.export`, default `--beam 1`), loads
+Exports a trained run (`radcap.serving.export.export`, default `--beam 1`), loads
 the SavedModel in this process with `tf.saved_model.load`, and captions the
 same `--images` files both ways: the SavedModel reads the files' bytes and
 does everything in its graph; `Captioner.caption` decodes them with Pillow
@@ -22,8 +22,8 @@ import tensorflow as tf
 from common import machine
 
 from radcap import data
-from radcap.captioner import Captioner
-from radcap.export import export, folder_size
+from radcap.decoding.captioner import Captioner
+from radcap.serving.export import export, folder_size
 
 
 def tflite(saved_model: Path) -> dict:

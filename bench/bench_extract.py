@@ -7,7 +7,7 @@ of:
 - the ceiling: VGG16 alone on in-memory, already preprocessed batches;
 - decoding: the decode threads alone (read, decode, resize to 224x224), no
   backbone: the CPU's ceiling, which holds extraction on a GPU machine;
-- radcap: `radcap.features.extract` from the files (threaded decoding
+- radcap: `radcap.features.cache.extract` from the files (threaded decoding
   overlapped with the backbone, float16 cache written to disk);
 - the classic loop: `load_img`, `preprocess_input` and `model.predict` per image.
 
@@ -35,9 +35,9 @@ import tensorflow as tf
 from common import machine
 from PIL import Image
 
-from radcap.backbone import Extractor, preprocess
-from radcap.config import preset
-from radcap.features import extract
+from radcap.core.config import preset
+from radcap.features.backbone import Extractor, preprocess
+from radcap.features.cache import extract
 
 GOAL = 0.9  # radcap images per second / the forward-only ceiling
 
@@ -88,7 +88,7 @@ def decode_rate(extractor, paths, batch_size: int, workers: int):
 
 
 def radcap_rate(config, extractor, paths, root: Path):
-    """Images per second of `radcap.features.extract`, files to cache on disk."""
+    """Images per second of `radcap.features.cache.extract`, files to cache on disk."""
     extractor.forward(np.zeros((config.extract_batch_size, 224, 224, 3), "float32"))
     images = pd.DataFrame({"image_id": [p.stem for p in paths], "path": paths})
     runs = itertools.count()

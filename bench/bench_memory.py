@@ -3,7 +3,7 @@
 Writes a 65,000 x 4096 float16 feature cache (532 MB, like ROCO's train
 split) into a temporary folder, then trains radcap's model (`roco` preset
 sizes, 5000 words) for one epoch over it in a fresh process per caption
-count, the way `radcap.train.train` does: feature statistics in chunks, then
+count, the way `radcap.training.train.train` does: feature statistics in chunks, then
 `Batches` gathering each batch's rows from the memory map. Captions point at
 images spread over the whole cache. Peak RSS should stay flat in the number
 of captions; each run also splits it into the process's own (anonymous)
@@ -52,9 +52,9 @@ def train_epoch(cache: Path, captions: int) -> dict:
     """One epoch over `captions` captions; runs in its own process."""
     import keras
 
-    from radcap.batches import Batches, token_loss
-    from radcap.config import preset
-    from radcap.model import build_captioner, feature_stats
+    from radcap.core.config import preset
+    from radcap.models.merge import build_captioner, feature_stats
+    from radcap.training.batches import Batches, token_loss
 
     config = preset("roco", weights=None)
     features = np.load(cache, mmap_mode="r")  # (images, 4096) float16
@@ -77,7 +77,7 @@ def train_epoch(cache: Path, captions: int) -> dict:
 
     threading.Thread(target=sample, daemon=True).start()
     started = time.perf_counter()
-    feature_stats(features, np.unique(rows))  # as radcap.train.train does
+    feature_stats(features, np.unique(rows))  # as radcap.training.train.train does
     batches = Batches(tokens, rows, {"features": features}, config.batch_size, True)
     model.fit(batches.dataset(), epochs=1, shuffle=False, verbose=0)
     stop.set()

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from radcap.text import clean_caption
+from radcap.core.text import clean_caption
 
 SAMPLE = (
     Path(__file__).resolve().parents[2]
@@ -31,15 +31,18 @@ SAMPLE = (
 
 def old_cleaner(commit: str):
     """`clean_caption` as it was at `commit` (read with git, run in its own module)."""
-    source = subprocess.run(
-        ["git", "show", f"{commit}:radcap/text.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    ).stdout
+    for path in ("radcap/core/text.py", "radcap/text.py"):  # after, before 0.4
+        shown = subprocess.run(
+            ["git", "show", f"{commit}:{path}"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        if shown.returncode == 0:
+            break
+    shown.check_returncode()
     namespace = {"__name__": "radcap_text_before"}
-    exec(compile(source, f"{commit}:radcap/text.py", "exec"), namespace)
+    exec(compile(shown.stdout, f"{commit}:{path}", "exec"), namespace)
     return namespace["clean_caption"]
 
 

@@ -39,9 +39,9 @@ from common import (
     target_count,
 )
 
-from radcap.batches import Batches, token_loss
-from radcap.config import preset
-from radcap.model import build_captioner
+from radcap.core.config import preset
+from radcap.models.merge import build_captioner
+from radcap.training.batches import Batches, token_loss
 
 GOAL = 40  # radcap target tokens per second / classic's
 

@@ -32,10 +32,10 @@ from bench_train import radcap_epoch
 from common import VOCAB_SIZE, caption_tokens, machine, random_stats, target_count
 from keras import ops
 
-from radcap.compiled import CompiledStep
-from radcap.config import preset
-from radcap.generate import Rules, greedy_search
-from radcap.model import build_captioner
+from radcap.core.config import preset
+from radcap.decoding.compiled import CompiledStep
+from radcap.decoding.search import Rules, greedy_search
+from radcap.models.merge import build_captioner
 
 CACHE_GOAL = 3  # cached 60-word greedy decode, times faster than recomputing
 

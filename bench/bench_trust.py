@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from real_images import write_real_images  # noqa: E402
 
 from radcap import data  # noqa: E402
-from radcap.captioner import Captioner  # noqa: E402
+from radcap.decoding.captioner import Captioner  # noqa: E402
 from radcap.evaluation.baselines import control_images  # noqa: E402
 from radcap.evaluation.metrics import score  # noqa: E402
-from radcap.splits import load_split  # noqa: E402
+from radcap.features.splits import load_split  # noqa: E402
 
 
 def repeats(caption) -> bool:

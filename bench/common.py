@@ -65,7 +65,7 @@ def real_caption_tokens(
     Returns:
         `(n, max_len + 2)` int32, as `caption_tokens`.
     """
-    from radcap.text import Vocabulary
+    from radcap.core.text import Vocabulary
 
     captions = real_captions()
     vocab = Vocabulary.build(captions, max_len=max_len)

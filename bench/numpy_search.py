@@ -2,8 +2,8 @@
 
 Kept for `bench_decode.py`, which times it beside radcap's search of today
 (the same search in TensorFlow operations, compiled into one graph with the
-model: `radcap.generate.CompiledSearch`). The step function is
-`radcap.generate.CompiledStep`.
+model: `radcap.decoding.search.CompiledSearch`). The step function is
+`radcap.decoding.search.CompiledStep`.
 
 The searches are written once, against a step function
 
@@ -31,7 +31,7 @@ import dataclasses
 
 import numpy as np
 
-from radcap.config import NO_REPEAT_NGRAM
+from radcap.core.config import NO_REPEAT_NGRAM
 
 
 @dataclasses.dataclass

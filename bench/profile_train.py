@@ -21,9 +21,9 @@ import numpy as np
 from classic import build_classic
 from common import VOCAB_SIZE, machine, random_stats
 
-from radcap.batches import token_loss, token_weights
-from radcap.config import preset
-from radcap.model import build_captioner
+from radcap.core.config import preset
+from radcap.models.merge import build_captioner
+from radcap.training.batches import token_loss, token_weights
 
 
 def train_step(model, inputs, targets, weights=None):

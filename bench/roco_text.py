@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from radcap.config import preset
-from radcap.text import Vocabulary, clean_caption
+from radcap.core.config import preset
+from radcap.core.text import Vocabulary, clean_caption
 
 HERE = Path(__file__).resolve().parents[1]
 SAMPLES = (

@@ -1,12 +1,11 @@
-"""radcap: radiology image captioning, frozen VGG16 and a merge-style LSTM decoder.
+"""radcap: captions for radiology images, from a frozen VGG16 to a trained decoder.
 
-Stages, each importing only from those before it (checked by import-linter
-in the tests): the base (`files`, `config`, `text`), `data`, `dicom`, `images`,
-`backbone`, `features`, `splits`, `layers`, `model`, `generate`, `runs`,
-then `train` (with `batches`, `callbacks`) beside `captioner`, then
-`evaluation`, `plots`, `app` (the web page) and `cli`. Importing radcap
-loads no TensorFlow and touches no network.
+A package per stage, each importing only the stages below it (see the
+import-layers contract in pyproject.toml). Importing radcap loads no
+TensorFlow and touches no network.
 """
+
+from radcap import _moved  # noqa: F401  (the 0.3 module paths, until 0.5)
 
 __version__ = "0.3.0"
 

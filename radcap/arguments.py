@@ -1,15 +1,11 @@
-"""The `radcap` command's arguments: one subcommand per notebook step.
-
-Stage: the top, beside `radcap.cli` (which runs the commands). Imports the
-base and `radcap.app` (its address and port).
-"""
+"""The `radcap` command's arguments: one subcommand per notebook step."""
 
 from __future__ import annotations
 
 import argparse
 
-from radcap import app
-from radcap.config import DECODERS, PRESETS, SCORINGS, SPLITS
+from radcap.core.config import DECODERS, PRESETS, SCORINGS, SPLITS
+from radcap.serving import app
 
 
 def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):

@@ -13,9 +13,9 @@ radcap familiarity --run roco-1            add the familiarity reference to an o
 radcap app --run roco-1                    a web page: upload images, read captions
 radcap download roco --dest data/roco      fetch ROCO from Kaggle
 
-Stage: the top. Each command is a few calls into the library. TensorFlow is
-imported only when a command needs it (training imports it with
-`radcap.train`), so `radcap --help` answers at once.
+Each command is a few calls into the library. TensorFlow is imported only
+when a command needs it (training imports it with `radcap.training.train`),
+so `radcap --help` answers at once.
 """
 
 from __future__ import annotations
@@ -28,19 +28,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from radcap import app, runs
 from radcap.arguments import build_parser
-from radcap.backbone import LAYER, WeightsError, shared_extractor
-from radcap.captioner import Captioner
-from radcap.config import SPLITS, Config, preset
+from radcap.core.config import SPLITS, Config, preset
+from radcap.core.files import DiskFullError, LockError
+from radcap.core.locks import ReadOnlyError
 from radcap.data import load
 from radcap.data.download import DownloadError, download_roco
+from radcap.data.images import ImageError
+from radcap.decoding.captioner import Captioner
 from radcap.evaluation import compare_runs, evaluate, write_comparison
-from radcap.features import FeatureCacheError, extract
-from radcap.files import DiskFullError, LockError
-from radcap.images import ImageError
-from radcap.locks import ReadOnlyError
-from radcap.runs import RunError
+from radcap.features.backbone import LAYER, WeightsError, shared_extractor
+from radcap.features.cache import FeatureCacheError, extract
+from radcap.models import runs
+from radcap.models.runs import RunError
+from radcap.serving import app
 
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
@@ -118,7 +119,9 @@ def cmd_extract(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from radcap.train import train  # lazy: it loads TensorFlow; --help stays quick
+    from radcap.training.train import (
+        train,  # lazy: it loads TensorFlow; --help stays quick
+    )
 
     config = config_from_args(args)
     dataset = load(config, args.root)
@@ -218,7 +221,7 @@ def cmd_caption(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from radcap.export import export, folder_size  # traces the search
+    from radcap.serving.export import export, folder_size  # traces the search
 
     out = export(runs.resolve(args.run, args.root), args.out, beam=args.beam)
     size = folder_size(out) / 2**20
@@ -229,14 +232,16 @@ def cmd_export(args) -> int:
 
 
 def cmd_familiarity(args) -> int:
-    from radcap.train import add_familiarity  # imports TensorFlow
+    from radcap.training.train import add_familiarity  # imports TensorFlow
 
     add_familiarity(runs.resolve(args.run, args.root), args.root)
     return 0
 
 
 def cmd_demo(args) -> int:
-    from radcap.train import train  # lazy: it loads TensorFlow; --help stays quick
+    from radcap.training.train import (
+        train,  # lazy: it loads TensorFlow; --help stays quick
+    )
 
     started = time.perf_counter()
     config = config_from_args(args)

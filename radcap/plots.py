@@ -1,8 +1,7 @@
 """Figures for the notebooks: training curves, images with captions, attention maps.
 
-Stage: plots, after evaluation. Imports the base, `radcap.images` and
-`radcap.runs`; matplotlib is imported when a figure is drawn, so that
-importing radcap never sets up a plotting backend.
+matplotlib is imported when a figure is drawn, so that importing radcap never
+sets up a plotting backend.
 
 Every function returns a `matplotlib.figure.Figure` and changes no global
 matplotlib setting. The figure is closed in pyplot before it is returned, so a
@@ -19,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radcap import runs
-from radcap.dicom import DicomError, is_dicom, read_dicom
-from radcap.images import MAX_PIXELS, load_image
-from radcap.text import clean_caption
+from radcap.core.text import clean_caption
+from radcap.data.dicom import DicomError, is_dicom, read_dicom
+from radcap.data.images import MAX_PIXELS, load_image
+from radcap.models import runs
 
 PANEL = 3.2  # inches per image panel
 
@@ -54,7 +53,7 @@ def read_image(path: str | Path, max_side: int = 512, frame="middle") -> np.ndar
     """An image file for display, aspect kept: `(H, W)` or `(H, W, 3)` in [0, 1].
 
     16-bit and float images are scaled by their own min..max range; DICOM
-    files are shown with their own window (`radcap.dicom`; `frame` is the
+    files are shown with their own window (`radcap.data.dicom`; `frame` is the
     frame of a multi-frame file).
 
     Raises:
@@ -99,7 +98,7 @@ def plot_history(run_dir: str | Path):
     """Training and validation loss per epoch from a run's `history.csv`.
 
     Args:
-        run_dir: A run folder made by `radcap.train.train`.
+        run_dir: A run folder made by `radcap.training.train.train`.
 
     Returns:
         A Figure with one axes; the best validation epoch is marked.
@@ -107,7 +106,8 @@ def plot_history(run_dir: str | Path):
     path = Path(run_dir) / runs.HISTORY
     if not path.is_file():
         raise FileNotFoundError(
-            f"No {path}: train the run first (radcap.train.train or `radcap train`)."
+            f"No {path}: train the run first (radcap.training.train.train or "
+            "`radcap train`)."
         )
     history = pd.read_csv(path)
     if history.empty or "loss" not in history:

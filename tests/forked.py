@@ -43,10 +43,10 @@ PRELOAD = (
     "tensorflow",
     "keras",
     "radcap.cli",
-    "radcap.train",
+    "radcap.training.train",
     "radcap.evaluation",
-    "radcap.features",
-    "radcap.resume",
+    "radcap.features.cache",
+    "radcap.training.resume",
 )
 
 

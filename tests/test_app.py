@@ -26,9 +26,10 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from tiny_run import shared_tiny_run
 
-from radcap import app, app_page, cli
-from radcap.captioner import Captioner
-from radcap.images import MAX_PIXELS, load_image
+from radcap import cli
+from radcap.data.images import MAX_PIXELS, load_image
+from radcap.decoding.captioner import Captioner
+from radcap.serving import app, app_page
 
 TIMEOUT = 120  # seconds for a page run that captions (the first loads VGG16)
 

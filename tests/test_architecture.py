@@ -35,9 +35,12 @@ def test_the_import_layers_contract_is_kept():
 @pytest.mark.parametrize(
     "module, line",
     [
-        ("radcap/text.py", "import radcap.cli"),  # the base reaching the top
-        ("radcap/data/manifest.py", "from radcap.features import extract"),
-        ("radcap/train.py", "from radcap.captioner import Captioner"),  # siblings
+        ("radcap/core/text.py", "import radcap.cli"),  # the base reaching the top
+        ("radcap/data/manifest.py", "from radcap.features.cache import extract"),
+        (
+            "radcap/training/train.py",
+            "from radcap.decoding.captioner import Captioner",
+        ),  # siblings
     ],
 )
 def test_the_contract_fails_on_a_later_stage_imported_early(tmp_path, module, line):

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from tiny_run import tiny_backbone
 
-from radcap import backbone
-from radcap.config import preset
+from radcap.core.config import preset
+from radcap.features import backbone
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 from tiny_run import patch_tiny_backbone
 
-from radcap.config import preset
+from radcap.core.config import preset
+from radcap.data.images import load_image
 from radcap.data.layouts import load_csv
-from radcap.features import extract
-from radcap.images import load_image
+from radcap.features.cache import extract
 
 
 def write_images(folder):

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from radcap import cli, runs
+from radcap import cli
+from radcap.models import runs
 
 
 @pytest.mark.parametrize("command", sorted(cli.COMMANDS))

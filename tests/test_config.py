@@ -5,7 +5,7 @@ import json
 import pytest
 
 import radcap
-from radcap.config import Config, preset
+from radcap.core.config import Config, preset
 
 
 def test_round_trip(tmp_path):
@@ -175,7 +175,7 @@ def test_a_missing_field_that_every_radcap_wrote_is_refused(tmp_path):
         Config.load(tmp_path)
     assert str(err.value) == (
         f"{tmp_path / 'config.json'} has no 'weights', which every radcap writes: "
-        'add it (e.g. "weights": <value>; see radcap.config.Config for its '
+        'add it (e.g. "weights": <value>; see radcap.core.config.Config for its '
         "meaning) or make the run again with this radcap."
     )
     # A field this radcap version records is never filled in either.

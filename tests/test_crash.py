@@ -1,7 +1,7 @@
 """Crash safety: kill a real `radcap train` at chosen moments, then run it again.
 
 The kill is a SIGKILL sent by the process to itself through the test hook in
-`radcap.files.kill_point` (env `RADCAP_KILL_AT`): no cleanup code runs, as
+`radcap.core.files.kill_point` (env `RADCAP_KILL_AT`): no cleanup code runs, as
 after a power cut or the OOM killer. After every kill, each file in the run
 folder must be complete (the old version or the new one, never half of one),
 and a plain rerun must finish the run: every file present and valid, the
@@ -13,7 +13,7 @@ a fixed seed is deterministic, so epochs finished before a kill must match
 the reference exactly.
 
 Also: two trainers on one run folder (the lock), and unit tests of the
-atomic writes, `read_json` and `folder_lock` in `radcap.files`.
+atomic writes, `read_json` and `folder_lock` in `radcap.core.files`.
 
 Each `radcap` process is forked from one interpreter that has TensorFlow
 imported (tests/forked.py): a real process, killed for real, without 7
@@ -42,7 +42,8 @@ import pytest
 from forked import shared
 from tiny_run import patch_tiny_backbone, tiny_command
 
-from radcap import files, runs
+from radcap.core import files
+from radcap.models import runs
 
 TIMEOUT = 300  # seconds for one `radcap train`; a healthy one takes 5-20 s
 SETTINGS = (
@@ -129,9 +130,9 @@ def check_files_in_place_are_whole(run_dir: Path) -> None:
 def validation_loss(run_dir: Path, root: Path) -> float:
     """The validation loss of the run's `best.keras`, computed as training does."""
 
-    from radcap.batches import Batches, token_loss
     from radcap.data import load
-    from radcap.splits import load_split
+    from radcap.features.splits import load_split
+    from radcap.training.batches import Batches, token_loss
 
     config = runs.load_config(run_dir)
     vocab = runs.load_vocab(run_dir)
@@ -394,7 +395,7 @@ def test_the_rerun_finishes_a_complete_valid_run(trial, reference, point_id):
 @pytest.mark.parametrize("point_id", POINTS)
 def test_no_temporary_file_is_left_behind(trial, point_id):
     # The killed writer's temporary file is removed by the rerun, which holds
-    # the run folder's lock (radcap.files.remove_stale_partials).
+    # the run folder's lock (radcap.core.files.remove_stale_partials).
     t = trial(point_id)
     assert t.rerun.returncode == 0, _describe(t.rerun)
     assert temporary_files(t.run_dir) == []
@@ -467,7 +468,7 @@ def test_mirrored_on_two_devices_resumes_and_trains_as_one_device(reference):
         np.testing.assert_allclose(mirrored[column], one[column], rtol=1e-5)
 
 
-# --- radcap.files ------------------------------------------------------------------
+# --- radcap.core.files ----------------------------------------------------------------
 
 
 def test_a_failed_rename_leaves_the_old_file(tmp_path, monkeypatch):
@@ -544,7 +545,7 @@ def test_read_json_names_a_damaged_file(tmp_path, content, state):
 
 _HOLDER = """
 import sys, time
-from radcap.files import folder_lock
+from radcap.core.files import folder_lock
 with folder_lock(sys.argv[1], "run folder"):
     print("held", flush=True)
     time.sleep(120)
@@ -566,8 +567,8 @@ def test_a_read_only_folder_is_refused_in_one_line_by_the_lock(tmp_path):
             assert str(err.value) == (
                 f"[Errno 30] The run folder {folder} is read-only (Read-only file "
                 "system), and radcap writes into it. Copy it into a writable "
-                "folder (a run folder: radcap.resume.copy_run) and run again with "
-                "the copy."
+                "folder (a run folder: radcap.training.resume.copy_run) and run again "
+                "with the copy."
             )
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -8,7 +8,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from radcap.config import SPLITS, Config, preset
+from radcap.core.config import SPLITS, Config, preset
 from radcap.data import (
     MANIFEST_COLUMNS,
     SKIP_COLUMNS,

@@ -127,9 +127,9 @@ def test_hard_demo_holds_pairings_out_of_training(tmp_path):
 def test_side_shares_pair_the_kth_side_word_with_the_kth_lesion():
     from types import SimpleNamespace
 
+    from radcap.core.text import Vocabulary
+    from radcap.decoding.search import Result
     from radcap.evaluation.attention import side_shares
-    from radcap.generate import Result
-    from radcap.text import Vocabulary
 
     vocab = Vocabulary(["a", "left", "right", "and"], max_len=10)
     ids = {w: vocab.encode(w)[1] for w in ("a", "left", "right", "and")}

@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from radcap import devices
-from radcap.compiled import CompiledSearch
-from radcap.config import preset
-from radcap.devices import resolve_precision
-from radcap.generate import Result, Rules
+from radcap.core import devices
+from radcap.core.config import preset
+from radcap.core.devices import resolve_precision
+from radcap.decoding.compiled import CompiledSearch
+from radcap.decoding.search import Result, Rules
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_this_machine_without_a_gpu_really_says_so():
 
 def fit_losses(config, precision, inputs, epochs=6):
     """Per-epoch training losses of a fresh captioner, seeded, in `precision`."""
-    from radcap.model import build_captioner
+    from radcap.models.merge import build_captioner
 
     keras.utils.set_random_seed(0)
     model = build_captioner(config, 30, precision=precision)
@@ -155,7 +155,7 @@ def test_a_tpu_that_does_not_start_falls_back_with_its_reason():
     import sys
 
     code = (
-        "from radcap.devices import resolve_strategy\n"
+        "from radcap.core.devices import resolve_strategy\n"
         "for asked in ('tpu', 'auto'):\n"
         "    strategy, note = resolve_strategy(asked)\n"
         "    print(strategy.num_replicas_in_sync, note)\n"

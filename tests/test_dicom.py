@@ -19,11 +19,12 @@ import pytest
 from PIL import Image
 from tiny_run import tiny_backbone, untrained_run
 
-import radcap.backbone
-from radcap import cli, dicom
-from radcap.config import Config
-from radcap.features import cache_meta
-from radcap.images import ImageError, load_image
+import radcap.features.backbone
+from radcap import cli
+from radcap.core.config import Config
+from radcap.data import dicom
+from radcap.data.images import ImageError, load_image
+from radcap.features.cache import cache_meta
 
 FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 # Decoded by pydicom itself (RLE) or with Pillow (baseline JPEG, JPEG 2000).
@@ -233,8 +234,8 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture
 def small_backbone(monkeypatch):
-    monkeypatch.setattr(radcap.backbone, "build_backbone", tiny_backbone)
-    monkeypatch.setattr(radcap.backbone, "_shared", {})
+    monkeypatch.setattr(radcap.features.backbone, "build_backbone", tiny_backbone)
+    monkeypatch.setattr(radcap.features.backbone, "_shared", {})
 
 
 def test_real_files_are_captioned_or_refused_in_one_line(tiny, small_backbone, capsys):

@@ -21,8 +21,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from tiny_run import tiny_backbone
 
-import radcap.backbone
-from radcap import app, cli
+import radcap.features.backbone
+from radcap import cli
+from radcap.serving import app
 
 FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 UID = "1.2.826.0.1.3680043.9.7133.424242"
@@ -172,8 +173,8 @@ def pipeline(tmp_path_factory):
         ["caption", "--json", *run, *images],
     ]
     with pytest.MonkeyPatch.context() as patch, recorded() as texts:
-        patch.setattr(radcap.backbone, "build_backbone", tiny_backbone)
-        patch.setattr(radcap.backbone, "_shared", {})
+        patch.setattr(radcap.features.backbone, "build_backbone", tiny_backbone)
+        patch.setattr(radcap.features.backbone, "_shared", {})
         statuses = [cli.main(command) for command in commands]
     return root, folder, statuses, texts
 
@@ -216,8 +217,8 @@ def test_nothing_of_the_patient_on_the_web_page(pipeline, monkeypatch):
             return super().load_and_get_id(path_or_data, mimetype, kind, filename)
 
     monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Recording)
-    monkeypatch.setattr(radcap.backbone, "build_backbone", tiny_backbone)
-    monkeypatch.setattr(radcap.backbone, "_shared", {})
+    monkeypatch.setattr(radcap.features.backbone, "build_backbone", tiny_backbone)
+    monkeypatch.setattr(radcap.features.backbone, "_shared", {})
     monkeypatch.setenv(app.RUN_ENV, str(root / "checkpoints" / "dcm"))
     names = ["two_frames.dcm", "ct_chest.dcm"]
     with recorded() as texts:

@@ -14,8 +14,8 @@ import pytest
 from forked import shared
 from tiny_run import patch_tiny_backbone, tiny_command
 
-from radcap import runs
 from radcap.data.demo import make_demo
+from radcap.models import runs
 
 pytestmark = pytest.mark.slow
 
@@ -87,20 +87,20 @@ def test_extraction_onto_a_full_disk_says_so_and_resumes(disk, root):
 def test_a_write_that_fills_the_disk_is_an_error_not_a_bus_error(
     disk, root, monkeypatch
 ):
-    import radcap.features
-    from radcap.config import preset
+    import radcap.features.cache
+    from radcap.core.config import preset
+    from radcap.core.files import DiskFullError
     from radcap.data import load
-    from radcap.files import DiskFullError
 
     small = disk("150k")
     patch_tiny_backbone(monkeypatch)
-    monkeypatch.setattr(radcap.features, "check_free_space", lambda *a: None)
+    monkeypatch.setattr(radcap.features.cache, "check_free_space", lambda *a: None)
     config = preset("demo", demo_size=40, extract_batch_size=8, features_dir=str(small))
     images = load(config, root).images("train")
     with pytest.raises(DiskFullError, match="The disk is full: could not write"):
-        radcap.features.extract(config, images, "train", root)
+        radcap.features.cache.extract(config, images, "train", root)
     disk.resize(small, "8m")
-    cached = radcap.features.extract(config, images, "train", root)
+    cached = radcap.features.cache.extract(config, images, "train", root)
     assert cached["fc2"].array.shape == (28, 4096) and cached["fc2"].array[-1].any()
 
 
@@ -163,15 +163,15 @@ def test_an_export_that_fills_the_disk_is_a_disk_full_error(
 ):
     from tiny_run import tiny_backbone, untrained_run
 
-    import radcap.export
-    from radcap.files import DiskFullError
+    import radcap.serving.export
+    from radcap.core.files import DiskFullError
 
     small = disk("400k")  # the tiny SavedModel takes 780 KB
     run_dir = untrained_run(tmp_path)
-    monkeypatch.setattr(radcap.export, "check_free_space", lambda *a: None)
-    monkeypatch.setattr(radcap.export, "build_backbone", tiny_backbone)
+    monkeypatch.setattr(radcap.serving.export, "check_free_space", lambda *a: None)
+    monkeypatch.setattr(radcap.serving.export, "build_backbone", tiny_backbone)
     with pytest.raises(DiskFullError) as err:
-        radcap.export.export(run_dir, small / "export")
+        radcap.serving.export.export(run_dir, small / "export")
     assert str(err.value).startswith(
         f"[Errno 28] The disk is full: could not write {small / 'export'}. It "
         "needs about 34 MB;"

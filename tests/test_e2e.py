@@ -16,8 +16,8 @@ from PIL import Image
 from real_images import write_real_images
 
 from radcap import cli
-from radcap.captioner import Captioner
 from radcap.data.demo import Case, render
+from radcap.decoding.captioner import Captioner
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def test_caption_command_reports_an_unreadable_image_as_text_or_json(
 
 
 def test_caption_takes_files_or_cached_features(demo_run, workdir):
-    from radcap.features import load_features
+    from radcap.features.cache import load_features
 
     captioner = Captioner.load(demo_run)
     fc2 = load_features(captioner.config, "test", root=workdir)
@@ -162,7 +162,7 @@ def test_model_beats_both_baselines_and_reports_every_row(run, request):
 def test_search_by_caption_finds_a_matching_image(demo_run, workdir):
     from radcap import data
     from radcap.evaluation.retrieval import recall_at_k
-    from radcap.features import load_features
+    from radcap.features.cache import load_features
 
     captioner = Captioner.load(demo_run)
     config = captioner.config

@@ -9,10 +9,9 @@ import pytest
 from PIL import Image
 from tiny_run import patch_tiny_backbone
 
-from radcap.backbone import Extractor
-from radcap.captioner import Captioner
-from radcap.config import preset
+from radcap.core.config import preset
 from radcap.data import load
+from radcap.decoding.captioner import Captioner
 from radcap.evaluation import compare_runs, evaluate, metrics_table
 from radcap.evaluation.baselines import (
     CONTROLS,
@@ -29,9 +28,10 @@ from radcap.evaluation.metrics import (
     java_available,
     score,
 )
-from radcap.features import extract
-from radcap.splits import Split
-from radcap.train import train
+from radcap.features.backbone import Extractor
+from radcap.features.cache import extract
+from radcap.features.splits import Split
+from radcap.training.train import train
 
 
 def test_diversity_by_hand():

@@ -15,9 +15,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from radcap.export import decode_image, familiarity_scores
-from radcap.familiarity import Familiarity
-from radcap.images import MAX_PIXELS, load_image
+from radcap.data.images import MAX_PIXELS, load_image
+from radcap.features.familiarity import Familiarity
+from radcap.serving.export import decode_image, familiarity_scores
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -123,8 +123,8 @@ def test_familiarity_in_the_graph_equals_the_reference_scores():
 
 
 def test_export_never_replaces_a_folder_that_is_not_a_savedmodel(tmp_path):
-    from radcap import runs
-    from radcap.export import export
+    from radcap.models import runs
+    from radcap.serving.export import export
 
     run = tmp_path / "run"
     run.mkdir()
@@ -138,7 +138,7 @@ def test_export_never_replaces_a_folder_that_is_not_a_savedmodel(tmp_path):
     assert (mine / "thesis.txt").read_text() == "years of work"
     with pytest.raises(ValueError, match="beam=0 is invalid"):
         export(run, tmp_path / "new", beam=0)
-    from radcap.files import LockError, folder_lock
+    from radcap.core.files import LockError, folder_lock
 
     with folder_lock(run, "run folder"), pytest.raises(LockError, match="in use"):
         export(run, tmp_path / "new")  # while a training holds the run folder
@@ -178,8 +178,8 @@ def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
     import subprocess
     import sys
 
-    from radcap.captioner import Captioner
-    from radcap.export import export
+    from radcap.decoding.captioner import Captioner
+    from radcap.serving.export import export
 
     run_dir, dataset = tiny
     out = export(run_dir, tmp_path / "export", beam=3)
@@ -235,8 +235,8 @@ def test_a_killed_export_leaves_nothing_behind_once_exported_again(
 ):
     from tiny_run import radcap_tiny, tiny_backbone, untrained_run
 
-    import radcap.export
-    from radcap.files import PARTIAL
+    import radcap.serving.export
+    from radcap.core.files import PARTIAL
 
     run_dir = untrained_run(tmp_path)
     out = tmp_path / "models" / "export"
@@ -247,8 +247,8 @@ def test_a_killed_export_leaves_nothing_behind_once_exported_again(
     assert PARTIAL.fullmatch(left.name)["target"] == "export"
     assert sorted(p.name for p in left.iterdir()) == SAVED_MODEL
 
-    monkeypatch.setattr(radcap.export, "build_backbone", tiny_backbone)
-    assert radcap.export.export(run_dir, out) == out
+    monkeypatch.setattr(radcap.serving.export, "build_backbone", tiny_backbone)
+    assert radcap.serving.export.export(run_dir, out) == out
     assert [p.name for p in out.parent.iterdir()] == ["export"]
     assert sorted(p.name for p in out.iterdir()) == SAVED_MODEL
     assert sorted(p.name for p in (out / "variables").iterdir()) == VARIABLES
@@ -267,16 +267,18 @@ def test_an_export_to_a_link_replaces_what_it_points_to_and_keeps_the_link(
 ):
     from tiny_run import tiny_backbone, untrained_run
 
-    import radcap.export
+    import radcap.serving.export
 
     run_dir = untrained_run(tmp_path)
     models = tmp_path / "models"
     (models / "v1").mkdir(parents=True)
     (models / "v1" / "saved_model.pb").write_text("old")
     (models / "current").symlink_to("v1")
-    monkeypatch.setattr(radcap.export, "build_backbone", tiny_backbone)
-    monkeypatch.setattr(radcap.export, "_archive", lambda *args: WrittenArchive())
-    assert radcap.export.export(run_dir, models / "current") == models / "v1"
+    monkeypatch.setattr(radcap.serving.export, "build_backbone", tiny_backbone)
+    monkeypatch.setattr(
+        radcap.serving.export, "_archive", lambda *args: WrittenArchive()
+    )
+    assert radcap.serving.export.export(run_dir, models / "current") == models / "v1"
     assert sorted(os.listdir(models)) == ["current", "v1"]  # nothing left beside
     assert os.readlink(models / "current") == "v1"
     assert (models / "v1" / "saved_model.pb").read_text() == "new"
@@ -318,7 +320,7 @@ def test_a_read_only_run_folder_is_exported_elsewhere_and_not_evaluated(
 ):
     from tiny_run import radcap_tiny, untrained_run
 
-    from radcap.files import LOCK_FILE
+    from radcap.core.files import LOCK_FILE
 
     run_dir = read_only_copy(untrained_run(tmp_path / "session-1"))
     out = tmp_path / "working" / "export"
@@ -342,8 +344,8 @@ def test_a_read_only_run_folder_is_exported_elsewhere_and_not_evaluated(
         f"radcap evaluate: error: [Errno 30] The run folder {run_dir} is read-only "
         "(Read-only file system). Evaluation writes its results into the run "
         "folder: copy the run into a writable working folder with "
-        "radcap.resume.copy_run(run_dir, root) (notebook 03's RESUME_FROM), then "
-        "evaluate the copy.",
+        "radcap.training.resume.copy_run(run_dir, root) (notebook 03's RESUME_FROM), "
+        "then evaluate the copy.",
     ]
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in out.iterdir()) == SAVED_MODEL
@@ -355,9 +357,9 @@ def test_a_beam_wider_than_the_vocabulary_is_refused_where_it_is_used(
     tiny, tmp_path, capsys
 ):
     from radcap import cli
-    from radcap.captioner import Captioner
+    from radcap.decoding.captioner import Captioner
     from radcap.evaluation import evaluate
-    from radcap.export import export
+    from radcap.serving.export import export
 
     run_dir, dataset = tiny
     captioner = Captioner.load(run_dir)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from radcap.familiarity import Familiarity
+from radcap.features.familiarity import Familiarity
 
 
 def clusters(rng, n, centres, spread=1.0):

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from tiny_run import patch_tiny_backbone, tiny_command
 
-from radcap.backbone import Extractor, WeightsError, padded_size
-from radcap.config import preset
+from radcap.core.config import preset
 from radcap.data.demo import make_demo
-from radcap.features import (
+from radcap.features.backbone import Extractor, WeightsError, padded_size
+from radcap.features.cache import (
     FeatureCacheError,
     cache_dir,
     extract,
@@ -123,12 +123,12 @@ def test_resume_gives_the_same_array(images, extractors, full, tmp_path, attenti
 def test_attention_runs_the_backbone_once_per_image(
     images, extractors, tmp_path, monkeypatch
 ):
-    import radcap.backbone
+    import radcap.features.backbone
 
     reads = []
-    load_image = radcap.backbone.load_image
+    load_image = radcap.features.backbone.load_image
     monkeypatch.setattr(
-        radcap.backbone,
+        radcap.features.backbone,
         "load_image",
         lambda path, *args: reads.append(path) or load_image(path, *args),
     )
@@ -207,25 +207,25 @@ def test_an_empty_split_caches_at_once(tmp_path):
 def test_a_passing_read_error_is_named_and_retried_next_time(
     images, extractors, tmp_path, monkeypatch
 ):
-    import radcap.images
+    import radcap.data.images
 
     extractor = extractors[False]
     config = extractor.config
     locked = images["path"][5]
-    real_open = radcap.images.Image.open
+    real_open = radcap.data.images.Image.open
 
     def refuse(path, *args, **kwargs):
         if str(path) == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(radcap.images.Image, "open", refuse)
+    monkeypatch.setattr(radcap.data.images.Image, "open", refuse)
     first = extract(config, images, "train", tmp_path, extractor=extractor)["fc2"]
     reasons = dict(zip(first.skipped["image_id"], first.skipped["reason"]))
     assert reasons["img5"] == "permission denied (read again next time)"
     assert not first.array[5].any()
 
-    monkeypatch.setattr(radcap.images.Image, "open", real_open)  # fixed
+    monkeypatch.setattr(radcap.data.images.Image, "open", real_open)  # fixed
     again = extract(config, images, "train", tmp_path, extractor=extractor)["fc2"]
     assert again.skipped["image_id"].tolist() == ["img3", "img9"]  # the broken ones
     assert again.array[5].any()

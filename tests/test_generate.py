@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from radcap.captioner import Captioner
-from radcap.generate import Rules, beam_search, greedy_search
-from radcap.runs import RunError
+from radcap.decoding.captioner import Captioner
+from radcap.decoding.search import Rules, beam_search, greedy_search
+from radcap.models.runs import RunError
 
 PAD, START, END, A, B, C = range(6)
 VOCAB = 6
@@ -180,7 +180,7 @@ def test_barred_tokens_and_minimum_length_exact(rules, expected):
 
 
 def test_repeated_ngram_tokens_exact():
-    from radcap.generate import repeated_ngram_tokens
+    from radcap.decoding.search import repeated_ngram_tokens
 
     seqs = np.array([[5, 6, 5, 6, 5], [5, 6, 7, 8, 9], [4, 4, 4, 4, 4]])
     rows, tokens = (np.asarray(x) for x in repeated_ngram_tokens(seqs, 2))

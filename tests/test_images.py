@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radcap.images import ImageError, load_image
+from radcap.data.images import ImageError, load_image
 
 
 def save(tmp_path, name, image, **kwargs):

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from radcap.compiled import CompiledStep
-from radcap.config import preset
-from radcap.layers import BahdanauAttention, FeatureNormalization
-from radcap.model import MergeCaptioner, build_captioner, feature_stats
+from radcap.core.config import preset
+from radcap.decoding.compiled import CompiledStep
+from radcap.models.layers import BahdanauAttention, FeatureNormalization
+from radcap.models.merge import MergeCaptioner, build_captioner, feature_stats
 
 VOCAB = 30
 
@@ -153,7 +153,7 @@ def test_feature_stats_chunks_match_numpy():
 
 @pytest.mark.parametrize("attention", [False, True])
 def test_beam_one_equals_greedy_through_the_model(attention):
-    from radcap.generate import beam_search, greedy_search
+    from radcap.decoding.search import beam_search, greedy_search
 
     model, inputs = make(attention, seed=3)
     step = CompiledStep(model)
@@ -174,8 +174,8 @@ def test_beam_one_equals_greedy_through_the_model(attention):
 )
 def test_the_compiled_search_equals_the_eager_one(decoder, attention):
     """One search: compiled with the model into a graph, or run step by step."""
-    from radcap.compiled import CompiledSearch
-    from radcap.generate import Result, Rules, search
+    from radcap.decoding.compiled import CompiledSearch
+    from radcap.decoding.search import Result, Rules, search
 
     model, inputs = make(attention, seed=4, decoder=decoder)
     step = CompiledStep(model)

@@ -1,6 +1,6 @@
 """radcap never deletes or changes a file it did not write.
 
-Every temporary file radcap writes is named by `radcap.files.partial_path`
+Every temporary file radcap writes is named by `radcap.core.files.partial_path`
 and records its writer's pid; only such names of dead writers are ever
 removed as leftovers. The lock file has a radcap name of its own.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radcap import files, locks
+from radcap.core import files, locks
 
 # Names a user (or another program) may plausibly give a file, including
 # names that look like the temporaries of earlier radcap versions.
@@ -168,7 +168,7 @@ class DrawnFeatures:
         self.layers = layers
 
     def run(self, paths, on_batch, start=0, max_batches=None, desc="", frame=None):
-        from radcap.backbone import FEATURE_SHAPES
+        from radcap.features.backbone import FEATURE_SHAPES
 
         for s in range(start, len(paths), 4):
             rngs = [np.random.default_rng(list(p.encode())) for p in paths[s : s + 4]]
@@ -182,17 +182,17 @@ class DrawnFeatures:
 @pytest.mark.slow
 def test_no_command_touches_a_file_it_did_not_write(tmp_path):
     """Files of yours in every folder radcap writes to survive every command."""
-    from radcap import runs
-    from radcap.backbone import layers_for
-    from radcap.captioner import Captioner
-    from radcap.config import preset
+    from radcap.core.config import preset
     from radcap.data.demo import make_demo
     from radcap.data.layouts import load_demo
+    from radcap.decoding.captioner import Captioner
     from radcap.evaluation import evaluate
-    from radcap.export import export
-    from radcap.features import cache_dir, extract
-    from radcap.resume import copy_run
-    from radcap.train import add_familiarity, train
+    from radcap.features.backbone import layers_for
+    from radcap.features.cache import cache_dir, extract
+    from radcap.models import runs
+    from radcap.serving.export import export
+    from radcap.training.resume import copy_run
+    from radcap.training.train import add_familiarity, train
 
     root = tmp_path / "root"
     config = preset(

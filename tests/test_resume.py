@@ -1,4 +1,4 @@
-"""Going on with a run elsewhere: `radcap.resume.copy_run`, and training after it.
+"""Going on with a run elsewhere: `radcap.training.resume.copy_run`, then training.
 
 The story of a Kaggle notebook: a session trains in its working folder A
 and stops mid-training; what A held comes back as a read-only input; the
@@ -6,7 +6,7 @@ next session copies the run folder into a fresh working folder B (whose data
 and feature caches are there again) and trains on. The result must be the
 run that was never stopped: the same history, best epoch and validation
 loss. Dropout is off in these runs: its random draws are the one part of
-training that a resume does not restore (see `radcap.train`), and with it
+training that a resume does not restore (see `radcap.training.train`), and with it
 on, a continued run is equal to an uninterrupted one only in distribution.
 
 The refusals and the crash safety of the copy are tested on run folders made
@@ -29,13 +29,14 @@ import pandas as pd
 import pytest
 from forked import shared
 
-from radcap import files, runs
-from radcap.config import preset
+from radcap.core import files
+from radcap.core.config import preset
 from radcap.data import load
-from radcap.features import extract
-from radcap.images import load_image
-from radcap.resume import copy_run
-from radcap.train import train
+from radcap.data.images import load_image
+from radcap.features.cache import extract
+from radcap.models import runs
+from radcap.training.resume import copy_run
+from radcap.training.train import train
 
 SETTINGS = dict(
     demo_size=20,  # 14 train and 3 validation images: VGG16 runs over 17
@@ -264,7 +265,9 @@ def test_a_run_being_trained_is_not_copied_over(tmp_path):
     assert os.listdir(run_dir) == [files.LOCK_FILE]
 
 
-_COPY = "import sys; from radcap.resume import copy_run; copy_run(*sys.argv[1:])"
+_COPY = (
+    "import sys; from radcap.training.resume import copy_run; copy_run(*sys.argv[1:])"
+)
 
 
 def subprocess_copy(source, root, kill_at=None):
@@ -426,12 +429,12 @@ def test_where_folders_cannot_be_swapped_the_copy_still_lands_whole(
 ):
     import errno
 
-    import radcap.resume
+    import radcap.training.resume
 
     def cannot(a, b):
         raise OSError(errno.EINVAL, "Invalid argument")  # NFS, or not Linux
 
-    monkeypatch.setattr(radcap.resume, "swap_paths", cannot)
+    monkeypatch.setattr(radcap.training.resume, "swap_paths", cannot)
     source = fake_run(tmp_path / "input" / "demo", epochs=2)
     root = tmp_path / "work"
     run_dir = copy_run(source, root, verbose=False).run_dir(root)

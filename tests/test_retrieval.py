@@ -5,11 +5,11 @@ import types
 import numpy as np
 import pytest
 
-from radcap.captioner import Captioner
-from radcap.config import preset
+from radcap.core.config import preset
+from radcap.core.text import Vocabulary
+from radcap.decoding.captioner import Captioner
 from radcap.evaluation.retrieval import caption_log_likelihood, rank_images, recall_at_k
-from radcap.model import build_captioner, feature_stats
-from radcap.text import Vocabulary
+from radcap.models.merge import build_captioner, feature_stats
 
 VOCAB = Vocabulary(["alpha", "beta", "gamma"], max_len=5)  # ids 4, 5, 6
 ALPHA, BETA, GAMMA = 4, 5, 6

@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 
 from radcap import cli
-from radcap.captioner import Captioner
-from radcap.config import preset
+from radcap.core.config import preset
 from radcap.data import load
 from radcap.data.demo import random_case, render
+from radcap.decoding.captioner import Captioner
 
 SAMPLE = Path(__file__).parent / "data/roco_captions_sample.tsv"
 SIZES = {"train": 60, "validation": 15, "test": 15}

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from tiny_run import untrained_run
 
-from radcap import runs
-from radcap.captioner import Captioner
-from radcap.config import Config
-from radcap.text import Vocabulary
+from radcap.core.config import Config
+from radcap.core.text import Vocabulary
+from radcap.decoding.captioner import Captioner
+from radcap.models import runs
 
 
 @pytest.fixture

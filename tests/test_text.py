@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from radcap.text import Vocabulary, clean_caption, fold_unicode
+from radcap.core.text import Vocabulary, clean_caption, fold_unicode
 
 
 @pytest.mark.parametrize(

@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 from tiny_run import patch_tiny_backbone
 
-from radcap import runs
-from radcap.batches import Batches
-from radcap.callbacks import DivergedError
-from radcap.config import preset
+from radcap.core.config import preset
+from radcap.core.text import Vocabulary
 from radcap.data.demo import make_demo
 from radcap.data.layouts import load_demo
-from radcap.features import extract
-from radcap.text import Vocabulary
-from radcap.train import train
+from radcap.features.cache import extract
+from radcap.models import runs
+from radcap.training.batches import Batches
+from radcap.training.callbacks import DivergedError
+from radcap.training.train import train
 
 
 def test_batches_cover_every_caption_once_and_trim_padding():
@@ -191,7 +191,7 @@ def test_a_finished_run_asked_for_more_epochs_trains_on(tiny):
 
 
 def test_early_stopping_counts_the_epochs_before_a_resume():
-    from radcap.callbacks import EarlyStopping
+    from radcap.training.callbacks import EarlyStopping
 
     history = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_loss": [1.0, 0.5, 0.6, 0.7]})
     stopper = EarlyStopping(history, monitor="val_loss", patience=3)
@@ -228,8 +228,8 @@ def test_an_empty_vocabulary_is_refused_with_the_counts(tiny):
 
 
 def test_the_transformer_trains_and_captions_from_its_run_folder(tiny):
-    from radcap.captioner import Captioner
-    from radcap.transformer import TransformerCaptioner
+    from radcap.decoding.captioner import Captioner
+    from radcap.models.transformer import TransformerCaptioner
 
     # Resume, early stopping and the run folder are the decoder-blind code
     # tested above; this checks that the transformer goes through them.
@@ -251,7 +251,7 @@ def test_the_transformer_trains_and_captions_from_its_run_folder(tiny):
 
 def test_the_plateau_schedule_after_a_resume_lowers_the_rate_when_one_run_would():
     """A run cut after any epoch lowers the rate at the epoch the whole run does."""
-    from radcap.callbacks import ReduceLROnPlateau
+    from radcap.training.callbacks import ReduceLROnPlateau
 
     losses = [1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.85, 0.99, 0.99, 0.99, 0.99]
 

@@ -6,10 +6,14 @@ import pytest
 from test_model import VOCAB
 from test_model import make as make_model
 
-from radcap.compiled import CompiledStep
-from radcap.config import preset
-from radcap.generate import Rules, beam_search, greedy_search
-from radcap.transformer import CachedAttention, DecoderBlock, TransformerCaptioner
+from radcap.core.config import preset
+from radcap.decoding.compiled import CompiledStep
+from radcap.decoding.search import Rules, beam_search, greedy_search
+from radcap.models.transformer import (
+    CachedAttention,
+    DecoderBlock,
+    TransformerCaptioner,
+)
 
 
 def make(seed=0, dropout=0.0):

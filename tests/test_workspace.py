@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from radcap import workspace
-from radcap.workspace import workdir
+from radcap.core import workspace
+from radcap.core.workspace import workdir
 
 
 @pytest.fixture

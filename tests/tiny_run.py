@@ -9,10 +9,10 @@ import fcntl
 import os
 from pathlib import Path
 
-from radcap.config import preset
+from radcap.core.config import preset
 from radcap.data.demo import make_demo
 from radcap.data.layouts import load_demo
-from radcap.train import train
+from radcap.training.train import train
 
 
 def tiny_config():
@@ -52,9 +52,9 @@ def untrained_run(root: Path, name: str = "untrained") -> Path:
     """
     import keras
 
-    from radcap import runs
-    from radcap.model import build_captioner
-    from radcap.text import Vocabulary
+    from radcap.core.text import Vocabulary
+    from radcap.models import runs
+    from radcap.models.merge import build_captioner
 
     config = preset("demo", name=name, units=16, embed_dim=8)
     folder = config.run_dir(root)
@@ -77,7 +77,7 @@ def tiny_backbone(config, layers=None):
     import keras
     import numpy as np
 
-    from radcap.backbone import FEATURE_SHAPES, IMAGE_SIZE, layers_for
+    from radcap.features.backbone import FEATURE_SHAPES, IMAGE_SIZE, layers_for
 
     images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(images)  # (batch, 3)
@@ -104,22 +104,22 @@ def use_tiny_backbone() -> None:
     For a forked or fresh `radcap` process (`TINY_RADCAP`); in-process tests
     use `patch_tiny_backbone` instead.
     """
-    import radcap.backbone
-    import radcap.export
+    import radcap.features.backbone
+    import radcap.serving.export
 
-    radcap.backbone.build_backbone = tiny_backbone
-    radcap.export.build_backbone = tiny_backbone
-    radcap.backbone._shared.clear()
+    radcap.features.backbone.build_backbone = tiny_backbone
+    radcap.serving.export.build_backbone = tiny_backbone
+    radcap.features.backbone._shared.clear()
 
 
 def patch_tiny_backbone(monkeypatch) -> None:
     """`use_tiny_backbone` for one test (pytest's `monkeypatch` undoes it)."""
-    import radcap.backbone
-    import radcap.export
+    import radcap.features.backbone
+    import radcap.serving.export
 
-    monkeypatch.setattr(radcap.backbone, "build_backbone", tiny_backbone)
-    monkeypatch.setattr(radcap.export, "build_backbone", tiny_backbone)
-    monkeypatch.setattr(radcap.backbone, "_shared", {})
+    monkeypatch.setattr(radcap.features.backbone, "build_backbone", tiny_backbone)
+    monkeypatch.setattr(radcap.serving.export, "build_backbone", tiny_backbone)
+    monkeypatch.setattr(radcap.features.backbone, "_shared", {})
 
 
 # `python -c TINY_RADCAP *args` is `python -m radcap *args` with the tiny
@@ -146,10 +146,10 @@ def tiny_command(*args: str) -> list[str]:
 _RADCAP = """
 import sys
 sys.path.insert(0, sys.argv[1])
-import radcap.export
+import radcap.serving.export
 from radcap.cli import main
 from tiny_run import tiny_backbone
-radcap.export.build_backbone = tiny_backbone
+radcap.serving.export.build_backbone = tiny_backbone
 command = []
 for word in sys.argv[2:] + ["+"]:
     if word != "+":

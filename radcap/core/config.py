@@ -1,8 +1,6 @@
 """One flat configuration for every radcap step, with the `demo` and `roco` presets.
 
-Stage: the base. Imports nothing from radcap except its version, `radcap.files`
-and `radcap.versions`; every
-other stage reads its knobs and its shared constants (splits, sources,
+Every other stage reads its knobs and its shared constants (splits, sources,
 presets) from here.
 """
 
@@ -14,8 +12,8 @@ import re
 from pathlib import Path
 
 from radcap import __version__
-from radcap.files import read_json, write_text
-from radcap.versions import VERSION_KEY, upgrade
+from radcap.core.files import read_json, write_text
+from radcap.core.versions import VERSION_KEY, upgrade
 
 SPLITS = ("train", "validation", "test")
 # Percent of images per split when a source has no splits of its own (and the demo).
@@ -27,19 +25,19 @@ GRID_LAYERS = ("block5_pool", "block5_conv3")
 CELLS = ("lstm", "gru")
 DECODERS = ("merge", "transformer")
 # Training precision: "auto" is mixed_float16 on a GPU that has float16
-# units, mixed_bfloat16 on a TPU, float32 elsewhere (radcap.devices).
+# units, mixed_bfloat16 on a TPU, float32 elsewhere (radcap.core.devices).
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 # Training devices: "auto" is a TPU, else every GPU when there are two or
-# more, else one device (radcap.devices).
+# more, else one device (radcap.core.devices).
 STRATEGIES = ("auto", "tpu", "mirrored", "none")
-# No n-gram of this length is generated twice in a caption (radcap.generate).
+# No n-gram of this length is generated twice in a caption (radcap.decoding.search).
 NO_REPEAT_NGRAM = 3
 # Fields that could hold a single value and were removed; an old config.json
 # that holds exactly that value still loads.
 _RETIRED = {"backbone": "vgg16", "layer": "fc2", "image_size": 224}
 # A run name is a folder name: letters, digits, ".", "_", "-", not "." or "..".
 _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-CONFIG_FILE = "config.json"  # in every run folder (see radcap.runs)
+CONFIG_FILE = "config.json"  # in every run folder (see radcap.models.runs)
 _POSITIVE = "demo_size min_count max_len embed_dim units attention_units batch_size"
 _POSITIVE += " epochs beam extract_batch_size heads decoder_layers"
 _COUNTS = "early_stopping lr_patience seed no_repeat_ngram"  # integers >= 0
@@ -78,7 +76,7 @@ class Config:
             to a weights `.h5` file.
         decoder: `"merge"` (the LSTM merge decoder, with Bahdanau attention
             when `attention` is on) or `"transformer"` (causal self-attention
-            and cross-attention over the grid; see `radcap.transformer`).
+            and cross-attention over the grid; see `radcap.models.transformer`).
         attention: Add Bahdanau attention over the backbone's spatial grid
             (merge decoder; the transformer always attends).
         grid_layer: Grid layer for attention, `"block5_pool"` (7x7x512) or
@@ -270,7 +268,7 @@ class Config:
         """Write the config as JSON (atomically: never half-written).
 
         The file also records this radcap's version, so that a later radcap
-        knows what the fields it lacks meant (`radcap.versions`).
+        knows what the fields it lacks meant (`radcap.core.versions`).
         """
         import json
 
@@ -312,7 +310,7 @@ class Config:
         if not isinstance(values, dict):
             raise ValueError(f"{path} holds no config (a JSON object of fields).")
         # An older radcap's file gets the values it meant for the fields it
-        # lacks; a newer radcap's is refused (radcap.versions).
+        # lacks; a newer radcap's is refused (radcap.core.versions).
         values = upgrade(values, {f.name for f in dataclasses.fields(cls)}, path)
         return cls.from_dict(values)
 

@@ -1,15 +1,14 @@
 """What this machine can do: the training precision and devices a config gets here.
 
-Stage: devices, after the base (`radcap.config`). Imports TensorFlow when
-asked.
+TensorFlow is imported when asked.
 
-`precision` (see `radcap.config.PRECISIONS`) is a wish; `resolve_precision`
+`precision` (see `radcap.core.config.PRECISIONS`) is a wish; `resolve_precision`
 turns it into the Keras dtype policy this machine can train with, and says
 so when it cannot grant it. Mixed precision computes in 16 bits and keeps
 the weights, the logits, the softmax and the loss in float32; Keras scales
 the loss for float16 (`auto_scale_loss` of `Model.compile`).
 
-`strategy` (see `radcap.config.STRATEGIES`) is the same kind of wish for the
+`strategy` (see `radcap.core.config.STRATEGIES`) is the same kind of wish for the
 devices one training uses; `resolve_strategy` turns it into a
 `tf.distribute.Strategy`. Under it each batch of the config's `batch_size`
 is the global batch, split across the replicas.
@@ -20,7 +19,7 @@ from __future__ import annotations
 import glob
 import os
 
-from radcap.config import PRECISIONS, STRATEGIES
+from radcap.core.config import PRECISIONS, STRATEGIES
 
 # GPUs with float16 tensor cores: compute capability 7.0 (V100, T4) and up.
 FLOAT16_CAPABILITY = (7, 0)
@@ -47,7 +46,7 @@ def resolve_precision(asked: str) -> tuple[str, str | None]:
     """The dtype policy to train with here, and why it differs from `asked`.
 
     Args:
-        asked: One of `radcap.config.PRECISIONS`.
+        asked: One of `radcap.core.config.PRECISIONS`.
 
     Returns:
         `(policy, note)`: a Keras dtype policy name, and None, or a line that
@@ -112,7 +111,7 @@ def resolve_strategy(asked: str):
     """The `tf.distribute.Strategy` to train with here, and why it differs from `asked`.
 
     Args:
-        asked: One of `radcap.config.STRATEGIES`: `auto` (a TPU, else two or
+        asked: One of `radcap.core.config.STRATEGIES`: `auto` (a TPU, else two or
             more GPUs mirrored, else one device), `tpu`, `mirrored` (every
             GPU; every logical CPU device where there is no GPU, as a test
             sets up), or `none`.

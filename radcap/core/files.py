@@ -1,7 +1,5 @@
 """Files that survive a crash: atomic writes, one writer per folder, free space.
 
-Stage: the base, beside `config`; imports nothing from radcap.
-
 Every file radcap writes goes through here. A write lands in a temporary file
 in the same folder, is flushed to disk, and is then renamed over the target,
 so a reader sees the old file or the new one, never half of one: a kill, a
@@ -39,7 +37,7 @@ PARTIAL = re.compile(
 # Tests kill a process at a chosen moment: RADCAP_KILL_AT="<point>" or
 # "<point>@<n>" (the n-th time it is reached). Points: "write:<file name>"
 # (a file written, not yet renamed into place), "epoch-<e>-batch-<b>",
-# "copy:<file name>" and "copy:rename" (radcap.resume.copy_run).
+# "copy:<file name>" and "copy:rename" (radcap.training.resume.copy_run).
 _KILL_ENV = "RADCAP_KILL_AT"
 _reached: dict[str, int] = {}
 
@@ -333,7 +331,7 @@ def take_lock(fd: int, folder: Path, what: str, shared: bool = False) -> None:
     """`flock` the open lock file `fd` of `folder`, or a `LockError` naming its holder.
 
     Exclusive for a writer (`folder_lock`), shared for readers
-    (`radcap.locks.read_lock`); never waits.
+    (`radcap.core.locks.read_lock`); never waits.
     """
     import fcntl
 
@@ -378,7 +376,7 @@ def folder_lock(folder: str | Path, what: str):
             err.errno,
             f"The {what} {folder} is {state} ({err.strerror}), and radcap writes "
             "into it. Copy it into a writable folder (a run folder: "
-            "radcap.resume.copy_run) and run again with the copy.",
+            "radcap.training.resume.copy_run) and run again with the copy.",
         ) from None
     try:
         take_lock(fd, folder, what)

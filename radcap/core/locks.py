@@ -1,8 +1,6 @@
 """Sharing folders between processes, beyond one writer per folder.
 
-Stage: the base, above `radcap.files`; imports nothing else from radcap.
-
-`radcap.files.folder_lock` gives one process a folder to write into. Here:
+`radcap.core.files.folder_lock` gives one process a folder to write into. Here:
 readers that share a folder while no one writes it (`read_lock`), a writer
 that replaces one path in a folder it does not own (`replace_lock`), a folder
 that takes another's place with no moment in which neither exists
@@ -17,7 +15,7 @@ import errno
 import os
 from pathlib import Path
 
-from radcap.files import (  # ReadOnlyError: where radcap.cli looks for it
+from radcap.core.files import (  # ReadOnlyError: where radcap.cli looks for it
     READ_ONLY_ERRNOS,
     LockError,
     ReadOnlyError,
@@ -138,7 +136,7 @@ def swap_paths(a: str | Path, b: str | Path) -> None:
         raise OSError(code, os.strerror(code), str(a))
 
 
-# A test hook like `radcap.files.kill_point`: RADCAP_PAUSE_AT="<point>" stops
+# A test hook like `radcap.core.files.kill_point`: RADCAP_PAUSE_AT="<point>" stops
 # there until the test says go, so a second process can act at that very moment.
 _PAUSE_ENV = "RADCAP_PAUSE_AT"
 

@@ -1,7 +1,6 @@
 """Caption cleaning and the vocabulary: words to token ids and back.
 
-Stage: the base, beside `config`; imports only `radcap.files`. The data
-stage already cleans captions with it, so it sits below data.
+The data stage already cleans captions with it, so it sits in the base.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radcap.files import read_json, write_text
+from radcap.core.files import read_json, write_text
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)

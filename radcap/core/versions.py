@@ -1,7 +1,6 @@
 """Which radcap wrote a `config.json`, and what its missing fields meant then.
 
-Stage: the base, below `radcap.config` (which reads every config through
-`upgrade`). Imports nothing from radcap but its version.
+`radcap.core.config` reads every config through `upgrade`.
 
 A config.json records the radcap that wrote it (`radcap_version`). One from
 an older radcap lacks the fields added since; each gets the value that
@@ -83,7 +82,7 @@ def upgrade(values: dict, fields, source: str) -> dict:
             writer = f"radcap {written}" if recorded else "every radcap"
             raise ValueError(
                 f"{source} has no {field!r}, which {writer} writes: add it "
-                f'(e.g. "{field}": <value>; see radcap.config.Config for its '
+                f'(e.g. "{field}": <value>; see radcap.core.config.Config for its '
                 "meaning) or make the run again with this radcap."
             )
         values[field] = before

@@ -1,12 +1,10 @@
 """The working folder: where data/, features/ and checkpoints/ go, on each host.
 
-Stage: the base, beside `config`; imports nothing from radcap.
-
 A notebook calls `workdir` once, in its setup cell. Colab resets its machine
 after a disconnect and everything on its local disk is gone, so there the
 working folder can live on Google Drive (`drive`); on Kaggle it is
 `/kaggle/working`, whose contents a saved notebook version keeps as its
-output (an earlier run comes back from it with `radcap.resume.copy_run`).
+output (an earlier run comes back from it with `radcap.training.resume.copy_run`).
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
-"""The data stage: caption sources read into one manifest with a skip report.
-
-Stage: data, the first after the base (`config`, `files`, `text`). Modules,
-in import order: `manifest` (the `Dataset` and what every loader shares),
-`demo` (the synthetic generator), `layouts` (CSV, demo, ROCOv2, IU X-ray,
-COCO), `roco` (ROCO's layouts, finding a copy), `download` (Kaggle). Nothing
-here decodes an image or imports TensorFlow.
+"""Data: caption sources read into one manifest with a skip report, the
+synthetic demo, ROCO found or downloaded, and image files (DICOM included)
+read as a viewer shows them. Imports no TensorFlow.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from radcap.config import SOURCES, SPLITS
+from radcap.core.config import SOURCES, SPLITS
 from radcap.data.demo import make_demo
 from radcap.data.layouts import (
     load_coco,
@@ -46,7 +42,7 @@ def load(config, root: str | Path = ".") -> Dataset:
     """The dataset a `Config` names, read from `config.dataset_dir(root)`.
 
     Args:
-        config: A `radcap.config.Config`; `source` picks the loader: `"demo"`
+        config: A `radcap.core.config.Config`; `source` picks the loader: `"demo"`
             (generated there first if needed), `"csv"` (`caption_file` in that
             folder), `"roco"` (that folder, or the Kaggle input mount when the
             folder holds no ROCO; `include_nonradiology`), `"rocov2"`,

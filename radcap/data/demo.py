@@ -14,8 +14,6 @@ upper right lung and a large cyst in the lower left lung". Which side each
 lesion is on, and which size and kind go with which, can only be read by
 looking at the right place. Two pairings (`HELD_OUT`) occur only in the test
 split, so a decoder that memorises whole captions cannot have seen them.
-
-Stage: data. Imports only the base (`radcap.config`, `radcap.files`).
 """
 
 from __future__ import annotations
@@ -28,8 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from radcap.config import SPLIT_PERCENT
-from radcap.files import atomic_path, write_text
+from radcap.core.config import SPLIT_PERCENT
+from radcap.core.files import atomic_path, write_text
 
 MODALITIES = ("x-ray", "ct", "mri")
 PLANES = {"x-ray": "frontal", "ct": "axial", "mri": "axial"}

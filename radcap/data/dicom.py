@@ -1,9 +1,9 @@
 """DICOM files as a radiologist's viewer shows them, and nothing of the patient.
 
-Stage: images, below `radcap.images` (which reads every image file and hands
-DICOM files here). Imports nothing from radcap. pydicom is the optional
-`dicom` extra (`pip install 'radcap[dicom]'`), so it is imported only when a
-DICOM file is read; without it such a file gets one line naming the extra.
+`radcap.data.images` reads every image file and hands DICOM files here.
+pydicom is the optional `dicom` extra (`pip install 'radcap[dicom]'`), so it
+is imported only when a DICOM file is read; without it such a file gets one
+line naming the extra.
 
 Pixels go through the display pipeline of DICOM PS3.3 C.11 (C.7.6.3.1.2 for
 MONOCHROME1): stored values -> modality LUT (rescale slope and intercept, or

@@ -1,7 +1,5 @@
 """Getting ROCO: the Kaggle input mount, a local copy, or a download from Kaggle.
 
-Stage: data (after `radcap.data.roco`, whose layout checks it uses).
-
 Only `download_roco` goes to the network, through the `kaggle` package, which
 is imported inside it: importing `kaggle` without credentials exits the program.
 Everything else here (finding credentials, checking a folder's layout,
@@ -16,11 +14,11 @@ import time
 import zipfile
 from pathlib import Path
 
-from radcap.config import preset
+from radcap.core.config import preset
+from radcap.core.files import write_json
+from radcap.core.workspace import in_colab
 from radcap.data import roco
 from radcap.data.roco import check_roco_layout, find_roco
-from radcap.files import write_json
-from radcap.workspace import in_colab
 
 DATASET = "virajbagal/roco-dataset"
 ARCHIVE = "roco-dataset.zip"  # the name the kaggle package downloads to

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from radcap.dicom import DicomError, is_dicom, read_dicom
+from radcap.data.dicom import DicomError, is_dicom, read_dicom
 
 # Above this many pixels PIL refuses a file as a decompression bomb; real
 # scans can be large, so allow up to ~16k x 16k and decode lazily.
@@ -60,7 +60,7 @@ def load_image(path: str | Path, size: int = 224, frame="middle") -> np.ndarray:
 
     Handles JPEG, PNG (8 and 16 bit), grayscale, RGBA, palette, CMYK, GIF
     (first frame) and DICOM (with or without the `.dcm` suffix; see
-    `radcap.dicom`: the file's own rescale and window, nothing of its
+    `radcap.data.dicom`: the file's own rescale and window, nothing of its
     header kept). 16-bit and 32-bit data are scaled by their actual min..max
     range, not clipped. Very large JPEGs are decoded at reduced resolution,
     so a 10000x10000 file does not exhaust memory.
@@ -69,7 +69,7 @@ def load_image(path: str | Path, size: int = 224, frame="middle") -> np.ndarray:
         path: Image file.
         size: Side of the square output; the image is resized, not cropped.
         frame: The frame of a multi-frame DICOM file: `"middle"`, `"first"`,
-            `"last"` or a frame number from 1 (see `radcap.dicom.choose_frame`).
+            `"last"` or a frame number from 1 (see `radcap.data.dicom.choose_frame`).
 
     Returns:
         Array of shape `(size, size, 3)`, float32 in [0, 255], RGB order.

@@ -1,7 +1,5 @@
 """Loaders of the caption layouts other than ROCO: CSV, demo, ROCOv2, IU X-ray, COCO.
 
-Stage: data. Imports `radcap.data.manifest` (and, through it, the base).
-
 - csv: columns `image` (relative to the CSV's folder), `caption`, optional
   `split` and `image_id`; several rows per image allowed; `,`, `;` or tabs.
 - demo: `captions.csv` (`image,caption,split`) made by `radcap.data.demo`.

@@ -1,8 +1,7 @@
 """The manifest: every caption source read into one table, plus a skip report.
 
-Stage: data (the first stage after `config`). Imports `radcap.config`,
-`radcap.files` and `radcap.text` (caption cleaning decides whether a caption
-has words at all, so text normalisation sits below the data stage).
+Caption cleaning (`radcap.core.text`) decides whether a caption has words at
+all, so text normalisation sits below the data stage.
 
 A loader returns a `Dataset`: the manifest (one row per caption, columns
 `image_id, path, caption, split`) and the skip report (one row per input row
@@ -11,7 +10,7 @@ that was dropped, with the reason). Nothing is dropped silently: missing and
 folder (symbolic links followed), duplicate rows and images listed in two
 splits all land in the report. Image files are only looked up here (one
 `os.stat` each), never decoded: a file that exists but cannot be decoded is
-reported later by `radcap.features`. The loaders of each layout live in
+reported later by `radcap.features.cache`. The loaders of each layout live in
 `radcap.data.layouts` and `radcap.data.roco`; this module is what they share.
 """
 
@@ -28,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radcap.config import SPLIT_PERCENT, SPLITS
-from radcap.files import atomic_path, write_json
-from radcap.text import Vocabulary, clean_caption
+from radcap.core.config import SPLIT_PERCENT, SPLITS
+from radcap.core.files import atomic_path, write_json
+from radcap.core.text import Vocabulary, clean_caption
 
 MANIFEST_COLUMNS = ["image_id", "path", "caption", "split"]
 SKIP_COLUMNS = ["image_id", "path", "reason"]
@@ -57,7 +56,7 @@ class Dataset:
     Attributes:
         manifest: One row per caption, columns `MANIFEST_COLUMNS`: `image_id`
             (str, one per image file), `path` (absolute, str), `caption`
-            (cleaned by `radcap.text.clean_caption`, never empty) and `split`
+            (cleaned by `radcap.core.text.clean_caption`, never empty) and `split`
             (one of `SPLITS`). An image with several captions has several rows.
         skipped: One row per dropped input row, columns `SKIP_COLUMNS`, with a
             short human `reason` such as "missing image file".

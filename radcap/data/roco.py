@@ -1,7 +1,6 @@
 """ROCO: its two layouts, their loaders, and finding a complete copy on this machine.
 
-Stage: data. Imports `radcap.data.manifest` and the base; works offline
-(`radcap.data.download` fetches ROCO and builds on this module).
+Works offline (`radcap.data.download` fetches ROCO and builds on this module).
 
 - ROCO on Kaggle (`virajbagal/roco-dataset`): `all_data/<split>/radiology/images/
   PMC<id>_<figure>.jpg`, captions in `all_data/<split>/radiology<short>data.csv`
@@ -17,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from radcap.config import SPLITS
+from radcap.core.config import SPLITS
 from radcap.data.manifest import (
     Dataset,
     build,

@@ -1,8 +1,4 @@
-"""`Captioner`: a trained run folder that captions image files or cached features.
-
-Stage: captioner, after `runs` (beside `train`). Imports the base,
-`radcap.backbone`, `radcap.generate` and `radcap.runs`.
-"""
+"""`Captioner`: a trained run folder that captions image files or cached features."""
 
 from __future__ import annotations
 
@@ -11,14 +7,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from radcap import runs
-from radcap.backbone import LAYER, STATS, shared_extractor
-from radcap.compiled import CompiledSearch, CompiledStep
-from radcap.config import Config
-from radcap.dicom import frame_note
-from radcap.familiarity import Familiarity
-from radcap.generate import Result, Rules
-from radcap.text import Vocabulary
+from radcap.core.config import Config
+from radcap.core.text import Vocabulary
+from radcap.data.dicom import frame_note
+from radcap.decoding.compiled import CompiledSearch, CompiledStep
+from radcap.decoding.search import Result, Rules
+from radcap.features.backbone import LAYER, STATS, shared_extractor
+from radcap.features.familiarity import Familiarity
+from radcap.models import runs
 
 
 class Caption(str):
@@ -46,7 +42,7 @@ class Captioner:
 
     Args:
         model: A trained captioner with `encode` and `step`, e.g. a
-            `radcap.model.MergeCaptioner`.
+            `radcap.models.merge.MergeCaptioner`.
         vocab: Its vocabulary.
         config: The run's config.
         familiarity: The run's `Familiarity` reference, or None (then every
@@ -77,7 +73,7 @@ class Captioner:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Captioner:
-        """The captioner of a run folder (see `radcap.runs`)."""
+        """The captioner of a run folder (see `radcap.models.runs`)."""
         run_dir = runs.check(run_dir)
         config = runs.load_config(run_dir)
         vocab = runs.load_vocab(run_dir)
@@ -238,7 +234,7 @@ class Captioner:
 
         Returns:
             `(arrays, errors)`: `arrays` maps each layer of
-            `radcap.backbone.layers_for` (`fc2`, the block means, the grid for
+            `radcap.features.backbone.layers_for` (`fc2`, the block means, the grid for
             attention; perhaps more, from the process's shared backbone) to its
             `(N, ...)` array; `errors` maps the index of each unreadable image
             to its reason (its rows are zeros).
@@ -271,7 +267,7 @@ class Captioner:
         """Caption image files, or cached features, each with its familiarity.
 
         Every readable image gets a caption, familiar or not; the flag says
-        whether to believe it (see `radcap.familiarity`).
+        whether to believe it (see `radcap.features.familiarity`).
 
         Args:
             images: Paths of image files, or an `(N, 4096)` array of cached

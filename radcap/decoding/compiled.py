@@ -1,10 +1,9 @@
 """A captioner's `encode` and `step`, and the search over them, compiled.
 
-Stage: compiled, after `generate`. Imports NumPy, TensorFlow and Keras (when
-used) and `radcap.generate`.
+TensorFlow and Keras are imported when first used.
 
 `CompiledSearch` is how radcap decodes: the captioner's `encode` and the
-search of `radcap.generate` in one graph per search setting (for
+search of `radcap.decoding.search` in one graph per search setting (for
 `Captioner`, the evaluation, and inside the export's SavedModel).
 `CompiledStep` is one decoding step at a time, for checks of the step
 itself and for search code that runs eagerly.
@@ -14,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radcap.generate import Decoded, search
+from radcap.decoding.search import Decoded, search
 
 
 class CompiledStep:
@@ -27,7 +26,7 @@ class CompiledStep:
     they were, so beam search never reorders them (see the module docstring).
 
     Args:
-        model: The captioner, e.g. a `radcap.model.MergeCaptioner`.
+        model: The captioner, e.g. a `radcap.models.merge.MergeCaptioner`.
     """
 
     def __init__(self, model):
@@ -85,7 +84,7 @@ class CompiledSearch:
     """A captioner's `encode` and the search, compiled into one graph.
 
     `decode` is the search over a captioner, in TensorFlow operations: the
-    export (`radcap.export`) puts it in its SavedModel. Calling the object
+    export (`radcap.serving.export`) puts it in its SavedModel. Calling the object
     runs it compiled (one graph per search setting, any batch size) on NumPy
     arrays. Works for any Keras captioner with an `attention` flag,
     `feature_dim` (and `grid_dim` when it attends), `encode(features, grid)`
@@ -93,7 +92,7 @@ class CompiledSearch:
     `(logits, carry, attention)`.
 
     Args:
-        model: The captioner, e.g. a `radcap.model.MergeCaptioner`.
+        model: The captioner, e.g. a `radcap.models.merge.MergeCaptioner`.
     """
 
     def __init__(self, model):

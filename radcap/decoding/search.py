@@ -1,7 +1,6 @@
 """Batched greedy and beam search: the one place captions are generated.
 
-Stage: generate, after `model`. Imports NumPy, TensorFlow (at its first
-search) and the base (`radcap.config`).
+TensorFlow is imported at the first search.
 
 The searches are written once, in TensorFlow operations (a `tf.while_loop`),
 against a step function
@@ -11,7 +10,7 @@ against a step function
 where `state` is a tuple of tensors whose first axis is the batch. They run
 eagerly, e.g. over the scripted NumPy step functions of the tests, or
 compiled into one graph with a captioner's `encode` and `step`
-(`radcap.compiled.CompiledSearch`: for `Captioner`, the evaluation and
+(`radcap.decoding.compiled.CompiledSearch`: for `Captioner`, the evaluation and
 inside the exported SavedModel). Search code only reorders states along the
 batch axis; an entry that the step hands back as the very object it got
 (the image's projections) is the same for every beam of an image, so beam
@@ -29,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from radcap.config import NO_REPEAT_NGRAM
+from radcap.core.config import NO_REPEAT_NGRAM
 
 
 class _TensorFlow:

@@ -1,11 +1,5 @@
-"""The evaluation stage: scores, baselines, controls, reports, caption search.
-
-Stage: evaluation, after `captioner`. Modules, in import order: `metrics`
-(the COCO toolkit's scores, diversity), `retrieval` (search images by
-caption), `baselines` (what a model has to beat; controls), `evidence` (the
-training images most like an image, to judge its caption), `attention`
-(where an attention model looks on the demo), `report` (tables,
-`report.md`, `comparison.md`) and `evaluate` (the orchestration).
+"""Evaluation: a trained run scored on a split beside its baselines and
+controls, clinical consistency, reports and comparisons, search by caption.
 """
 
 from radcap.evaluation.evaluate import decoding_name, decodings, evaluate

@@ -1,7 +1,4 @@
-"""Where an attending model looks: the side words of the demo against the drawing.
-
-Stage: evaluation. Imports the base, `radcap.data` and `radcap.splits`.
-"""
+"""Where an attending model looks: the side words of the demo against the drawing."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ import numpy as np
 
 from radcap.data import load as load_dataset
 from radcap.data.demo import SIDES, finding_sides, read_cases
-from radcap.splits import load_split
+from radcap.features.splits import load_split
 
 
 def lesion_half_share(attention: np.ndarray, side: str) -> float:
@@ -38,7 +35,7 @@ def side_word_attention(captioner, root: str | Path = ".", split: str = "test") 
     """Where an attending model looks when it writes "left" or "right" on the demo.
 
     Args:
-        captioner: A `radcap.captioner.Captioner` with attention or the
+        captioner: A `radcap.decoding.captioner.Captioner` with attention or the
             transformer decoder, trained on the demo or the hard demo.
         root: Folder that the run config's paths start from.
         split: Demo split to look at.
@@ -66,8 +63,8 @@ def side_shares(captioner, part, cases) -> dict:
     image's lesions are not counted.
 
     Args:
-        captioner: An attending `radcap.captioner.Captioner`.
-        part: The `radcap.splits.Split` to caption.
+        captioner: An attending `radcap.decoding.captioner.Captioner`.
+        part: The `radcap.features.splits.Split` to caption.
         cases: `radcap.data.demo.read_cases` of its dataset.
 
     Returns:

@@ -1,7 +1,5 @@
 """What a captioner has to beat, and what it says about images that show nothing.
 
-Stage: evaluation. Imports the base, `radcap.backbone` and `radcap.splits`.
-
 - **Baselines**, scored on the same images with the same metrics: the most
   frequent training caption for every image (`frequency`), and the caption of
   the most similar training image by cosine similarity of the cached fc2
@@ -19,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from radcap.backbone import IMAGE_SIZE
-from radcap.files import atomic_path
-from radcap.splits import Split
-from radcap.text import clean_caption
+from radcap.core.files import atomic_path
+from radcap.core.text import clean_caption
+from radcap.features.backbone import IMAGE_SIZE
+from radcap.features.splits import Split
 
 CONTROLS = ("black", "white", "noise")
 
@@ -145,7 +143,7 @@ def baseline_captions(train: Split, features) -> dict[str, list[str]]:
     """Both baselines' captions for the query images.
 
     Args:
-        train: The training split (`radcap.splits.load_split`); only its
+        train: The training split (`radcap.features.splits.load_split`); only its
             readable images are searched.
         features: `(N, 4096)` fc2 features of the images to caption.
 
@@ -196,7 +194,7 @@ def caption_controls(captioner, folder: str | Path, beam: int = 1) -> dict:
     """Caption the control images with a trained captioner, through its backbone.
 
     Args:
-        captioner: A `radcap.captioner.Captioner`.
+        captioner: A `radcap.decoding.captioner.Captioner`.
         folder: Where the control PNGs are written.
         beam: Beam width; 1 is greedy.
 

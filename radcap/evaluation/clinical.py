@@ -1,10 +1,8 @@
 """Clinical consistency: the errors a radiologist would catch, counted by rules.
 
-Stage: evaluation. Imports only `radcap.text`.
-
 n-gram metrics reward "a small nodule in the left lung" for a reference that
 says "right lung" almost as much as for the right answer. These rules read
-four attributes from a caption (after `radcap.text.clean_caption`) and
+four attributes from a caption (after `radcap.core.text.clean_caption`) and
 compare the generated caption's with its reference's:
 
 - **Laterality**: `left`, `right` or `bilateral` ("bilateral", "both", or
@@ -33,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from radcap.text import clean_caption
+from radcap.core.text import clean_caption
 
 SIDES = ("left", "right", "bilateral")
 MODALITIES = {

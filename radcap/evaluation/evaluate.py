@@ -1,9 +1,5 @@
 """`evaluate`: a trained run scored on a split, beside its baselines and controls.
 
-Stage: evaluation (its top). Imports the base, `radcap.data`,
-`radcap.backbone`, `radcap.splits`, `radcap.runs`, `radcap.captioner` and
-the other evaluation modules.
-
 `evaluate` reads as its steps: load the run and the split, score every
 decoding, score the baselines, caption the controls, assemble the metrics,
 write `metrics.json`, `captions_<split>.csv` and `report.md` (each atomically,
@@ -21,12 +17,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radcap import __version__, runs
-from radcap.backbone import WeightsError
-from radcap.captioner import Captioner
+from radcap import __version__
+from radcap.core.files import (
+    atomic_path,
+    file_digest,
+    folder_lock,
+    read_json,
+    write_json,
+    write_text,
+)
+from radcap.core.locks import check_writable
+from radcap.core.text import clean_caption
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
 from radcap.data.demo import is_held_out, read_cases
+from radcap.decoding.captioner import Captioner
 from radcap.evaluation.attention import side_shares
 from radcap.evaluation.baselines import baseline_captions, caption_controls
 from radcap.evaluation.clinical import clinical_scores, demo_agreement, describe
@@ -39,22 +44,14 @@ from radcap.evaluation.metrics import (
     start_meteor,
 )
 from radcap.evaluation.report import metrics_table, report_markdown
-from radcap.files import (
-    atomic_path,
-    file_digest,
-    folder_lock,
-    read_json,
-    write_json,
-    write_text,
-)
-from radcap.locks import check_writable
-from radcap.splits import Split, load_split
-from radcap.text import clean_caption
+from radcap.features.backbone import WeightsError
+from radcap.features.splits import Split, load_split
+from radcap.models import runs
 
 # Evaluation writes its files into the run folder; a Kaggle input is read-only.
 _READ_ONLY_REMEDY = (
     "Evaluation writes its results into the run folder: copy the run into a "
-    "writable working folder with radcap.resume.copy_run(run_dir, root) "
+    "writable working folder with radcap.training.resume.copy_run(run_dir, root) "
     "(notebook 03's RESUME_FROM), then evaluate the copy."
 )
 
@@ -92,7 +89,7 @@ def evaluate(
     control images under `controls/`, all in the run folder.
 
     Args:
-        run_dir: A run folder made by `radcap.train.train`.
+        run_dir: A run folder made by `radcap.training.train.train`.
         root: Folder that the run config's data and feature paths start from.
         split: Split to evaluate.
         beams: Beam widths to compare; default greedy and the config's beam.

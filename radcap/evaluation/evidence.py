@@ -1,8 +1,5 @@
 """Evidence for a caption: the training images most like the captioned image.
 
-Stage: evaluation. Imports the base, `radcap.data`, `radcap.backbone`,
-`radcap.features` and `radcap.evaluation.baselines`.
-
 A caption is easier to judge beside the training images that the image
 resembles most, with their captions: a caption copied from a neighbour, or
 a neighbour that shows what the caption missed, is then plain to see. The
@@ -18,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radcap.backbone import LAYER
-from radcap.config import Config
+from radcap.core.config import Config
 from radcap.data import load
 from radcap.data.layouts import load_demo
 from radcap.evaluation.baselines import most_similar, training_mean
-from radcap.features import load_features
+from radcap.features.backbone import LAYER
+from radcap.features.cache import load_features
 
 EVIDENCE = 3  # training images shown beside a caption
 

@@ -1,7 +1,5 @@
 """Caption metrics: the COCO toolkit's scores, two scorings, and diversity.
 
-Stage: evaluation (its lowest module). Imports only `radcap.text`.
-
 - **Metrics**: BLEU-1..4, METEOR, ROUGE-L and CIDEr from `pycocoevalcap`.
 - **NLTK BLEU**: `nltk.translate.bleu_score.corpus_bleu`, cumulative
   BLEU-1..4 as the classic Keras captioning tutorials compute it, on the
@@ -13,7 +11,7 @@ Stage: evaluation (its lowest module). Imports only `radcap.text`.
 Two scorings (`scoring=`), and which one to quote:
 
 - `"coco"` (default): the COCO caption evaluation. Captions are cleaned by
-  `radcap.text.clean_caption` (lowercase, punctuation that is not part of a
+  `radcap.core.text.clean_caption` (lowercase, punctuation that is not part of a
   token dropped; "t2-weighted", "3.5" kept), and BLEU is the corpus BLEU of
   the whole split. Quote this to compare with image-captioning papers. The PTB
   tokenizer is not used (it needs Java and the captions are already clean).
@@ -41,8 +39,8 @@ import string
 
 import numpy as np
 
-from radcap.config import SCORINGS
-from radcap.text import clean_caption
+from radcap.core.config import SCORINGS
+from radcap.core.text import clean_caption
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 TABLE_COLUMNS = (*METRICS, "distinct", "copied")

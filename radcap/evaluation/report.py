@@ -1,7 +1,4 @@
-"""Tables and reports of evaluated runs: `report.md`, `comparison.md`.
-
-Stage: evaluation. Imports the base and `radcap.runs`, `radcap.evaluation.metrics`.
-"""
+"""Tables and reports of evaluated runs: `report.md`, `comparison.md`."""
 
 from __future__ import annotations
 
@@ -9,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from radcap import runs
+from radcap.core.files import read_json, write_text
 from radcap.evaluation.metrics import METRICS
-from radcap.files import read_json, write_text
+from radcap.models import runs
 
 # `exact` and `exact_held_out`: demo runs only (see `evaluate.exact_scores`).
 TABLE_COLUMNS = (*METRICS, "distinct", "copied", "exact", "exact_held_out")

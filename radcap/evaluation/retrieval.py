@@ -1,7 +1,5 @@
 """Search by caption: rank images by how likely the trained model finds a caption.
 
-Stage: evaluation. Imports only `radcap.text`.
-
 The text-to-image direction of CLIP-style retrieval, with the captioner itself
 as the scorer. For a query caption w_1..w_T and every image,
 
@@ -24,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from radcap.text import clean_caption
+from radcap.core.text import clean_caption
 
 
 def caption_log_likelihood(
@@ -33,8 +31,8 @@ def caption_log_likelihood(
     """Log-probability of one caption given each image, teacher-forced.
 
     Args:
-        captioner: A `radcap.captioner.Captioner`, or any object with `vocab` (a
-            `radcap.text.Vocabulary`) and `model`: a callable taking
+        captioner: A `radcap.decoding.captioner.Captioner`, or any object with
+            `vocab` (a `radcap.core.text.Vocabulary`) and `model`: a callable taking
             `{"features": (B, 4096), "tokens": (B, T) int32[, "grid": (B, R, 512)]}`
             and `training=False`, returning next-token logits `(B, T, vocab_size)`.
         features: `(N, 4096)` fc2 features of the images.

@@ -1,7 +1,5 @@
 """The frozen VGG16 backbone: image files in, `fc2` vectors (and grids) out.
 
-Stage: backbone, after `images`. Imports `radcap.config` and `radcap.images`.
-
 `fc2` and the attention grid come out of the same forward pass, so each image
 is read and run through VGG16 once. Image files are decoded by worker threads
 while the backbone runs on the previous batch.
@@ -16,15 +14,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from radcap.config import Config
-from radcap.images import ImageError, load_image
+from radcap.core.config import Config
+from radcap.data.images import ImageError, load_image
 
 BACKBONE = "vgg16"
 LAYER = "fc2"  # the whole-image vector every decoder reads, 4096-d
 IMAGE_SIZE = 224  # VGG16's fully connected layers need 224x224 inputs
 GRID_SHAPES = {"block5_pool": (49, 512), "block5_conv3": (196, 512)}
 # The mean of every channel of the five pooling blocks (64 + 128 + 256 + 512 +
-# 512 values): what kind of image it is, for `radcap.familiarity`.
+# 512 values): what kind of image it is, for `radcap.features.familiarity`.
 STATS = "block_means"
 STATS_FROM = tuple(f"block{i}_pool" for i in range(1, 6))
 FEATURE_SHAPES = {LAYER: (4096,), STATS: (1472,), **GRID_SHAPES}

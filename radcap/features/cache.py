@@ -1,8 +1,5 @@
 """The feature cache: backbone outputs extracted once per image, kept on disk.
 
-Stage: features, after `backbone`. Imports the base, `radcap.data` (for the
-skip report's columns) and `radcap.backbone`.
-
 A cache folder holds one backbone layer for one dataset:
 
 ```
@@ -34,18 +31,8 @@ import numpy as np
 import pandas as pd
 
 from radcap import __version__
-from radcap.backbone import (
-    BACKBONE,
-    FEATURE_SHAPES,
-    IMAGE_SIZE,
-    LAYER,
-    Extractor,
-    layers_for,
-    shared_extractor,
-)
-from radcap.config import Config
-from radcap.data import SKIP_COLUMNS
-from radcap.files import (
+from radcap.core.config import Config
+from radcap.core.files import (
     DiskFullError,
     atomic_path,
     check_free_space,
@@ -55,7 +42,17 @@ from radcap.files import (
     write_json,
     write_text,
 )
-from radcap.images import RETRY_NOTE
+from radcap.data import SKIP_COLUMNS
+from radcap.data.images import RETRY_NOTE
+from radcap.features.backbone import (
+    BACKBONE,
+    FEATURE_SHAPES,
+    IMAGE_SIZE,
+    LAYER,
+    Extractor,
+    layers_for,
+    shared_extractor,
+)
 
 
 class FeatureCacheError(RuntimeError):
@@ -172,7 +169,7 @@ def load_features(
     if not npy.exists():
         raise FeatureCacheError(
             f"No {layer or LAYER} features for split {split!r} in {folder}: "
-            "run `radcap extract` (or radcap.features.extract) first."
+            "run `radcap extract` (or radcap.features.cache.extract) first."
         )
     ids = (folder / f"{split}.ids").read_text().splitlines()
     skipped_path = folder / f"{split}.skipped.csv"

@@ -1,12 +1,10 @@
 """Familiarity: whether an image looks like the images a run was trained on.
 
-Stage: familiarity, after `splits`. Imports only the base (`radcap.files`).
-
 A captioner writes a fluent caption for any input, a photo or a blank image
 included. Before a caption is believed, radcap asks how far the image lies
 from the training images, in the backbone's block means: the mean of every
 channel of VGG16's five pooling blocks (1,472 values, cached beside `fc2` in
-the same forward pass; see `radcap.backbone.STATS`).
+the same forward pass; see `radcap.features.backbone.STATS`).
 
 1. Standardise each value by the training mean and spread.
 2. Project onto the training set's first principal components (64 by
@@ -45,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radcap.files import atomic_path
+from radcap.core.files import atomic_path
 
 DIMS = 64
 NEIGHBOURS = 5

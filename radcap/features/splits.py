@@ -1,8 +1,5 @@
 """One split, joined: its readable images, their cached features and their captions.
 
-Stage: splits, after `features`. Imports the base, `radcap.data` and
-`radcap.features`.
-
 Training, evaluation and the demo analyses all need the same join of the
 manifest with the feature caches: which images of a split have features,
 which were unreadable (and why), and the captions of the rest. It is written
@@ -17,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radcap.backbone import LAYER, STATS
-from radcap.config import Config
+from radcap.core.config import Config
 from radcap.data import Dataset
-from radcap.features import extract
+from radcap.features.backbone import LAYER, STATS
+from radcap.features.cache import extract
 
 
 @dataclasses.dataclass
@@ -39,7 +36,7 @@ class Split:
         skipped: Images left out because their file could not be read,
             columns `image_id, path, reason`.
         stats: The split's block-means cache `(N, 1472)` (for
-            `radcap.familiarity`), memory-mapped; None when not loaded.
+            `radcap.features.familiarity`), memory-mapped; None when not loaded.
     """
 
     name: str
@@ -90,7 +87,7 @@ def load_split(
         dataset: The loaded manifest.
         split: Split name.
         root: Folder that the config's relative paths start from.
-        extractor: A ready `radcap.backbone.Extractor`, to share between
+        extractor: A ready `radcap.features.backbone.Extractor`, to share between
             splits; one is built only when a cache is missing.
 
     Returns:

@@ -1,7 +1,4 @@
-"""The captioners' own Keras layers: fixed feature normalisation, Bahdanau attention.
-
-Stage: model (its lowest module). Imports only Keras and NumPy.
-"""
+"""The captioners' own Keras layers: fixed feature normalisation, Bahdanau attention."""
 
 from __future__ import annotations
 

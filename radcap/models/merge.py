@@ -1,9 +1,5 @@
 """The merge-style captioner: an LSTM over the words, the image merged in at every step.
 
-Stage: model, after `layers` and `transformer`. Imports `radcap.config`,
-`radcap.layers`, `radcap.transformer` and `radcap.backbone` (for the
-feature sizes).
-
 ```
 features (B, 4096) ─ FeatureNormalization ─ Dropout ─ Dense(units) ─┐ image
 tokens (B, T) ─ Embedding ─ Dropout ─ LSTM/GRU ─ (B, T, units) ───────┤ add ─ Dropout
@@ -16,7 +12,7 @@ on whole captions at once, and the attention context (queried by the LSTM
 output) keeps it parallel over time too. The forward pass is written once,
 in `MergeCaptioner`: `call` runs it over whole captions (teacher forcing),
 `encode` and `step` run the same sublayers one token at a time for the
-searches in `radcap.generate`.
+searches in `radcap.decoding.search`.
 """
 
 from __future__ import annotations
@@ -25,10 +21,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from radcap.backbone import FEATURE_SHAPES, GRID_SHAPES, LAYER
-from radcap.config import Config
-from radcap.layers import BahdanauAttention, FeatureNormalization, dtype_scope
-from radcap.transformer import TransformerCaptioner
+from radcap.core.config import Config
+from radcap.features.backbone import FEATURE_SHAPES, GRID_SHAPES, LAYER
+from radcap.models.layers import BahdanauAttention, FeatureNormalization, dtype_scope
+from radcap.models.transformer import TransformerCaptioner
 
 
 @keras.saving.register_keras_serializable(package="radcap")
@@ -241,7 +237,7 @@ def build_captioner(
             `MergeCaptioner.set_statistics`); None keeps mean 0 and std 1,
             enough for a summary or a shape check.
         precision: The Keras dtype policy of its layers (`float32`,
-            `mixed_float16`, `mixed_bfloat16`; see `radcap.devices`). The
+            `mixed_float16`, `mixed_bfloat16`; see `radcap.core.devices`). The
             logits are float32 always.
     """
     model = _build(config, vocab_size, precision)

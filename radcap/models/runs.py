@@ -1,8 +1,7 @@
 """The run folder: the one place that knows its files, checks it and loads it.
 
-Stage: runs, after `generate`. Imports the base, `radcap.text`,
-`radcap.familiarity` and `radcap.model` (loading registers the captioner's
-Keras classes).
+Loading imports `radcap.models.merge`, which registers the captioner's Keras
+classes.
 
 ```
 checkpoints/<run>/   config.json   the Config the run was trained with
@@ -35,10 +34,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from radcap.config import CONFIG_FILE, Config
-from radcap.familiarity import Familiarity
-from radcap.files import remove_stale_partials, write_text
-from radcap.text import Vocabulary
+from radcap.core.config import CONFIG_FILE, Config
+from radcap.core.files import remove_stale_partials, write_text
+from radcap.core.text import Vocabulary
+from radcap.features.familiarity import Familiarity
 
 CONFIG = CONFIG_FILE
 VOCAB = "vocab.json"
@@ -183,7 +182,7 @@ def _model_class(path: Path) -> str:
 
 
 def load_model(run_dir: str | Path):
-    """The run's captioner (`best.keras`), ready for `radcap.generate`.
+    """The run's captioner (`best.keras`), ready for `radcap.decoding.search`.
 
     Raises:
         RunError: The file is damaged, or was written by radcap 0.1, whose
@@ -192,7 +191,7 @@ def load_model(run_dir: str | Path):
     """
     import keras
 
-    import radcap.model  # noqa: F401  (registers the captioner's classes)
+    import radcap.models.merge  # noqa: F401  (registers the captioner's classes)
 
     path = Path(run_dir) / MODEL
     if path.stat().st_size == 0:

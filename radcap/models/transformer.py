@@ -1,8 +1,5 @@
 """The transformer captioner: self-attention on words, cross-attention on the image.
 
-Stage: model, below `radcap.model` (which builds it from a config). Imports
-`radcap.layers` and Keras.
-
 ```
 grid (B, R, 512) ─ FeatureNormalization ─ Dense(units) + region position ─┐
 features (B, 4096) ─ FeatureNormalization ─ Dropout ─ Dense(units) ────────┤ memory
@@ -23,7 +20,7 @@ Decoding keeps a key/value cache: `encode` projects the memory's keys and
 values once per image, and each `step` projects only the new position and
 appends it to each block's self-attention cache. The cache is part of the
 search state (batch first, `(B, t, units)` per block for keys and for
-values), so the batched searches in `radcap.generate` reorder it like an
+values), so the batched searches in `radcap.decoding.search` reorder it like an
 LSTM's state.
 
 The attention layers are written here rather than taken from keras-hub:
@@ -44,7 +41,7 @@ import math
 import keras
 from keras import ops
 
-from radcap.layers import FeatureNormalization, dtype_scope
+from radcap.models.layers import FeatureNormalization, dtype_scope
 
 
 @keras.saving.register_keras_serializable(package="radcap")
@@ -212,7 +209,7 @@ class TransformerCaptioner(keras.Model):
     """A transformer decoder over the grid regions and the whole-image vector.
 
     Same inputs, outputs and decoding interface (`encode`, `step`) as
-    `radcap.model.MergeCaptioner` with attention, so training, resume, the
+    `radcap.models.merge.MergeCaptioner` with attention, so training, resume, the
     run folder and the searches treat both alike.
 
     Args:

@@ -1,10 +1,6 @@
 """`radcap app`: a local web page that captions uploaded images with a run.
 
-Stage: app, after `plots` (beside `cli`, which starts it). Imports the base,
-`radcap.backbone`, `radcap.features`, `radcap.images`, `radcap.runs`,
-`radcap.captioner`, `radcap.evaluation` and `radcap.plots`.
-
-The page is `radcap/app_page.py`, a Streamlit script that `streamlit run`
+The page is `radcap/serving/app_page.py`, a Streamlit script that `streamlit run`
 executes (`serve`, which stops it when stopped); what it does with a run lives
 here, without Streamlit: `Service` (a run's captioner, loaded once per server
 process, and its training images as `radcap.evaluation.evidence.Evidence`),
@@ -29,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radcap import runs
-from radcap.backbone import LAYER, STATS, shared_extractor
-from radcap.captioner import Captioner
-from radcap.config import Config
+from radcap.core.config import Config
+from radcap.data.images import MAX_PIXELS
+from radcap.decoding.captioner import Captioner
 from radcap.evaluation.evidence import Evidence
-from radcap.features import FeatureCacheError
-from radcap.images import MAX_PIXELS
+from radcap.features.backbone import LAYER, STATS, shared_extractor
+from radcap.features.cache import FeatureCacheError
+from radcap.models import runs
 from radcap.plots import plot_attention, read_image
-from radcap.server import run_until_stopped
+from radcap.serving.server import run_until_stopped
 
 RUN_ENV = "RADCAP_APP_RUN"
 ROOT_ENV = "RADCAP_APP_ROOT"
@@ -57,7 +53,7 @@ LIMITS = (
     f"MB and {MAX_PIXELS:,} pixels (a square of {int(MAX_PIXELS**0.5):,}) per file."
 )
 # What to do about an image that could not be read, by the start of its reason
-# (the reasons of `radcap.images.load_image`).
+# (the reasons of `radcap.data.images.load_image`).
 _ADVICE = {
     "empty file": "The upload holds no bytes: upload the file again.",
     "image too large": "Shrink it (e.g. to 2048 pixels a side) and upload it again.",
@@ -92,7 +88,7 @@ class Service:
         """Load a run folder's captioner, its backbone and its evidence.
 
         Args:
-            run_dir: A run folder (see `radcap.runs`).
+            run_dir: A run folder (see `radcap.models.runs`).
             root: Folder the run's data and feature paths start from;
                 default `run_root`.
         """

@@ -1,10 +1,10 @@
 """The page of `radcap app`: captions for uploaded images, and how far to trust them.
 
-Stage: the top, beside `cli`. Imports `radcap.app`, which does the work; this
-script only lays it out. `radcap app --run DIR` serves it with `streamlit
-run`, which executes it as `__main__` for every visit and interaction;
-importing it does nothing. The run folder comes from the environment
-(`radcap.app.RUN_ENV`, `ROOT_ENV`).
+`radcap.serving.app` does the work; this script only lays it out. `radcap
+app --run DIR` serves it with `streamlit run`, which executes it as
+`__main__` for every visit and interaction; importing it does nothing. The
+run folder comes from the environment (`radcap.serving.app.RUN_ENV`,
+`ROOT_ENV`).
 
 The captioner is loaded once per server process (`st.cache_resource`); each
 browser session keeps its own results in its `st.session_state`.
@@ -17,16 +17,16 @@ import re
 
 import streamlit as st
 
-from radcap import app
-from radcap.backbone import WeightsError
-from radcap.runs import RunError
+from radcap.features.backbone import WeightsError
+from radcap.models.runs import RunError
+from radcap.serving import app
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~$])")
 
 
 @st.cache_resource(show_spinner="Loading the run's captioner...")
 def service(run_dir: str, root: str | None) -> app.Service:
-    """The run's `radcap.app.Service`, loaded once per process."""
+    """The run's `radcap.serving.app.Service`, loaded once per process."""
     return app.Service.load(run_dir, root)
 
 

@@ -1,8 +1,5 @@
 """A trained run as one TensorFlow SavedModel: image bytes in, captions out.
 
-Stage: export, after `captioner`. Imports the base, `radcap.backbone`,
-`radcap.captioner`, `radcap.images` and `radcap.runs`.
-
 ```python
 import tensorflow as tf                    # no radcap needed to use it
 captioner = tf.saved_model.load("checkpoints/demo/export")
@@ -14,7 +11,7 @@ out["caption"], out["score"], out["familiar"], out["error"]
 Everything runs inside the graph: decoding the PNG or JPEG bytes (8- or
 16-bit, grey, colour or with alpha, any size), resizing to 224x224, VGG16
 with its weights, the normalisation, the run's decoder and the search (the
-same `radcap.generate` search that `Captioner` runs, compiled with the
+same `radcap.decoding.search` search that `Captioner` runs, compiled with the
 model), and the familiarity score against the run's reference. Each
 signature takes `images`, a 1-D `tf.string` tensor of encoded files, and
 returns, per image: `caption` (`tf.string`), `score` (the caption's summed
@@ -26,11 +23,11 @@ Signatures: `greedy`, and `beam` (width `beam`, or 3 when the export is
 greedy); `serving_default` is the one `export(beam=...)` asked for (greedy
 by default).
 
-Images are decoded as `radcap.images.load_image` decodes them; an image
+Images are decoded as `radcap.data.images.load_image` decodes them; an image
 that is not already 224x224 is resized with TensorFlow's antialiased
 bilinear filter instead of Pillow's, so its pixels can differ by a grey
 level from `Captioner`'s (the demo's 224x224 PNGs are decoded identically).
-An image whose header says it has more than `radcap.images.MAX_PIXELS`
+An image whose header says it has more than `radcap.data.images.MAX_PIXELS`
 pixels is refused before it is decoded.
 """
 
@@ -43,17 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radcap import runs
-from radcap.backbone import (
-    IMAGE_SIZE,
-    LAYER,
-    STATS,
-    build_backbone,
-    layers_for,
-    preprocess,
-)
-from radcap.captioner import Captioner
-from radcap.files import (
+from radcap.core.files import (
     DiskFullError,
     check_free_space,
     disk_full_message,
@@ -62,8 +49,18 @@ from radcap.files import (
     partial_path,
     remove_stale_partials,
 )
-from radcap.images import MAX_PIXELS
-from radcap.locks import check_writable, read_lock, replace_lock
+from radcap.core.locks import check_writable, read_lock, replace_lock
+from radcap.data.images import MAX_PIXELS
+from radcap.decoding.captioner import Captioner
+from radcap.features.backbone import (
+    IMAGE_SIZE,
+    LAYER,
+    STATS,
+    build_backbone,
+    layers_for,
+    preprocess,
+)
+from radcap.models import runs
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
@@ -76,7 +73,7 @@ def _fail(reason: str):
 
 
 def _png_pixels(data):
-    """A PNG as float32 RGB 0..255, as `radcap.images.load_image` reads it."""
+    """A PNG as float32 RGB 0..255, as `radcap.data.images.load_image` reads it."""
     import tensorflow as tf
 
     depth = tf.io.decode_raw(tf.strings.substr(data, 24, 1), tf.uint8)[0]
@@ -204,7 +201,7 @@ def serving_function(captioner: Captioner, backbone, beam: int):
     Args:
         captioner: The run's `Captioner` (model, vocabulary, config,
             familiarity reference).
-        backbone: `radcap.backbone.build_backbone(config)` for the run.
+        backbone: `radcap.features.backbone.build_backbone(config)` for the run.
         beam: Beam width; 1 is greedy search.
     """
     import tensorflow as tf
@@ -263,7 +260,7 @@ def serving_function(captioner: Captioner, backbone, beam: int):
 def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) -> Path:
     """Write a run's captioner as a SavedModel (see the module docstring).
 
-    The folder is written beside its final place (`radcap.files.partial_path`)
+    The folder is written beside its final place (`radcap.core.files.partial_path`)
     and moved there when whole, so an interrupted export never leaves a
     half-written one; what killed exports left there is removed first. An
     earlier export at `out` is replaced; any other existing folder is

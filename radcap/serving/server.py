@@ -1,8 +1,5 @@
 """The web server of `radcap app`: a child process that ends when radcap does.
 
-Stage: the server, below `radcap.app` (which starts it); imports nothing
-from radcap.
-
 A Streamlit server runs as a child process of `radcap app`. Whatever ends
 `radcap app`, the server ends too: a stop signal is passed on to it, and a
 SIGKILL (which no process can catch: an out-of-memory kill, a restarted

@@ -1,7 +1,6 @@
 """Training batches: whole captions, grouped by length, features gathered per batch.
 
-Stage: train (its input pipeline). Imports only NumPy here, TensorFlow for
-`Batches.dataset`.
+TensorFlow is imported only for `Batches.dataset`.
 
 One training example is one caption: inputs `tokens[:-1]`, targets
 `tokens[1:]`, padding masked out of the loss. Each target token weighs

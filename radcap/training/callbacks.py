@@ -1,7 +1,5 @@
 """The Keras callbacks of a training run: epoch seeds, divergence, the epoch writer,
 progress, logs.
-
-Stage: train. Imports the base and `radcap.runs`.
 """
 
 from __future__ import annotations
@@ -14,8 +12,8 @@ from pathlib import Path
 import keras
 from tqdm.auto import tqdm
 
-from radcap import runs
-from radcap.files import atomic_path, kill_point, write_json
+from radcap.core.files import atomic_path, kill_point, write_json
+from radcap.models import runs
 
 
 class EpochSeed(keras.callbacks.Callback):
@@ -41,7 +39,7 @@ class Divergence(keras.callbacks.Callback):
 
     The diverged epoch leaves no backup and no history row, so a rerun goes
     on from the last good epoch (or starts over when there is none). The run
-    folder records the divergence (`radcap.runs.DIVERGED`), which lets that
+    folder records the divergence (`radcap.models.runs.DIVERGED`), which lets that
     rerun change the learning rate.
 
     Args:
@@ -95,7 +93,7 @@ class EpochWriter(keras.callbacks.Callback):
     In this order, each write atomic: the whole state (weights and optimizer)
     to `backup/epoch-<n>.keras`, the history with the new row, then, if the
     validation loss improved, a copy of the backup as `best.keras`. Older
-    backups are removed last. See `radcap.train` for why this order.
+    backups are removed last. See `radcap.training.train` for why this order.
 
     Args:
         run_dir: The run folder.

@@ -1,18 +1,16 @@
 """Going on with a run that an earlier session left elsewhere: copy it in.
 
-Stage: after `runs` (beside `train`). Imports the base and `radcap.runs`.
-
 A Kaggle session ends and its machine is gone; what the notebook version
 wrote to `/kaggle/working` comes back as a read-only input of the next
 version (`/kaggle/input/<notebook>/checkpoints/<run>`). `copy_run` copies
-such a run folder into the working folder, where `radcap.train.train`
+such a run folder into the working folder, where `radcap.training.train.train`
 continues it from its `backup/` (or its `best.keras`) as after any
 interruption. A run folder holds no absolute paths: its `config.json` names
 data, features and checkpoints relative to the working folder, so the run
 goes on with the data and feature caches of its new home.
 
 The copy is crash safe: it is written beside the target under a hidden name
-(`radcap.files.partial_path`) and swapped into place once complete, while
+(`radcap.core.files.partial_path`) and swapped into place once complete, while
 the target's run-folder lock is held, so a run folder is either absent or
 whole, and `radcap train` never sees half of one. The copy holds what the
 source folder itself holds: a symbolic link is not followed (it could
@@ -31,9 +29,8 @@ import stat
 import sys
 from pathlib import Path
 
-from radcap import runs
-from radcap.config import Config
-from radcap.files import (
+from radcap.core.config import Config
+from radcap.core.files import (
     LOCK_FILE,
     PARTIAL,
     folder_lock,
@@ -42,7 +39,8 @@ from radcap.files import (
     partial_path,
     remove_stale_partials,
 )
-from radcap.locks import pause_point, swap_paths
+from radcap.core.locks import pause_point, swap_paths
+from radcap.models import runs
 
 
 def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Config:
@@ -62,7 +60,7 @@ def copy_run(source: str | Path, root: str | Path, verbose: bool = True) -> Conf
 
     Returns:
         The run's `Config`, read from its `config.json`: train it with
-        `radcap.train.train(config, root=root)`.
+        `radcap.training.train.train(config, root=root)`.
 
     Raises:
         RunError: `source` is not a run folder (or its config, vocabulary

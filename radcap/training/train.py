@@ -1,9 +1,5 @@
 """Training: whole captions at once over the cached features, resumable, crash-safe.
 
-Stage: train, after `runs` (beside `captioner`). Imports the base,
-`radcap.data`, `radcap.backbone`, `radcap.splits`, `radcap.batches`,
-`radcap.model` and `radcap.runs`.
-
 `train` reads as its steps: hold the run folder, stop if it is already
 trained, prepare the data (vocabulary, splits, statistics), build the
 captioner, find where to start, fit, summarise.
@@ -11,10 +7,10 @@ captioner, find where to start, fit, summarise.
 After every epoch, in this order: the whole state (weights and optimizer) is
 written to `backup/epoch-<n>.keras`, the epoch's row to `history.csv`, and,
 when the validation loss improved, that state is copied to `best.keras`;
-each write is atomic (`radcap.files`). So whenever the process dies, the
+each write is atomic (`radcap.core.files`). So whenever the process dies, the
 history's last epoch has its backup, and a rerun continues from it. A rerun
 that finds no usable state starts over and says so. A loss that turns NaN or
-infinite stops training before its epoch is written (`radcap.callbacks`).
+infinite stops training before its epoch is written (`radcap.training.callbacks`).
 
 Continuing is exact in what radcap controls (the weights, Adam's state, the
 epoch's shuffle), but dropout draws after a resume differ from those of an
@@ -30,26 +26,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from radcap import runs
-from radcap.backbone import shared_extractor
-from radcap.batches import Batches, token_loss
-from radcap.callbacks import Progress, run_callbacks
-from radcap.config import SPLITS, Config
-from radcap.data import Dataset
-from radcap.data import load as load_dataset
-from radcap.devices import resolve_precision, resolve_strategy, strategy_name
-from radcap.familiarity import Familiarity
-from radcap.features import is_cached
-from radcap.files import (
+from radcap.core.config import SPLITS, Config
+from radcap.core.devices import resolve_precision, resolve_strategy, strategy_name
+from radcap.core.files import (
     atomic_path,
     check_free_space,
     folder_lock,
     read_json,
     write_json,
 )
-from radcap.model import build_captioner, feature_stats
-from radcap.splits import Split, load_split
-from radcap.text import Vocabulary
+from radcap.core.text import Vocabulary
+from radcap.data import Dataset
+from radcap.data import load as load_dataset
+from radcap.features.backbone import shared_extractor
+from radcap.features.cache import is_cached
+from radcap.features.familiarity import Familiarity
+from radcap.features.splits import Split, load_split
+from radcap.models import runs
+from radcap.models.merge import build_captioner, feature_stats
+from radcap.training.batches import Batches, token_loss
+from radcap.training.callbacks import Progress, run_callbacks
 
 
 @dataclasses.dataclass
@@ -76,7 +72,7 @@ def train(
     one asked for more epochs (`config.epochs`, the one field that may
     change) trains on from its best checkpoint. To retrain from scratch, delete
     the run folder or use another run name. One process at a time may train
-    a run folder; a second one gets a `radcap.files.LockError`.
+    a run folder; a second one gets a `radcap.core.files.LockError`.
 
     Args:
         config: The run configuration.
@@ -215,7 +211,7 @@ def _build(config: Config, prepared: Prepared, verbose: bool = True):
     """The captioner, with fresh weights drawn from the config's seed, compiled.
 
     Its layers compute in the config's `precision` as this machine can
-    (`radcap.devices.resolve_precision`; a note says when it cannot).
+    (`radcap.core.devices.resolve_precision`; a note says when it cannot).
     """
     import keras
 
