@@ -1,6 +1,7 @@
 """The run folder: its checks, its loading, and clear words for damaged files."""
 
 import json
+import zipfile
 
 import keras
 import numpy as np
@@ -24,6 +25,27 @@ def test_a_complete_run_folder_loads_and_captions(run_dir):
     assert captioner.config.name == "r" and captioner.vocab.size == 9
     captions = captioner.caption(np.zeros((2, 4096), np.float32))
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+
+
+def test_a_model_file_written_before_the_stage_packages_loads(run_dir):
+    # radcap 0.3 saved its captioner from the module radcap.model; Keras finds
+    # the class by its registered name ("radcap>MergeCaptioner"), not by module.
+    path = run_dir / runs.MODEL
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = files["config.json"].decode()
+    assert '"module": "radcap.models.merge"' in config
+    config = config.replace('"radcap.models.merge"', '"radcap.model"')
+    files["config.json"] = config.encode()
+    before = runs.load_model(run_dir).get_weights()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    model = runs.load_model(run_dir)
+    assert type(model).__module__ == "radcap.models.merge"
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+    captions = Captioner.load(run_dir).caption(np.zeros((1, 4096), np.float32))
+    assert len(captions) == 1 and isinstance(captions[0], str)
 
 
 def test_resolve_reads_a_folder_or_a_name_under_checkpoints_dir(run_dir, tmp_path):
