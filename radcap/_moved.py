@@ -97,11 +97,12 @@ def forward_to(package: str, module: str):
     """
 
     def __getattr__(name: str):
-        target = importlib.import_module(module)
-        if name.startswith("_") or not hasattr(target, name):
+        if name.startswith("_") or importlib.util.find_spec(f"{package}.{name}"):
+            # a dunder probe, or a submodule, which the import system loads
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        if importlib.util.find_spec(f"{package}.{name}") is not None:
-            raise AttributeError(name)  # a submodule: the import system loads it
+        target = importlib.import_module(module)
+        if not hasattr(target, name):
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
         _warn(f"{package}.{name}", f"{module}.{name}")
         # Kept on the package: `from ... import` looks a name up twice.
         setattr(sys.modules[package], name, getattr(target, name))
@@ -110,6 +111,7 @@ def forward_to(package: str, module: str):
     return __getattr__
 
 
-# First in line: an editable install's finder would find nothing at an old path.
+# First in line: an editable install's own finder answers for radcap.* names
+# too, and must not be asked about an old path.
 if not any(isinstance(finder, _Alias) for finder in sys.meta_path):
     sys.meta_path.insert(0, _Alias())
