@@ -19,6 +19,7 @@ import streamlit as st
 
 from radcap import app
 from radcap.backbone import WeightsError
+from radcap.card import DISCLAIMER
 from radcap.runs import RunError
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~$])")
@@ -113,6 +114,7 @@ def main() -> None:
     st.title("radcap: captions for your images")
     service = _load()
     st.caption(_text(_description(service)))
+    st.warning(DISCLAIMER)
     if service.captioner.familiarity_hint:
         st.info(service.captioner.familiarity_hint)
     if service.evidence_problem:

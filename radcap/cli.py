@@ -32,6 +32,7 @@ from radcap import app, runs
 from radcap.arguments import build_parser
 from radcap.backbone import LAYER, WeightsError, shared_extractor
 from radcap.captioner import Captioner
+from radcap.card import DISCLAIMER
 from radcap.config import SPLITS, Config, preset
 from radcap.data import load
 from radcap.data.download import DownloadError, download_roco
@@ -214,6 +215,8 @@ def cmd_caption(args) -> int:
         print(f"{path}\t{result['caption']}{frame}")
         if result["familiar"] is False:
             print(f"  {captioner.familiarity_note(result['familiarity'])}")
+    if not args.json:  # stdout stays one line per image; JSON keeps its fields
+        print(DISCLAIMER, file=sys.stderr)
     return status
 
 

@@ -2,7 +2,7 @@
 
 Stage: train, after `runs` (beside `captioner`). Imports the base,
 `radcap.data`, `radcap.backbone`, `radcap.splits`, `radcap.batches`,
-`radcap.model` and `radcap.runs`.
+`radcap.model`, `radcap.runs` and `radcap.card` (the model card).
 
 `train` reads as its steps: hold the run folder, stop if it is already
 trained, prepare the data (vocabulary, splits, statistics), build the
@@ -34,6 +34,7 @@ from radcap import runs
 from radcap.backbone import shared_extractor
 from radcap.batches import Batches, token_loss
 from radcap.callbacks import Progress, run_callbacks
+from radcap.card import write_card
 from radcap.config import SPLITS, Config
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
@@ -120,6 +121,7 @@ def train(
             "strategy": strategy_name(strategy),
             "replicas": int(strategy.num_replicas_in_sync),
         }
+        write_card(run_dir, model, dataset)  # before training.json, which ends it
         return _finish(run_dir, config, prepared, granted, seconds, verbose)
 
 

@@ -1,17 +1,18 @@
 """`evaluate`: a trained run scored on a split, beside its baselines and controls.
 
 Stage: evaluation (its top). Imports the base, `radcap.data`,
-`radcap.backbone`, `radcap.splits`, `radcap.runs`, `radcap.captioner` and
-the other evaluation modules.
+`radcap.backbone`, `radcap.splits`, `radcap.runs`, `radcap.card`,
+`radcap.captioner` and the other evaluation modules.
 
 `evaluate` reads as its steps: load the run and the split, score every
 decoding, score the baselines, caption the controls, assemble the metrics,
-write `metrics.json`, `captions_<split>.csv` and `report.md` (each atomically,
-with the run folder held against a second writer), and last
-`evaluation.json`, which names the model file and settings they belong to and
-their digests. The outputs count as one unit: `reuse` takes them only when
-that last file says they are complete and current, so an evaluation killed
-midway never passes an earlier model's report or captions off as this one's.
+write `metrics.json`, `captions_<split>.csv`, `report.md` and the model card
+(`radcap.card`), each atomically, with the run folder held against a second
+writer, and last `evaluation.json`, which names the model file and settings
+they belong to and their digests. The outputs count as one unit: `reuse`
+takes them only when that last file says they are complete and current, so
+an evaluation killed midway never passes an earlier model's report, captions
+or model card off as this one's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 from radcap import __version__, runs
 from radcap.backbone import WeightsError
 from radcap.captioner import Captioner
+from radcap.card import model_card
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
 from radcap.data.demo import is_held_out, read_cases
@@ -145,7 +147,8 @@ def evaluate(
         if cases is not None:
             _add_demo_truth(metrics, captioner, test, cases)
         metrics["evaluated"] = stamp
-        _write(run_dir, metrics, test, captions, samples, config.name)
+        card = model_card(run_dir, captioner.model, dataset, metrics)
+        _write(run_dir, metrics, test, captions, samples, config.name, card)
     if verbose:
         _say(metrics, captioner, control_captions, run_dir)
     return metrics
@@ -368,9 +371,9 @@ def _assemble(
     return metrics
 
 
-def _write(run_dir: Path, metrics, test: Split, captions, samples, name) -> None:
-    """`metrics.json`, `captions_<split>.csv` and `report.md`, each atomically,
-    then the marker that commits them (see `_saved`)."""
+def _write(run_dir: Path, metrics, test: Split, captions, samples, name, card):
+    """`metrics.json`, `captions_<split>.csv`, `report.md` and the model card,
+    each atomically, then the marker that commits them (see `_saved`)."""
     references = test.references()
     table = pd.DataFrame(
         {
@@ -385,6 +388,7 @@ def _write(run_dir: Path, metrics, test: Split, captions, samples, name) -> None
     write_text(
         run_dir / runs.REPORT, report_markdown(metrics, table.head(samples), name)
     )
+    write_text(run_dir / runs.MODEL_CARD, card)
     outputs = {
         file: file_digest(run_dir / file) for file in runs.evaluation_outputs(test.name)
     }
