@@ -111,9 +111,7 @@ def test_evaluation_writes_its_scores_into_the_card_of_a_run_without_one(copied)
     assert (run_dir / runs.MODEL_CARD).read_text() == card
 
 
-def test_the_caption_command_ends_with_the_disclaimer_but_not_in_json(
-    copied, capsys
-):
+def test_the_caption_command_ends_with_the_disclaimer_but_not_in_json(copied, capsys):
     root, run_dir, dataset = copied
     paths = [str(p) for p in dataset.images("test")["path"][:2]]
     assert cli.main(["caption", "--run", str(run_dir), *paths]) == 0
