@@ -55,7 +55,7 @@ SETTINGS = (
 )
 EPOCHS = 3
 RUN_FILES = (runs.CONFIG, runs.VOCAB, runs.MODEL, runs.HISTORY, runs.TRAINING)
-RUN_FILES += (runs.FAMILIARITY,)
+RUN_FILES += (runs.FAMILIARITY, runs.MODEL_CARD)
 LOCK_MESSAGE = "is in use by another radcap process"
 
 
