@@ -1,7 +1,8 @@
 """The model card of a run folder: what the model is, what it is for, how it scored.
 
 Stage: card, after `runs` (beside `callbacks` and `batches`), so that both
-training and evaluation write it. Imports the base and `radcap.runs`.
+training and evaluation write it. Imports the base (`radcap.config`,
+`radcap.text`, `radcap.files`) and `radcap.runs`.
 
 `MODEL_CARD.md` follows the sections of Hugging Face's model cards (model
 details, uses, out-of-scope use, training data, evaluation, limitations,
@@ -18,6 +19,7 @@ from pathlib import Path
 from radcap import __version__, runs
 from radcap.config import Config
 from radcap.files import write_text
+from radcap.text import SPECIALS
 
 DISCLAIMER = "Research use only: not for clinical use or diagnosis."
 NOT_EVALUATED = "Not evaluated yet: run `radcap evaluate --run {run}` to add scores."
@@ -33,20 +35,26 @@ ROCO_CITATION = (
 )
 
 _NOT_CLINICAL = f"""\
-**{DISCLAIMER}** This model is for research and teaching only. It is not a
-medical device and has not been validated for any clinical purpose. Its
-captions may be wrong, incomplete or invented; never use them to diagnose,
-treat or triage a patient, or in place of a radiologist's report."""
+**{DISCLAIMER}**
+
+This model is for research and teaching only. It is not a medical device and
+has not been validated for any clinical purpose. Its captions may be wrong,
+incomplete or invented; never use them to diagnose, treat or triage a
+patient, or in place of a radiologist's report."""
 
 _USES = """\
-Intended use: research on radiology image captioning and teaching how an
-image captioner is built, trained and evaluated; comparing decoders and
-decodings against the baselines on the same data.
+### Intended use
 
-Out-of-scope use: any clinical use (diagnosis, triage, reporting, screening,
-decision support); images of patients whose care could depend on the
-caption; images unlike the training data (other modalities, photographs,
-scanned documents); languages other than English."""
+Research on radiology image captioning, and teaching how an image captioner
+is built, trained and evaluated; comparing decoders and decodings against
+the baselines on the same data.
+
+### Out-of-scope use
+
+Any clinical use (diagnosis, triage, reporting, screening, decision
+support); images of patients whose care could depend on the caption; images
+unlike the training data (other modalities, photographs, scanned
+documents); languages other than English."""
 
 
 def write_card(run_dir: str | Path, model, dataset, metrics: dict | None = None):
@@ -118,8 +126,8 @@ def _details(config: Config, facts: dict) -> str:
     lines = [
         f"- Decoder: {decoder}",
         f"- Image backbone: VGG16, frozen, {_weights(config)}",
-        f"- Vocabulary size: {facts['vocab_size']} tokens "
-        f"(words seen at least {config.min_count} times in the train split)",
+        f"- Vocabulary size: {facts['vocab_size']} tokens (the train split's "
+        f"words, min_count={config.min_count}, and {len(SPECIALS)} special tokens)",
         f"- Parameters: {facts['parameters']:,} (the decoder; the backbone's "
         "are not trained)",
         f"- Caption length: at most {config.max_len} words",
@@ -203,9 +211,14 @@ def _familiarity(figures: dict) -> str:
 
 
 def _limitations(config: Config) -> str:
+    learnt = (
+        "features learnt on ImageNet's photographs"
+        if config.weights == "imagenet"
+        else "features that were not learnt on radiology images"
+    )
     return f"""\
 - The image features come from VGG16, frozen, with {_weights(config)}:
-  features learnt on photographs, not fine-tuned on radiology images.
+  {learnt}, never fine-tuned on radiology images.
 - English captions only; at most {config.max_len} words (longer captions were
   cut to that length in training, and generation stops there).
 - The familiarity flag (`radcap.familiarity`) warns when an image lies far

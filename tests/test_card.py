@@ -71,7 +71,7 @@ def test_training_writes_a_card_that_is_not_evaluated_yet(shared):
     assert "- Training: 2 epochs, best validation loss " in card
     for section in ("Model details", "Uses", "Training data", "Limitations"):
         assert f"\n## {section}\n" in card
-    assert "Out-of-scope use: any clinical use" in card
+    assert "\n### Out-of-scope use\n\nAny clinical use (diagnosis" in card
 
 
 def test_evaluation_writes_its_scores_into_the_card_of_a_run_without_one(copied):
