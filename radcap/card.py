@@ -211,14 +211,13 @@ def _familiarity(figures: dict) -> str:
 
 
 def _limitations(config: Config) -> str:
-    learnt = (
-        "features learnt on ImageNet's photographs"
-        if config.weights == "imagenet"
-        else "features that were not learnt on radiology images"
-    )
+    learnt = {
+        "imagenet": "learnt on ImageNet's photographs, never tuned on radiology",
+        None: "untrained: they hold no learnt knowledge of images",
+    }.get(config.weights, "never tuned on radiology by radcap")
     return f"""\
 - The image features come from VGG16, frozen, with {_weights(config)}:
-  {learnt}, never fine-tuned on radiology images.
+  {learnt}.
 - English captions only; at most {config.max_len} words (longer captions were
   cut to that length in training, and generation stops there).
 - The familiarity flag (`radcap.familiarity`) warns when an image lies far
