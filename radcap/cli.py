@@ -40,6 +40,7 @@ from radcap.evaluation import compare_runs, evaluate, write_comparison
 from radcap.features.backbone import LAYER, WeightsError, shared_extractor
 from radcap.features.cache import FeatureCacheError, extract
 from radcap.models import runs
+from radcap.models.card import DISCLAIMER
 from radcap.models.runs import RunError
 from radcap.serving import app
 
@@ -217,6 +218,8 @@ def cmd_caption(args) -> int:
         print(f"{path}\t{result['caption']}{frame}")
         if result["familiar"] is False:
             print(f"  {captioner.familiarity_note(result['familiarity'])}")
+    if not args.json:  # stdout stays one line per image; JSON keeps its fields
+        print(DISCLAIMER, file=sys.stderr)
     return status
 
 

@@ -29,6 +29,7 @@ from tiny_run import shared_tiny_run
 from radcap import cli
 from radcap.data.images import MAX_PIXELS, load_image
 from radcap.decoding.captioner import Captioner
+from radcap.models.card import DISCLAIMER
 from radcap.serving import app, app_page
 
 TIMEOUT = 120  # seconds for a page run that captions (the first loads VGG16)
@@ -75,6 +76,10 @@ def shown_captions(page) -> dict[int, str]:
 
 def images(dataset, split, n):
     return [Path(p) for p in dataset.images(split)["path"][:n]]
+
+
+def test_the_page_says_it_is_for_research_only(page):
+    assert [w.value for w in page.warning] == [DISCLAIMER]
 
 
 def test_two_images_get_the_captioners_greedy_then_beam_captions(run, page):
@@ -244,7 +249,7 @@ def test_an_unfamiliar_image_is_flagged_and_a_training_image_is_not(
     upload(page, paths)
     note = captioner.familiarity_note(noise_caption.familiarity)
     assert note.startswith("warning: unlike the training images")
-    assert [w.value for w in page.warning] == [note]  # the noise image's only
+    assert [w.value for w in page.warning] == [DISCLAIMER, note]  # no other
     # The training image's evidence is itself, then two others.
     train = dataset.split("train").drop_duplicates("image_id")
     own = train.loc[train["path"] == str(familiar), "caption"].item()

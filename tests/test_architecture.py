@@ -72,6 +72,7 @@ def test_modules_and_functions_stay_small():
 def test_run_folder_file_names_are_spelled_once():
     names = ["best.keras", "config.json", "vocab.json", "history.csv"]
     names += ["training.json", "metrics.json", "report.md", "comparison.md"]
+    names += ["MODEL_CARD.md"]
     spelled = {name: [] for name in names}
     for path in sorted((REPO / "radcap").rglob("*.py")):
         source = path.read_text()

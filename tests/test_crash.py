@@ -56,7 +56,7 @@ SETTINGS = (
 )
 EPOCHS = 3
 RUN_FILES = (runs.CONFIG, runs.VOCAB, runs.MODEL, runs.HISTORY, runs.TRAINING)
-RUN_FILES += (runs.FAMILIARITY,)
+RUN_FILES += (runs.FAMILIARITY, runs.MODEL_CARD)
 LOCK_MESSAGE = "is in use by another radcap process"
 
 
@@ -607,13 +607,14 @@ def test_folder_lock_refuses_a_second_holder_until_the_first_dies(tmp_path):
 # (with `reuse`, as notebook 04 calls it) is killed at each of its writes, in
 # the order it makes them: the kill lands after a file is written in full
 # and before it takes its real name. The rerun must give M2's results:
-# report, metrics and captions, all three, never one of M1's passed as M2's.
+# report, metrics, captions and model card, never one of M1's passed as M2's.
 EVALUATE_POINTS = (
     "write:black.png",  # the first write: a control image
     "write:noise.png",  # the last control image
     f"write:{runs.METRICS}",
     f"write:{runs.captions_file('test')}",
     f"write:{runs.REPORT}",
+    f"write:{runs.MODEL_CARD}",
     f"write:{runs.EVALUATION}",  # the last write: the marker that commits them
 )
 EVALUATE_ARGS = dict(beams=[1], meteor=False, verbose=False)

@@ -2,12 +2,13 @@
 
 `evaluate` reads as its steps: load the run and the split, score every
 decoding, score the baselines, caption the controls, assemble the metrics,
-write `metrics.json`, `captions_<split>.csv` and `report.md` (each atomically,
-with the run folder held against a second writer), and last
-`evaluation.json`, which names the model file and settings they belong to and
-their digests. The outputs count as one unit: `reuse` takes them only when
-that last file says they are complete and current, so an evaluation killed
-midway never passes an earlier model's report or captions off as this one's.
+write `metrics.json`, `captions_<split>.csv`, `report.md` and the model card
+(`radcap.models.card`), each atomically, with the run folder held against a second
+writer, and last `evaluation.json`, which names the model file and settings
+they belong to and their digests. The outputs count as one unit: `reuse`
+takes them only when that last file says they are complete and current, so
+an evaluation killed midway never passes an earlier model's report, captions
+or model card off as this one's.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from radcap.evaluation.report import metrics_table, report_markdown
 from radcap.features.backbone import WeightsError
 from radcap.features.splits import Split, load_split
 from radcap.models import runs
+from radcap.models.card import model_card
 
 # Evaluation writes its files into the run folder; a Kaggle input is read-only.
 _READ_ONLY_REMEDY = (
@@ -142,7 +144,8 @@ def evaluate(
         if cases is not None:
             _add_demo_truth(metrics, captioner, test, cases)
         metrics["evaluated"] = stamp
-        _write(run_dir, metrics, test, captions, samples, config.name)
+        card = model_card(run_dir, captioner.model, dataset, metrics)
+        _write(run_dir, metrics, test, captions, samples, config.name, card)
     if verbose:
         _say(metrics, captioner, control_captions, run_dir)
     return metrics
@@ -365,9 +368,9 @@ def _assemble(
     return metrics
 
 
-def _write(run_dir: Path, metrics, test: Split, captions, samples, name) -> None:
-    """`metrics.json`, `captions_<split>.csv` and `report.md`, each atomically,
-    then the marker that commits them (see `_saved`)."""
+def _write(run_dir: Path, metrics, test: Split, captions, samples, name, card):
+    """`metrics.json`, `captions_<split>.csv`, `report.md` and the model card,
+    each atomically, then the marker that commits them (see `_saved`)."""
     references = test.references()
     table = pd.DataFrame(
         {
@@ -382,6 +385,7 @@ def _write(run_dir: Path, metrics, test: Split, captions, samples, name) -> None
     write_text(
         run_dir / runs.REPORT, report_markdown(metrics, table.head(samples), name)
     )
+    write_text(run_dir / runs.MODEL_CARD, card)
     outputs = {
         file: file_digest(run_dir / file) for file in runs.evaluation_outputs(test.name)
     }

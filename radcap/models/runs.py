@@ -11,6 +11,9 @@ checkpoints/<run>/   config.json   the Config the run was trained with
                      training.json written when training ends (its summary)
                      familiarity.npz  the training images' features, in
                                    brief, to flag unfamiliar inputs
+                     MODEL_CARD.md what the model is and is for, how it
+                                   scored: written by training, rewritten
+                                   by evaluation (`radcap.models.card`)
                      metrics.json, report.md, captions_<split>.csv, controls/
                                    written by evaluation
                      evaluation.json  written last by evaluation: the model
@@ -47,6 +50,7 @@ TRAINING = "training.json"
 FAMILIARITY = "familiarity.npz"
 METRICS = "metrics.json"
 REPORT = "report.md"
+MODEL_CARD = "MODEL_CARD.md"
 EVALUATION = "evaluation.json"  # written last: which model the outputs belong to
 BACKUP = "backup"
 DIVERGED = "diverged.json"
@@ -64,8 +68,10 @@ def captions_file(split: str) -> str:
 
 def evaluation_outputs(split: str) -> tuple[str, ...]:
     """The files an evaluation of `split` writes, committed as a unit by
-    `EVALUATION` (see `radcap.evaluation.evaluate`)."""
-    return (METRICS, captions_file(split), REPORT)
+    `EVALUATION` (see `radcap.evaluation.evaluate`); the model card among
+    them, so that it never shows the scores of an evaluation that did not
+    finish."""
+    return (METRICS, captions_file(split), REPORT, MODEL_CARD)
 
 
 class RunError(FileNotFoundError):

@@ -18,6 +18,7 @@ import re
 import streamlit as st
 
 from radcap.features.backbone import WeightsError
+from radcap.models.card import DISCLAIMER
 from radcap.models.runs import RunError
 from radcap.serving import app
 
@@ -113,6 +114,7 @@ def main() -> None:
     st.title("radcap: captions for your images")
     service = _load()
     st.caption(_text(_description(service)))
+    st.warning(DISCLAIMER)
     if service.captioner.familiarity_hint:
         st.info(service.captioner.familiarity_hint)
     if service.evidence_problem:

@@ -43,6 +43,7 @@ from radcap.features.cache import is_cached
 from radcap.features.familiarity import Familiarity
 from radcap.features.splits import Split, load_split
 from radcap.models import runs
+from radcap.models.card import write_card
 from radcap.models.merge import build_captioner, feature_stats
 from radcap.training.batches import Batches, token_loss
 from radcap.training.callbacks import Progress, run_callbacks
@@ -116,6 +117,7 @@ def train(
             "strategy": strategy_name(strategy),
             "replicas": int(strategy.num_replicas_in_sync),
         }
+        write_card(run_dir, model, dataset)  # before training.json, which ends it
         return _finish(run_dir, config, prepared, granted, seconds, verbose)
 
 
