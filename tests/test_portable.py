@@ -98,3 +98,13 @@ def test_reads_and_writes_at_the_start_without_pread(tmp_path, monkeypatch):
         assert portable.read_head(fd, 64) == b"1234"
     finally:
         os.close(fd)
+
+
+def test_on_windows_the_app_server_starts_with_no_step_before(monkeypatch):
+    from radcap import server
+
+    # subprocess refuses a preexec_fn on Windows (ValueError): none is given.
+    with monkeypatch.context() as windows:  # undone before pytest reports
+        windows.setattr(server.os, "name", "nt")
+        step = server._end_with(os.getpid())
+    assert step is None
