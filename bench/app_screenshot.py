@@ -6,7 +6,7 @@ Run after `radcap demo --attention`, from the folder it ran in:
 
 Serves the run with `radcap app` on a free port, opens the page in headless
 Chromium (Debian: `apt-get install chromium chromium-driver`; selenium from
-requirements.txt), uploads the first test image that shows a lesion, waits
+the test extra), uploads the first test image that shows a lesion, waits
 for its caption, turns on its attention maps and saves the window as a PNG
 of 128 colours, 1280 pixels wide. Prints one JSON object: the image, the
 caption the page showed, the file written and its size.

@@ -444,7 +444,7 @@ def browser():
         from selenium import webdriver
         from selenium.common.exceptions import WebDriverException
     except ImportError:
-        return None, "selenium is not installed (pip install -r requirements.txt)"
+        return None, "selenium is not installed (pip install -e '.[test]')"
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         return None, (
             f"no {CHROMIUM} or {CHROMEDRIVER} (Debian: apt-get install chromium "

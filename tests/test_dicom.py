@@ -219,8 +219,8 @@ def test_without_pydicom_the_reason_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(ImageError) as err:
         load_image(FILES / "CT_small.dcm")
     assert err.value.reason == (
-        "a DICOM file: reading it needs pydicom: pip install 'radcap[dicom]' "
-        "(or pip install 'pydicom>=3.0')"
+        "a DICOM file: reading it needs pydicom: pip install 'pydicom>=3.0' "
+        "(in a clone of radcap: pip install -e '.[dicom]')"
     )
 
 

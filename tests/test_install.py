@@ -13,9 +13,11 @@ in IPython with its shell commands recorded instead of run.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -235,3 +237,127 @@ def test_the_setup_cell_in_a_clone_runs_the_installer(run_setup, tmp_path, monke
     assert error is None
     assert ran == [f"{sys.executable} ../tools/install_radcap.py -q"]
     assert sys.path[0] == str(tmp_path)
+
+
+# --- what each install brings ----------------------------------------------------
+
+# Import names that are not their distribution's name.
+DISTRIBUTION = {"PIL": "pillow", "skimage": "scikit-image"}
+# Imported only where the runtime has it: `google.colab` in Colab.
+RUNTIME = {"google"}
+# The modules of a feature whose packages come with an extra, not with radcap.
+FEATURE_EXTRA = {"radcap/serving/app_page.py": "app"}
+
+
+def requirement_name(requirement: str) -> str:
+    """`pydicom` of `pydicom>=3.0`, `portalocker` of `portalocker[win32]>=4.4; ...`."""
+    name = re.match(r"[A-Za-z0-9._-]+", requirement.strip())[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def project() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+# What runs later than the import, or may fail: an import inside is optional.
+GUARDS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.Try)
+
+
+def third_party_imports(path: Path) -> tuple[set[str], set[str]]:
+    """(top-level, all) third-party packages that the module at `path` imports.
+
+    Top level: run when the module is imported, i.e. not inside a function or
+    a `try:` (which guards an optional package).
+    """
+    tree = ast.parse(path.read_text())
+    inner = {
+        id(node)
+        for guard in ast.walk(tree)
+        if isinstance(guard, GUARDS)
+        for node in ast.walk(guard)
+        if node is not guard
+    }
+    top, every = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        roots = {n.split(".")[0] for n in names} - set(sys.stdlib_module_names)
+        roots.discard("radcap")
+        every |= roots
+        if id(node) not in inner:
+            top |= roots
+    return top, every
+
+
+def test_a_plain_install_brings_no_test_only_package():
+    meta = project()
+    base = {requirement_name(r) for r in meta["dependencies"]}
+    extras = {
+        extra: {requirement_name(r) for r in requirements}
+        for extra, requirements in meta["optional-dependencies"].items()
+    }
+    # portalocker: in radcap on Windows, in the test extra for its tests here.
+    assert base & extras["test"] == {"portalocker"}
+    assert {"pytest", "nbval", "selenium", "streamlit", "pydicom"} <= extras["test"]
+    # The suite runs the app's and the DICOM tests, and the Windows lock path.
+    assert extras["app"] | extras["dicom"] | {"portalocker"} <= extras["test"]
+    (windows,) = [r for r in meta["dependencies"] if "portalocker" in r]
+    assert windows.endswith("; sys_platform == 'win32'")
+    # requirements.txt is radcap itself: what pyproject.toml lists, no more.
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    assert [line for line in lines if line and not line.startswith("#")] == ["-e ."]
+
+
+def test_every_package_radcap_imports_comes_with_its_install():
+    meta = project()
+    base = {requirement_name(r) for r in meta["dependencies"]}
+    extras = {
+        extra: {requirement_name(r) for r in requirements}
+        for extra, requirements in meta["optional-dependencies"].items()
+    }
+    everything = base.union(*extras.values())
+    missing = []
+    for path in sorted((REPO / "radcap").rglob("*.py")):
+        module = path.relative_to(REPO).as_posix()
+        top, every = third_party_imports(path)
+        feature = extras.get(FEATURE_EXTRA.get(module), set())
+        for name in sorted(every - RUNTIME):
+            package = DISTRIBUTION.get(name, name).lower()
+            if name in top and package not in base | feature:
+                missing.append(f"{module} imports {name} when imported")
+            elif package not in everything:
+                missing.append(f"{module} imports {name}, in no install")
+    assert missing == []
+    # The check sees what it is for: streamlit at the top of the app's page
+    # only, pydicom in a function, the Windows lock package in one.
+    assert "streamlit" in third_party_imports(REPO / "radcap/serving/app_page.py")[0]
+    top, every = third_party_imports(REPO / "radcap/data/dicom.py")
+    assert "pydicom" in every - top
+    top, every = third_party_imports(REPO / "radcap/core/portable.py")
+    assert "portalocker" in every - top
+
+
+def pip_commands(text: str) -> list[str]:
+    """The `pip install` commands of a shell text, `-q` left out."""
+    commands = re.split(r"&&|\n", text)
+    commands = [c.strip().replace(" -q", "") for c in commands]
+    return [c for c in commands if c.startswith("pip install")]
+
+
+def test_ci_installs_as_the_readme_says():
+    readme = (REPO / "README.md").read_text()
+    quickstart = readme[readme.index("## Quickstart") :].split("\n## ")[0]
+    install, tests = re.findall(r"```bash\n(.*?)```", quickstart, re.DOTALL)[:2]
+    assert install.startswith("python3 -m venv .venv") and "radcap demo" in install
+    assert pip_commands(install) == ["pip install -e ."]
+    assert pip_commands(tests) == ['pip install -e ".[test]"']
+    assert tests.strip().endswith("pytest")
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "python3 -m venv .venv" in ci
+    assert pip_commands(ci) == pip_commands(install) + pip_commands(tests)
+    assert ci.strip().endswith("\npytest")

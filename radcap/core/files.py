@@ -6,7 +6,9 @@ so a reader sees the old file or the new one, never half of one: a kill, a
 power cut or a full disk in the middle leaves the previous version intact.
 A folder that one process writes into (a run folder, a feature cache) is
 held with an OS file lock, which the kernel releases when the process dies,
-so a crash never leaves a stale lock behind.
+so a crash never leaves a stale lock behind: `flock` where there is `fcntl`
+(Linux, macOS), the Win32 file locks through `portalocker` where there is not
+(Windows).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import secrets
 import shutil
 import stat
 from pathlib import Path
+
+from radcap.core.portable import read_head, try_lock, write_head
 
 # The lock file of a folder that radcap writes into. Its name is radcap's own,
 # so a user's file is never truncated or overwritten by taking the lock;
@@ -135,8 +139,8 @@ def partial_path(target: str | Path) -> Path:
 
 def _alive(pid: int) -> bool:
     """Whether process `pid` exists (in doubt: yes, so nothing of it is removed)."""
-    if pid == os.getpid():
-        return True
+    if pid == os.getpid() or os.name == "nt":
+        return True  # Windows' os.kill(pid, 0) sends a Ctrl-C: never asked there
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -307,9 +311,13 @@ def open_lock_file(folder: Path, mode: int) -> int:
         LockError: `LOCK_FILE` in `folder` is not a regular file.
     """
     path = folder / LOCK_FILE
-    flags = mode | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK  # a pipe: no wait
+    # Windows has neither flag: there a link is looked for before the open.
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    flags = mode | os.O_CREAT | nofollow | getattr(os, "O_NONBLOCK", 0)  # a pipe
     try:
-        fd = os.open(path, flags, 0o644)
+        if not nofollow and path.is_symlink():
+            raise OSError(errno.ELOOP, "a symbolic link", str(path))
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o644)
     except OSError as err:
         if err.errno not in (errno.ELOOP, errno.EISDIR):
             raise
@@ -328,17 +336,16 @@ def open_lock_file(folder: Path, mode: int) -> int:
 
 
 def take_lock(fd: int, folder: Path, what: str, shared: bool = False) -> None:
-    """`flock` the open lock file `fd` of `folder`, or a `LockError` naming its holder.
+    """Lock the open lock file `fd` of `folder`, or a `LockError` naming its holder.
 
     Exclusive for a writer (`folder_lock`), shared for readers
     (`radcap.core.locks.read_lock`); never waits.
     """
-    import fcntl
-
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+    if not try_lock(fd, shared):
+        try:
+            holder = read_head(fd, 64).decode(errors="replace").strip() or "?"
+        except OSError:  # Windows: the holder's lock covers the bytes read
+            holder = "?"
         writes = ", which writes into it" if shared else ""
         raise LockError(
             f"The {what} {folder} is in use by another radcap process (pid "
@@ -380,8 +387,7 @@ def folder_lock(folder: str | Path, what: str):
         ) from None
     try:
         take_lock(fd, folder, what)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        write_head(fd, str(os.getpid()).encode())
         remove_stale_partials(folder)
         yield
     finally:

@@ -23,6 +23,7 @@ from radcap.core.files import (  # ReadOnlyError: where radcap.cli looks for it
     partial_path,
     take_lock,
 )
+from radcap.core.portable import try_lock
 
 
 def check_writable(folder: str | Path, what: str, remedy: str) -> None:
@@ -89,21 +90,22 @@ def replace_lock(target: str | Path, what: str):
 
     An exclusive OS lock on the parent folder itself, not on a file in it,
     so it works in any folder (a user's own) and leaves nothing behind.
-    Writers that replace things in the same folder take turns.
+    Writers that replace things in the same folder take turns. Windows opens
+    no folder as a file: there the lock is on `.radcap-replace.lock` in it,
+    a file that stays.
 
     Args:
         target: The path that will be replaced; its parent is made if needed.
         what: What is written, for the message (e.g. "export").
     """
-    import fcntl
-
     parent = Path(target).parent
     parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(parent, os.O_RDONLY)
+    if os.name == "nt":
+        fd = os.open(parent / ".radcap-replace.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    else:
+        fd = os.open(parent, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not try_lock(fd):
             raise LockError(
                 f"Another radcap process is writing its {what} into {parent}. "
                 "Wait for it to finish (or stop it), then run again; nothing was "
@@ -126,7 +128,10 @@ def swap_paths(a: str | Path, b: str | Path) -> None:
     """
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):  # Windows: no C library to load by no name
+        libc = None
     rename = getattr(libc, "renameat2", None)
     if rename is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available here")

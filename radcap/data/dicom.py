@@ -1,9 +1,9 @@
 """DICOM files as a radiologist's viewer shows them, and nothing of the patient.
 
 `radcap.data.images` reads every image file and hands DICOM files here.
-pydicom is the optional `dicom` extra (`pip install 'radcap[dicom]'`), so it
-is imported only when a DICOM file is read; without it such a file gets one
-line naming the extra.
+pydicom is the optional `dicom` extra (`pip install -e '.[dicom]'` in a
+clone), so it is imported only when a DICOM file is read; without it such a
+file gets one line naming the extra.
 
 Pixels go through the display pipeline of DICOM PS3.3 C.11 (C.7.6.3.1.2 for
 MONOCHROME1): stored values -> modality LUT (rescale slope and intercept, or
@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 SUFFIXES = (".dcm", ".dicom", ".dic")
-EXTRA = "pip install 'radcap[dicom]' (or pip install 'pydicom>=3.0')"
+EXTRA = "pip install 'pydicom>=3.0' (in a clone of radcap: pip install -e '.[dicom]')"
 FRAMES = ("middle", "first", "last")  # or a frame number, 1 for the first
 # The packages that decode a compressed transfer syntax, by its UID's start;
 # pydicom decodes RLE and deflate itself, and baseline JPEG with Pillow.

@@ -354,7 +354,8 @@ def serve(run: str | Path, root=None, host: str = HOST, port: int = PORT) -> int
     if importlib.util.find_spec("streamlit") is None:
         print(
             "radcap app: error: Streamlit is not installed. Install it with "
-            "`pip install 'streamlit>=1.50'` (or `pip install -r requirements.txt`) "
+            "`pip install 'streamlit>=1.50'` (in a clone of radcap: `pip install -e "
+            "'.[app]'`) "
             "and run the command again.",
             file=sys.stderr,
         )

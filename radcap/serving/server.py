@@ -59,8 +59,11 @@ def _end_with(parent: int):
     """What the server's process runs before it starts: end when `parent` ends.
 
     Linux sends the server SIGTERM when `radcap app` ends, however it ends
-    (`prctl(PR_SET_PDEATHSIG)`); elsewhere there is no such call.
+    (`prctl(PR_SET_PDEATHSIG)`); elsewhere there is no such call, and
+    Windows runs nothing in a child before it starts (None: no such step).
     """
+    if os.name == "nt":
+        return None
 
     def end_with_parent() -> None:
         if sys.platform.startswith("linux"):
