@@ -189,3 +189,47 @@ def test_notebook_04_alone_makes_the_demo_and_stops_in_one_line_for_roco(
     for line in MADE_HERE:
         assert line in text
     assert (alone / "checkpoints/demo/metrics.json").is_file()
+
+
+def test_a_feature_cache_of_an_input_is_linked_and_a_split_read_again_copied(
+    tmp_path,
+):
+    from radcap.data.images import RETRY_NOTE
+    from radcap.training.session import _link_cache
+
+    given = tmp_path / "input"
+    given.mkdir()
+    (given / "meta.json").write_text("{}")
+    (given / "test.npy").write_bytes(b"test")
+    (given / "test.partial.npy").write_bytes(b"unfinished")
+    (given / "train.npy").write_bytes(b"train")
+    (given / "train.skipped.csv").write_text(
+        f"image_id,path,reason\na,a.png,permission denied{RETRY_NOTE}\n"
+    )
+    here = tmp_path / "working"
+    _link_cache(given, here)
+    assert sorted(p.name for p in here.iterdir()) == [
+        "meta.json",
+        "test.npy",
+        "train.npy",
+        "train.skipped.csv",
+    ]
+    assert (here / "test.npy").resolve() == given / "test.npy"
+    # radcap reads this split's unreadable images again into train.npy in place.
+    assert not (here / "train.npy").is_symlink()
+    assert (here / "train.npy").read_bytes() == b"train"
+
+
+def test_a_missing_step_shows_in_ipython_as_its_one_line(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from radcap.training.session import MissingStepError
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.user_ns["MissingStepError"] = MissingStepError
+        result = shell.run_cell("raise MissingStepError('No run: run 03 first.')")
+    finally:
+        InteractiveShell.clear_instance()
+    assert isinstance(result.error_in_exec, MissingStepError)
+    assert capsys.readouterr().out == "MissingStepError: No run: run 03 first.\n"

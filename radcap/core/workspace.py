@@ -53,9 +53,10 @@ def in_colab() -> bool:
 
 def on_kaggle() -> bool:
     """Whether this Python runs in a Kaggle notebook."""
-    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or place(
-        "KAGGLE_WORKING"
-    ).is_dir()
+    return (
+        bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE"))
+        or place("KAGGLE_WORKING").is_dir()
+    )
 
 
 def mount_drive() -> None:
