@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
@@ -239,7 +240,8 @@ def run_setup(tmp_path, monkeypatch):
     def run(**parameters):
         ran.clear()
         pip.clear()
-        shell.user_ns.update({"RADCAP_REPO": None, "RADCAP_SOURCE": None, **parameters})
+        defaults = {"RADCAP_REPO": None, "RADCAP_SOURCE": None, "DRIVE": None}
+        shell.user_ns.update({**defaults, **parameters})
         result = shell.run_cell(setup_cell())
         return ran, pip, result.error_in_exec
 
@@ -257,7 +259,6 @@ def test_the_setup_cell_installs_the_first_source_found_with_the_pins(
     wheel = "radcap-0.3.0-py3-none-any.whl"
     kaggle = plant_wheel(root / f"kaggle/input/radcap-wheel/dist/{wheel}")
     plant_wheel(root / f"kaggle/input/radcap-wheel/{wheel}")
-    plant_wheel(root / f"content/drive/MyDrive/{wheel}")
     plant_wheel(work / "notebooks" / wheel)
     plant_clone(work)
     monkeypatch.chdir(work / "notebooks")
@@ -278,13 +279,24 @@ def test_the_setup_cell_installs_the_first_source_found_with_the_pins(
     (_, pip, error) = run_setup(RADCAP_SOURCE=str(mine))
     assert error is None and pip[0][1:] == [str(mine), "-q"]
     assert not any(path.endswith(".whl") for path in sys.path)
-    # 4. A wheel in the working folder, 5. on Drive, 6. in a Kaggle input.
-    for found in (
-        work / "notebooks" / wheel,
-        root / f"content/drive/MyDrive/{wheel}",
-        root / f"kaggle/input/radcap-wheel/{wheel}",
-        kaggle,
-    ):
+    # 4. A wheel in the current folder.
+    (_, pip, error) = run_setup()
+    assert error is None and pip[0][1:] == [str(work / "notebooks" / wheel), "-q"]
+    (work / "notebooks" / wheel).unlink()
+    # 5. On Google Drive, mounted by the cell in Colab unless DRIVE = False.
+    colab, drive = types.ModuleType("google.colab"), types.ModuleType("drive")
+    colab.drive = drive
+    drive.mount = lambda path: plant_wheel(root / path[1:] / "MyDrive" / wheel)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    (_, pip, error) = run_setup(DRIVE=False)
+    assert error is None and pip[0][1:] == [str(kaggle.parents[1] / wheel), "-q"]
+    (_, pip, error) = run_setup()
+    drive_wheel = root / "content/drive/MyDrive" / wheel
+    assert error is None and pip[0][1:] == [str(drive_wheel), "-q"]
+    drive_wheel.unlink()
+    monkeypatch.delitem(sys.modules, "google.colab")
+    # 6. In a Kaggle input, at either depth.
+    for found in (kaggle.parents[1] / wheel, kaggle):
         (_, pip, error) = run_setup()
         assert error is None and pip[0][1:] == [str(found), "-q"]
         found.unlink()
