@@ -40,6 +40,7 @@ GROUP = "working folder"
 # the scheduler starts them first; any other module counts 1 s per test.
 COST = {
     GROUP: 1650,
+    "tests/test_notebook_sessions.py": 270,
     "tests/test_crash.py": 200,
     "tests/test_roco_rehearsal.py": 190,
     "tests/test_devices.py": 160,

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
@@ -149,7 +150,7 @@ def test_the_wheel_holds_every_radcap_module_and_the_command(clone, tmp_path):
 
 
 def setup_cell() -> str:
-    """The setup cell, the same in the four notebooks."""
+    """The setup cell, the same in the four notebooks, under 10 lines."""
     import nbformat
 
     sources = {
@@ -158,85 +159,157 @@ def setup_cell() -> str:
     }
     assert len(sources) == 1, "the four setup cells differ"
     (source,) = sources
-    assert source.startswith("import glob") and "import radcap" in source
+    assert len(source.splitlines()) < 10
+    assert "from radcap._install import setup" in source
     return source
 
 
+def test_the_installer_is_also_the_module_radcap_install():
+    assert (REPO / "radcap" / "_install.py").resolve() == SCRIPT.resolve()
+
+
+def plant_clone(folder: Path) -> Path:
+    """A clone, as far as the setup cell can tell: radcap/ with the installer."""
+    (folder / "radcap").mkdir(parents=True)
+    (folder / "radcap" / "__init__.py").write_text("")
+    shutil.copy(SCRIPT, folder / "radcap" / "_install.py")
+    (folder / "pyproject.toml").write_text("")
+    return folder
+
+
+def plant_wheel(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("radcap/__init__.py", "")
+        wheel.write(SCRIPT, "radcap/_install.py")
+    return path
+
+
 @pytest.fixture
-def run_setup(monkeypatch):
-    """`run_setup(**parameters)`: the setup cell run in IPython while radcap
-    cannot be imported; returns the shell commands and pip magics it ran.
+def run_setup(tmp_path, monkeypatch):
+    """`run_setup(**parameters)`: the setup cell run in IPython while radcap is
+    not installed, with `root` standing in for `/`; returns the shell commands
+    it ran, the pip commands (`[constraints, *command]`) and the error.
     """
+    import glob
+    import importlib.util
+
     from IPython.core.interactiveshell import InteractiveShell
 
-    monkeypatch.setitem(sys.modules, "radcap", None)  # `import radcap` fails
+    root = tmp_path / "root"
+    real_glob, real_find_spec = glob.glob, importlib.util.find_spec
+    for name in [n for n in sys.modules if n.split(".")[0] == "radcap"]:
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+
+    def fake_glob(pattern):  # the cell's absolute places lie under `root`
+        if pattern[:1] == "/" and not pattern.startswith(str(tmp_path)):
+            pattern = f"{root}{pattern}"
+        return real_glob(pattern)
+
+    monkeypatch.setattr(glob, "glob", fake_glob)
+
+    def find_spec(name, *args):  # only a radcap planted under tmp_path counts
+        spec = real_find_spec(name, *args)
+        origin = os.path.abspath(spec.origin) if spec and spec.origin else ""
+        if name == "radcap" and str(tmp_path) not in origin:
+            return None
+        return spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    pip = []
+
+    def fake_run(command, **kwargs):
+        if "list" in command:
+            listed = "keras==3.5.0\nnumpy==1.26.4\ntensorflow==2.17.0\n"
+            return subprocess.CompletedProcess(command, 0, stdout=listed)
+        constraints = Path(command[command.index("-c") + 1]).read_text()
+        pip.append([constraints, *command[command.index("-c") + 2 :]])
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
     shell = InteractiveShell.instance()
     ran = []
-    monkeypatch.setattr(shell, "system", lambda cmd: ran.append(shell.var_expand(cmd)))
-    shell.register_magic_function(
-        lambda line: ran.append(f"%pip {line}"), "line", "pip"
-    )
+
+    def system(command):
+        ran.append(shell.var_expand(command))
+        if "git clone" in ran[-1]:
+            plant_clone(root / "tmp/radcap")
+
+    monkeypatch.setattr(shell, "system", system)
 
     def run(**parameters):
         ran.clear()
-        shell.user_ns.update({"RADCAP_REPO": None, "RADCAP_SOURCE": None, **parameters})
+        pip.clear()
+        defaults = {"RADCAP_REPO": None, "RADCAP_SOURCE": None, "DRIVE": None}
+        shell.user_ns.update({**defaults, **parameters})
         result = shell.run_cell(setup_cell())
-        return ran, result.error_in_exec
+        return ran, pip, result.error_in_exec
 
     yield run
     InteractiveShell.clear_instance()
 
 
-def test_the_setup_cell_installs_an_uploaded_wheel_with_the_pins(
+def test_the_setup_cell_installs_the_first_source_found_with_the_pins(
     run_setup, tmp_path, monkeypatch
 ):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "radcap-0.2.0-py3-none-any.whl").write_bytes(b"")
-    (tmp_path / "radcap-main.zip").write_bytes(b"")
-    (pins_command, install), error = run_setup()
-    assert error is None
-    assert install == '%pip install -q -c /tmp/pins "./radcap-0.2.0-py3-none-any.whl"'
-    # The line pins what tools/install_radcap.py pins.
-    pins = tmp_path / "pins"
-    assert pins_command.endswith(">/tmp/pins")
-    command = pins_command.replace(">/tmp/pins", f">{pins}")
-    assert subprocess.run(command, shell=True).returncode == 0
-    assert pins.read_text().splitlines() == installer().pins()
-
-    (_, install), _ = run_setup(RADCAP_SOURCE="/content/mine.zip")
-    assert install == '%pip install -q -c /tmp/pins "/content/mine.zip"'
+    root = tmp_path / "root"
+    work = tmp_path / "work"
     url = "https://example.org/radcap.git"
-    (_, install), _ = run_setup(RADCAP_REPO=url, RADCAP_SOURCE="/content/mine.zip")
-    assert install == f'%pip install -q -c /tmp/pins "git+{url}"'
+    mine = plant_wheel(tmp_path / "mine/radcap-0.3.0-py3-none-any.whl")
+    wheel = "radcap-0.3.0-py3-none-any.whl"
+    kaggle = plant_wheel(root / f"kaggle/input/radcap-wheel/dist/{wheel}")
+    plant_wheel(root / f"kaggle/input/radcap-wheel/{wheel}")
+    plant_wheel(work / "notebooks" / wheel)
+    plant_clone(work)
+    monkeypatch.chdir(work / "notebooks")
 
-
-def test_the_setup_cell_says_the_three_ways_when_it_finds_nothing(
-    run_setup, tmp_path, monkeypatch
-):
-    monkeypatch.chdir(tmp_path)
-    ran, error = run_setup()
-    assert ran == []
-    assert isinstance(error, ModuleNotFoundError)
-    message = str(error)
-    for way in (
-        "clone of the repository",
-        "RADCAP_REPO",
-        "radcap*.whl",
-        "RADCAP_SOURCE",
-    ):
-        assert way in message
-
-
-def test_the_setup_cell_in_a_clone_runs_the_installer(run_setup, tmp_path, monkeypatch):
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "tools").mkdir()
-    shutil.copy(SCRIPT, tmp_path / "tools")
-    monkeypatch.chdir(tmp_path / "notebooks")
-    ran, error = run_setup(RADCAP_REPO="https://example.org/radcap.git")
+    # 1. The clone the notebook sits in, editable; nothing is cloned.
+    ran, pip, error = run_setup(RADCAP_REPO=url, RADCAP_SOURCE=str(mine))
+    assert error is None and ran == []
+    assert pip == [["keras==3.5.0\ntensorflow==2.17.0\n", "-e", str(work), "-q"]]
+    assert sys.path[0] == str(work)  # importable without a restart
+    # 2. RADCAP_REPO, cloned into /tmp/radcap.
+    shutil.rmtree(work / "radcap")
+    ran, pip, error = run_setup(RADCAP_REPO=url, RADCAP_SOURCE=str(mine))
     assert error is None
-    assert ran == [f"{sys.executable} ../tools/install_radcap.py -q"]
-    assert sys.path[0] == str(tmp_path)
+    assert ran == [f"git clone -q --depth 1 {url} /tmp/radcap"]
+    assert pip[0][1:] == ["-e", str(root / "tmp/radcap"), "-q"]
+    # 3. RADCAP_SOURCE.
+    shutil.rmtree(root / "tmp")
+    (_, pip, error) = run_setup(RADCAP_SOURCE=str(mine))
+    assert error is None and pip[0][1:] == [str(mine), "-q"]
+    assert not any(path.endswith(".whl") for path in sys.path)
+    # 4. A wheel in the current folder.
+    (_, pip, error) = run_setup()
+    assert error is None and pip[0][1:] == [str(work / "notebooks" / wheel), "-q"]
+    (work / "notebooks" / wheel).unlink()
+    # 5. On Google Drive, mounted by the cell in Colab unless DRIVE = False.
+    colab, drive = types.ModuleType("google.colab"), types.ModuleType("drive")
+    colab.drive = drive
+    drive.mount = lambda path: plant_wheel(root / path[1:] / "MyDrive" / wheel)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    (_, pip, error) = run_setup(DRIVE=False)
+    assert error is None and pip[0][1:] == [str(kaggle.parents[1] / wheel), "-q"]
+    (_, pip, error) = run_setup()
+    drive_wheel = root / "content/drive/MyDrive" / wheel
+    assert error is None and pip[0][1:] == [str(drive_wheel), "-q"]
+    drive_wheel.unlink()
+    monkeypatch.delitem(sys.modules, "google.colab")
+    # 6. In a Kaggle input, at either depth.
+    for found in (kaggle.parents[1] / wheel, kaggle):
+        (_, pip, error) = run_setup()
+        assert error is None and pip[0][1:] == [str(found), "-q"]
+        found.unlink()
+    # Nothing at all: one line that says the ways.
+    ran, pip, error = run_setup()
+    assert ran == [] and pip == []
+    assert isinstance(error, ModuleNotFoundError)
+    assert str(error) == (
+        "No radcap to install: open this notebook in a clone, set RADCAP_REPO, or "
+        "add a radcap*.whl (see Setup above)."
+    )
 
 
 # --- what each install brings ----------------------------------------------------

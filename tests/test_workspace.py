@@ -64,17 +64,31 @@ def test_radcap_workdir_wins_everywhere(host, tmp_path, monkeypatch):
     assert host.mounts == 0 and (tmp_path / "ci").is_dir()
 
 
-def test_colab_keeps_roco_on_drive_and_the_demo_on_the_machine(host, tmp_path):
+def test_colab_keeps_every_preset_on_drive_unless_drive_is_false(host, tmp_path):
     host.colab()
-    assert workdir(preset="demo") == Path(".")
-    assert host.mounts == 0
-    assert workdir(preset="roco") == workspace.DRIVE_FOLDER
+    assert workdir(preset="demo") == workspace.DRIVE_FOLDER
     assert workspace.DRIVE_FOLDER.is_dir() and host.mounts == 1
-    assert workdir(drive=True, preset="demo") == workspace.DRIVE_FOLDER
+    assert workdir(preset="roco") == workspace.DRIVE_FOLDER
+    assert workdir(preset="hard") == workspace.DRIVE_FOLDER and host.mounts == 3
+    assert workdir(drive=False, preset="demo") == Path(".")
     assert workdir(drive=False, preset="roco") == Path(".")
+    assert host.mounts == 3
     # A WORKDIR on Drive is mounted first, whatever DRIVE says.
     mine = workspace.DRIVE_MOUNT / "MyDrive" / "mine"
-    assert workdir(mine, drive=False) == mine and host.mounts == 3
+    assert workdir(mine, drive=False) == mine and host.mounts == 4
+
+
+def test_the_host_folders_move_with_their_environment_variables(
+    host, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("RADCAP_DRIVE_MOUNT", str(tmp_path / "drive"))
+    monkeypatch.setenv("RADCAP_KAGGLE_INPUT", str(tmp_path / "in"))
+    monkeypatch.setenv("RADCAP_KAGGLE_WORKING", str(tmp_path / "out"))
+    assert workspace.place("KAGGLE_INPUT") == tmp_path / "in"
+    assert workspace.drive_folder() == tmp_path / "drive/MyDrive/radcap"
+    assert not workspace.on_kaggle()
+    (tmp_path / "out").mkdir()
+    assert workspace.on_kaggle() and workdir() == tmp_path / "out"
 
 
 def test_kaggle_writes_into_kaggle_working(host, tmp_path):

@@ -15,13 +15,19 @@ Usage (stdlib only: this runs before radcap is installed):
     python tools/install_radcap.py --source git+https://github.com/<you>/radcap.git
 
 Other arguments go to `pip install` as they are (`-q`, `--dry-run --report
-FILE`...). The notebooks' setup cell runs this from a clone; without one it
-pins the same packages with the same pattern (`TF_STACK`) in one line.
+FILE`...).
+
+The notebooks' setup cell calls `setup` in this file before radcap is
+installed: the file is also the module `radcap._install` (a link in the
+repository, a copy in the wheel), and the cell puts the places that may hold
+radcap on `sys.path`, first to last; Python imports the module from the first
+that has it, and `setup` installs radcap from there.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import subprocess
 import sys
@@ -67,6 +73,54 @@ def install(source: str | None, pip_args: list[str]) -> int:
             file=sys.stderr,
         )
     return done.returncode
+
+
+def setup(source: str | None = None, pip_args: tuple[str, ...] = ("-q",)) -> str:
+    """Install radcap from where this module was imported, in a notebook.
+
+    The setup cell puts on `sys.path`, in this order, what of these exists:
+    the clone the notebook sits in (`..`), a clone of `RADCAP_REPO`,
+    `RADCAP_SOURCE`, and a `radcap*.whl` in the working folder, on Google
+    Drive or in a Kaggle input; then it imports this module, which Python
+    finds in the first of them. A clone found is installed, editable; after
+    that, `source` (a wheel, a zip, a pip URL), else the wheel found.
+    Afterwards `import radcap` finds the installed radcap without a restart.
+
+    Args:
+        source: The notebook's `RADCAP_SOURCE`, if set.
+        pip_args: More arguments for `pip install`.
+
+    Returns:
+        What was installed: the clone's folder, or the source.
+
+    Raises:
+        RuntimeError: pip failed (what it said is above).
+    """
+    home = CLONE  # this file's radcap/.. : a clone, or a wheel on sys.path
+    if home.suffix != ".whl":
+        source = None  # a clone comes first: install it, editable
+    elif source is None:
+        source = str(home)
+    if install(source, list(pip_args)) != 0:
+        raise RuntimeError(
+            f"pip could not install radcap from {source or home}: see its "
+            "message above."
+        )
+    # Forget the radcap imported from the place found (a wheel, or a clone
+    # whose editable install Python sees only after a restart: kept on the
+    # path), so that the next `import radcap` finds the installed one.
+    sys.path[:] = [p for p in sys.path if not p.endswith(".whl")]
+    if source is None and str(home) not in map(str, sys.path):
+        sys.path.insert(0, str(home))
+    sys.meta_path[:] = [
+        finder
+        for finder in sys.meta_path
+        if not type(finder).__module__.startswith("radcap")
+    ]
+    for name in [n for n in sys.modules if n == "radcap" or n.startswith("radcap.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    return source or str(home)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,30 @@ from pathlib import Path
 ENV = "RADCAP_WORKDIR"  # tests and CI point it at a temporary folder
 DRIVE_MOUNT = Path("/content/drive")  # where Colab mounts Google Drive
 DRIVE_FOLDER = DRIVE_MOUNT / "MyDrive" / "radcap"
+KAGGLE_INPUT = Path("/kaggle/input")  # earlier notebooks' outputs, read-only
 KAGGLE_WORKING = Path("/kaggle/working")
+# The hosts' folders can be moved (tests stand in for Colab and Kaggle in a
+# temporary folder): these environment variables are read at every call.
+PLACES = {
+    "DRIVE_MOUNT": "RADCAP_DRIVE_MOUNT",
+    "KAGGLE_INPUT": "RADCAP_KAGGLE_INPUT",
+    "KAGGLE_WORKING": "RADCAP_KAGGLE_WORKING",
+}
+
+
+def place(name: str) -> Path:
+    """The host folder `name` ("DRIVE_MOUNT", "KAGGLE_INPUT", "KAGGLE_WORKING").
+
+    Its environment variable in `PLACES` when set, else the module constant.
+    """
+    return Path(os.environ.get(PLACES[name]) or globals()[name])
+
+
+def drive_folder() -> Path:
+    """The working folder on Google Drive: `DRIVE_FOLDER`, under a moved mount."""
+    if os.environ.get(PLACES["DRIVE_MOUNT"]):
+        return place("DRIVE_MOUNT") / "MyDrive" / "radcap"
+    return DRIVE_FOLDER
 
 
 def in_colab() -> bool:
@@ -30,26 +53,33 @@ def in_colab() -> bool:
 
 def on_kaggle() -> bool:
     """Whether this Python runs in a Kaggle notebook."""
-    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or KAGGLE_WORKING.is_dir()
+    return (
+        bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE"))
+        or place("KAGGLE_WORKING").is_dir()
+    )
 
 
 def mount_drive() -> None:
     """Mount Google Drive at `DRIVE_MOUNT` (Colab asks for permission once)."""
-    if (DRIVE_MOUNT / "MyDrive").is_dir():  # mounted by an earlier cell
+    if (place("DRIVE_MOUNT") / "MyDrive").is_dir():  # mounted by an earlier cell
         return
     from google.colab import drive  # only in Colab
 
-    drive.mount(str(DRIVE_MOUNT))
+    drive.mount(str(place("DRIVE_MOUNT")))
 
 
 def wants_drive(drive: bool | None, preset: str | None) -> bool:
-    """The `DRIVE` parameter resolved: None means Drive in Colab for ROCO only.
+    """The `DRIVE` parameter resolved: None means Drive whenever in Colab.
 
-    The demo is redrawn in minutes; ROCO's features and checkpoints take
-    hours, so those are kept where a Colab reset cannot reach them.
+    Colab gives every notebook its own runtime and wipes its disk after a
+    disconnect: on Drive, what notebook 01 made is there for 02, and so on.
+    `DRIVE = False` keeps the folder on the runtime's disk (the demo and
+    hard presets then make what they lack; see `radcap.training.session`).
+    `preset` is kept for the callers; every preset now gets the same default.
     """
+    del preset  # every preset: the notebooks of one preset share the folder
     if drive is None:
-        return in_colab() and preset == "roco"
+        return in_colab()
     if drive and not in_colab():
         warnings.warn(
             "DRIVE = True works in Colab only (Google Drive is mounted through "
@@ -79,8 +109,9 @@ def workdir(
     Args:
         folder: The notebook's `WORKDIR` parameter; None for the order above.
         drive: The notebook's `DRIVE` parameter: keep the folder on Google
-            Drive (Colab only); None: in Colab when `preset` is `"roco"`.
-        preset: The notebook's `PRESET`, for the default of `drive`.
+            Drive (Colab only); None: yes in Colab, False: no.
+        preset: The notebook's `PRESET` (the default of `drive` is the same
+            for every preset).
     """
     if os.environ.get(ENV):
         path = Path(os.environ[ENV])
@@ -91,9 +122,9 @@ def workdir(
         if folder is not None:
             path = Path(folder)
         elif on_drive:
-            path = DRIVE_FOLDER
+            path = drive_folder()
         elif on_kaggle():
-            path = KAGGLE_WORKING
+            path = place("KAGGLE_WORKING")
         elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "radcap").is_dir():
             path = Path.cwd().parent
         else:
@@ -103,4 +134,5 @@ def workdir(
 
 
 def _lies_on_drive(folder: str | Path | None) -> bool:
-    return folder is not None and Path(folder).absolute().is_relative_to(DRIVE_MOUNT)
+    mount = place("DRIVE_MOUNT")
+    return folder is not None and Path(folder).absolute().is_relative_to(mount)
