@@ -150,7 +150,9 @@ def _add_demo_parser(sub) -> None:
         "demo, demo-attention, hard-transformer, ...).",
     )
     p.add_argument(
-        "--size", type=int, help="Number of demo images (default: the preset's 600)."
+        "--size",
+        type=int,
+        help="Number of demo images (default: the preset's: 360, hard 600).",
     )
     p.add_argument(
         "--hard",

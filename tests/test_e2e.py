@@ -27,7 +27,7 @@ def demo_training(workdir, radcap_processes):
     """`radcap demo` started in a process of its own, once the features are cached.
 
     One `radcap extract --attention` caches fc2, the block means and the
-    grid in one backbone pass over the 600 images; then the plain demo
+    grid in one backbone pass over the 360 images; then the plain demo
     trains in its own process while the attention demo trains in this one
     (`attention_run`): the two runs share no file they write, and the
     longest chain of the suite is shorter by one demo.
@@ -40,7 +40,7 @@ def demo_training(workdir, radcap_processes):
         process.wait(timeout=DEMO_TIMEOUT)
 
 
-DEMO_TIMEOUT = 1800  # seconds; the demo takes 2.5 to 5 minutes on 2 free cores
+DEMO_TIMEOUT = 1800  # seconds; the demo takes about 2 minutes on 2 free cores
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,11 @@
 90 real captions (tests/data/roco_captions_sample.tsv) with drawn images,
 laid out as the Kaggle copy of ROCO unzips, with three listed images missing
 and one of 0 bytes; then `radcap extract`, `train`, `evaluate` and `caption`
-with the `roco` preset as a user types them (random backbone weights, two
-epochs). What a user would check: every step succeeds, the skip report names
+with the `roco` preset as a user types them (two epochs, and the tiny
+stand-in backbone: the rehearsal is about the data and the commands, not
+VGG16). What a user would check: every step succeeds, the skip report names
 the bad rows, no caption holds `<unk>`, `<pad>` or `<start>` or is empty, the
-metrics and the report are complete, and `caption`'s exit code follows its rule.
-"""
+metrics and the report are complete, and `caption`'s exit code follows its rule."""
 
 import csv
 import json
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from tiny_run import patch_tiny_backbone
 
 from radcap import cli
 from radcap.core.config import preset
@@ -67,8 +68,9 @@ def roco(tmp_path_factory):
 BARRED = ("<unk>", "<pad>", "<start>")
 
 
-def test_roco_rehearsal_through_the_command(roco, capsys):
+def test_roco_rehearsal_through_the_command(roco, capsys, monkeypatch):
     root, planted = roco
+    patch_tiny_backbone(monkeypatch)
     base = ["--preset", "roco", "--set", "weights=none", "--root", str(root)]
     # VGG16 runs on whole batches: 8 images, not the preset's 32, for the
     # two-image captions and the three controls (the run keeps the setting).

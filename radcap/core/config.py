@@ -338,7 +338,7 @@ def preset(kind: str, /, name: str | None = None, **overrides) -> Config:
             dataset="demo",
             source="demo",
             weights=None,
-            demo_size=600,
+            demo_size=360,
             min_count=1,
             max_len=20,
             embed_dim=64,
@@ -355,6 +355,7 @@ def preset(kind: str, /, name: str | None = None, **overrides) -> Config:
             name="hard",
             dataset="demo-hard",
             demo_findings=2,
+            demo_size=600,  # two findings per image: more images to learn them
             max_len=24,
         ),
         "roco": dict(
