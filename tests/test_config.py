@@ -1,6 +1,7 @@
 """Config validation, presets, the JSON round trip and configs of other versions."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +199,67 @@ def test_a_config_of_a_newer_radcap_says_to_upgrade(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(newer))
     with pytest.raises(ValueError, match="radcap_version=.new. is no radcap version"):
         Config.load(tmp_path)
+
+
+def test_presets_equal_the_expanded_presets_of_radcap_0_3():
+    # Each preset as radcap 0.3 spelled it out, every field (tests/data).
+    old = json.loads((Path(__file__).parent / "data/presets_0.3.json").read_text())
+    for kind, fields in old.items():
+        assert preset(kind).to_dict() == fields, kind
+
+
+def test_every_field_belongs_to_one_stage():
+    stages = Config.by_stage()
+    named = [field for names in stages.values() for field in names]
+    assert sorted(named) == sorted(Config().to_dict())
+    assert stages["decoding"] == ["beam", "length_penalty", "no_repeat_ngram", "allow_unk"]
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["0.1 (retired fields, no version)", "0.2 (no version)", "0.2.0", "0.3.0"],
+)
+def test_every_saved_config_form_still_loads(tmp_path, form):
+    values = json.loads(UNVERSIONED_DEMO)
+    expected = preset("demo")
+    if form.startswith("0.1"):
+        values.update(backbone="vgg16", layer="fc2", image_size=224)
+    if form == "0.2.0":
+        values["radcap_version"] = "0.2.0"  # before dicom_frame was added
+        expected = expected.replace(dicom_frame="middle")
+    if form == "0.3.0":
+        values.update(radcap_version="0.3.0", dicom_frame="first")
+        expected = expected.replace(dicom_frame="first")
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    assert Config.load(tmp_path) == expected
+
+
+def test_set_with_a_flat_key_still_works(tmp_path):
+    from radcap.arguments import build_parser
+    from radcap.cli import config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--set", "epochs=5", "--set", "projection=null"]
+    )
+    config = config_from_args(args)
+    assert config == preset("demo", epochs=5, projection=None)
+    preset("demo").save(tmp_path / "config.json")
+    args = build_parser().parse_args(
+        ["train", "--config", str(tmp_path / "config.json"), "--set", "beam=2"]
+    )
+    assert config_from_args(args) == preset("demo", beam=2)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("weights", 3, "Config.weights=3 is invalid: expected a string or None."),
+        ("dicom_frame", 2.0, "expected an integer or a string."),
+        ("units", 2.5, "Config.units=2.5 is invalid: expected an integer."),
+        ("seed", True, "Config.seed=True is invalid: expected an integer."),
+    ],
+)
+def test_types_come_from_the_annotations(field, value, message):
+    with pytest.raises(ValueError) as err:
+        Config(**{field: value})
+    assert message in str(err.value)
