@@ -7,7 +7,6 @@ import argparse
 from radcap.core.config import DECODERS, PRESETS, SCORINGS, SPLITS, Config
 from radcap.serving import app
 
-
 _BY_STAGE = Config.by_stage().items()
 
 

@@ -212,7 +212,12 @@ def test_every_field_belongs_to_one_stage():
     stages = Config.by_stage()
     named = [field for names in stages.values() for field in names]
     assert sorted(named) == sorted(Config().to_dict())
-    assert stages["decoding"] == ["beam", "length_penalty", "no_repeat_ngram", "allow_unk"]
+    assert stages["decoding"] == [
+        "beam",
+        "length_penalty",
+        "no_repeat_ngram",
+        "allow_unk",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -195,7 +195,9 @@ class Config:
             if kind is int and value < (0 if field in _ZERO_ALLOWED else 1):
                 self._fail(
                     field,
-                    "an integer >= 0" if field in _ZERO_ALLOWED else "a positive integer",
+                    "an integer >= 0"
+                    if field in _ZERO_ALLOWED
+                    else "a positive integer",
                 )
 
     def _check_values(self) -> None:
@@ -249,9 +251,7 @@ class Config:
     def by_stage(cls) -> dict[str, list[str]]:
         """The field names of each stage, in declaration order (see `STAGES`)."""
         names = [f.name for f in dataclasses.fields(cls)]
-        return {
-            stage: [n for n in names if STAGE_OF[n] == stage] for stage in STAGES
-        }
+        return {stage: [n for n in names if STAGE_OF[n] == stage] for stage in STAGES}
 
     @property
     def uses_grid(self) -> bool:
