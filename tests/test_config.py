@@ -260,8 +260,9 @@ def test_set_with_a_flat_key_still_works(tmp_path):
     [
         ("weights", 3, "Config.weights=3 is invalid: expected a string or None."),
         ("dicom_frame", 2.0, "expected an integer or a string."),
-        ("units", 2.5, "Config.units=2.5 is invalid: expected an integer."),
-        ("seed", True, "Config.seed=True is invalid: expected an integer."),
+        ("units", 2.5, "Config.units=2.5 is invalid: expected a positive integer."),
+        ("seed", True, "Config.seed=True is invalid: expected an integer >= 0."),
+        ("projection", 3, "Config.projection=3 is invalid: expected a string or None."),
     ],
 )
 def test_types_come_from_the_annotations(field, value, message):

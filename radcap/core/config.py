@@ -184,21 +184,20 @@ class Config:
         for field, kind in typing.get_type_hints(type(self)).items():
             value = getattr(self, field)
             allowed = typing.get_args(kind) or (kind,)
-            if isinstance(value, bool) and bool not in allowed:
-                self._fail(field, _describe(allowed))
+            expected = _describe(allowed)
+            if kind is int:  # a count: positive, or >= 0 where 0 means "off"
+                low = 0 if field in _ZERO_ALLOWED else 1
+                expected = "an integer >= 0" if low == 0 else "a positive integer"
             # An annotation is the only place a type is said; a float takes ints.
             accepted = tuple((int, float) if t is float else t for t in allowed)
+            if isinstance(value, bool) and bool not in allowed:
+                self._fail(field, expected)
             if not isinstance(value, accepted):
-                self._fail(field, _describe(allowed))
+                self._fail(field, expected)
             if isinstance(value, float) and not math.isfinite(value):
                 self._fail(field, "a finite number")
-            if kind is int and value < (0 if field in _ZERO_ALLOWED else 1):
-                self._fail(
-                    field,
-                    "an integer >= 0"
-                    if field in _ZERO_ALLOWED
-                    else "a positive integer",
-                )
+            if kind is int and value < low:
+                self._fail(field, expected)
 
     def _check_values(self) -> None:
         checks = [
