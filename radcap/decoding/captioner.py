@@ -66,7 +66,7 @@ class Captioner:
         self._familiarity_problem = familiarity_problem
 
     @classmethod
-    def load(cls, run_dir: str | Path, extractor: Extractor | None = None):
+    def load(cls, run_dir: str | Path, extractor: Extractor | None = None) -> Captioner:
         """The captioner of a run folder (see `radcap.models.runs`).
 
         Args:
@@ -286,7 +286,7 @@ class Captioner:
             One `Caption` per image (a `str` with `.familiarity` and
             `.familiar`), None for an image that could not be read.
         """
-        if isinstance(paths, np.ndarray) or "return_attention" in kwargs:
+        if getattr(paths, "ndim", 1) == 2 or "return_attention" in kwargs:
             return self._caption_old_form(paths, beam, **kwargs)
         return [r.caption for r in self.describe(paths, beam, **kwargs)]
 

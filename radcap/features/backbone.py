@@ -241,9 +241,11 @@ def shared_extractor(
     """The process's `Extractor` for this backbone, built once and reused.
 
     Building VGG16 (drawing or reading 138 million weights) takes seconds,
-    so every captioner and extraction in one process with the same weights,
-    seed and batch size shares one backbone. Only the last one is kept:
-    VGG16 holds about 530 MB.
+    so every extraction in one process with the same weights, seed and
+    batch size shares one backbone; a caller that wants a captioner to use
+    it too passes it (`Captioner.load(run_dir, extractor=...)`: the CLI and
+    the evaluation do; a `Captioner` never reaches for it itself). Only the
+    last one is kept: VGG16 holds about 530 MB.
 
     Args:
         config: Uses `weights`, `seed`, `extract_batch_size` (and the layers
