@@ -1,7 +1,8 @@
 """One flat configuration for every radcap step, with the `demo` and `roco` presets.
 
 Every other stage reads its knobs and its shared constants (splits, sources,
-presets) from here.
+presets) from here. Each field's type is said once, in its annotation (the
+validation reads it), and its stage once, in `STAGES`.
 """
 
 from __future__ import annotations
@@ -40,10 +41,9 @@ _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 CONFIG_FILE = "config.json"  # in every run folder (see radcap.models.runs)
 # Integer fields are positive, except these, where 0 means "off" (or is a seed).
 _ZERO_ALLOWED = ("early_stopping", "lr_patience", "seed", "no_repeat_ngram")
-# The stage that reads each field, declared once: `Config.by_stage` (the
-# `--set` help, `radcap config`-style listings) reads it. config.json stays
-# flat, as every radcap wrote it, so that every saved run and every
-# `--set key=value` keeps its one flat key.
+# The stage that reads each field, declared once (`Config.by_stage`; the
+# `--set` help lists the fields by it). The fields stay flat: config.json is
+# flat as every radcap wrote it, and `--set key=value` keeps its one flat key.
 STAGES = {
     "run": "name seed",
     "data": "dataset source data_dir caption_file include_nonradiology"
