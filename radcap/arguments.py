@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from radcap.core.config import DECODERS, PRESETS, SCORINGS, SPLITS
+from radcap.core.config import DECODERS, PRESETS, SCORINGS, SPLITS, Config
 from radcap.serving import app
+
+_BY_STAGE = Config.by_stage().items()
 
 
 def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):
@@ -20,7 +22,8 @@ def _add_config_args(p, run_help="Run name: the folder under checkpoints/."):
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="Change one config field, e.g. --set epochs=5 (repeatable).",
+        help="Change one config field, e.g. --set epochs=5 (repeatable). Fields: "
+        + "; ".join(f"{stage}: {', '.join(names)}" for stage, names in _BY_STAGE),
     )
     p.add_argument("--run", help=run_help)
     p.add_argument(

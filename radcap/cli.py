@@ -37,6 +37,7 @@ from radcap.data.download import DownloadError, download_roco
 from radcap.data.images import ImageError
 from radcap.decoding.captioner import Captioner
 from radcap.evaluation import compare_runs, evaluate, write_comparison
+from radcap.evaluation.notes import familiarity_note
 from radcap.features.backbone import LAYER, WeightsError, shared_extractor
 from radcap.features.cache import FeatureCacheError, extract
 from radcap.models import runs
@@ -192,32 +193,34 @@ def cmd_caption(args) -> int:
     paths, problems = _image_paths(args.images)
     if all(path in problems for path in paths):  # nothing at all to caption
         raise ValueError("; ".join(f"{path} {why}" for path, why in problems.items()))
-    captioner = Captioner.load(run_dir)
-    if args.frame is not None:
+    config = runs.load_config(run_dir)
+    # The process's backbone (radcap.features.backbone.shared_extractor):
+    # one VGG16 for every command run in one process, as for extraction.
+    backbone = shared_extractor(config, more=True)
+    captioner = Captioner.load(run_dir, extractor=backbone)
+    if args.frame is not None:  # the frame read from multi-frame DICOM files
         captioner.config = captioner.config.replace(dicom_frame=args.frame)
     if captioner.familiarity_hint:
         print(f"note: {captioner.familiarity_hint}", file=sys.stderr)
     status = 0
-    results = captioner.caption(
-        paths,
-        beam=args.beam,
-        return_attention=True,
-        no_repeat_ngram=args.no_repeat_ngram,
+    results = captioner.describe(
+        paths, beam=args.beam, no_repeat_ngram=args.no_repeat_ngram
     )
     for path, result in zip(paths, results):
-        result["error"] = problems.get(path, result["error"])
-        status = 1 if result["error"] else status
+        error = problems.get(path, result.error)
+        status = 1 if error else status
         if args.json:
-            keys = ("caption", "score", "familiar", "familiarity", "frame", "error")
-            print(json.dumps({"path": str(path)} | {k: result[k] for k in keys}))
+            keys = ("caption", "score", "familiar", "familiarity", "frame")
+            fields = {k: getattr(result, k) for k in keys} | {"error": error}
+            print(json.dumps({"path": str(path)} | fields))
             continue
-        if result["error"]:
-            print(f"{path}\tERROR: {result['error']}")
+        if error:
+            print(f"{path}\tERROR: {error}")
             continue
-        frame = f"\t({result['frame']})" if result["frame"] else ""
-        print(f"{path}\t{result['caption']}{frame}")
-        if result["familiar"] is False:
-            print(f"  {captioner.familiarity_note(result['familiarity'])}")
+        frame = f"\t({result.frame})" if result.frame else ""
+        print(f"{path}\t{result.caption}{frame}")
+        if result.familiar is False:
+            print(f"  {familiarity_note(result.familiarity, captioner.familiarity)}")
     if not args.json:  # stdout stays one line per image; JSON keeps its fields
         print(DISCLAIMER, file=sys.stderr)
     return status

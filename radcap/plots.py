@@ -219,8 +219,8 @@ def plot_attention(image_path, words, attention, title: str | None = None, ncols
 
     Args:
         image_path: The image that was captioned.
-        words: The generated words (e.g. the `words` of `Captioner.caption(...,
-            return_attention=True)`).
+        words: The generated words (e.g. the `words` of a `CaptionResult` of
+            `Captioner.describe`).
         attention: `(len(words), R)` weights over the grid regions; `R = 49`
             (7x7 `block5_pool`) or `196` (14x14 `block5_conv3`), read from
             `attention.shape[-1]`. Each map is upsampled (bilinear) to the

@@ -29,6 +29,7 @@ from tiny_run import shared_tiny_run
 from radcap import cli
 from radcap.data.images import MAX_PIXELS, load_image
 from radcap.decoding.captioner import Captioner
+from radcap.evaluation.notes import familiarity_note
 from radcap.models.card import DISCLAIMER
 from radcap.serving import app, app_page
 
@@ -247,7 +248,7 @@ def test_an_unfamiliar_image_is_flagged_and_a_training_image_is_not(
     assert [noise_caption.familiar, familiar_caption.familiar] == [False, True]
 
     upload(page, paths)
-    note = captioner.familiarity_note(noise_caption.familiarity)
+    note = familiarity_note(noise_caption.familiarity, captioner.familiarity)
     assert note.startswith("warning: unlike the training images")
     assert [w.value for w in page.warning] == [DISCLAIMER, note]  # no other
     # The training image's evidence is itself, then two others.
@@ -282,12 +283,12 @@ def test_the_csv_has_a_row_per_upload(run, page, downloads):
     table = pd.read_csv(io.BytesIO(downloads["captions.csv"]))
     assert list(table.columns) == app.CSV_COLUMNS
     assert table["path"].tolist() == [paths[0].name, paths[1].name, "x.png"]
-    expected = captioner.caption(paths, return_attention=True)
+    expected = captioner.describe(paths)
     for column in ("caption", "familiar"):
-        assert table[column].tolist()[:2] == [e[column] for e in expected]
+        assert table[column].tolist()[:2] == [getattr(e, column) for e in expected]
     for column in ("score", "familiarity"):
         assert table[column].tolist()[:2] == pytest.approx(
-            [e[column] for e in expected], rel=1e-6
+            [getattr(e, column) for e in expected], rel=1e-6
         )
     assert table.loc[2, "error"].startswith("x.png could not be captioned")
     assert table["error"].isna().tolist() == [True, True, False]

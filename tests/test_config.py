@@ -1,6 +1,7 @@
 """Config validation, presets, the JSON round trip and configs of other versions."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -82,12 +83,13 @@ def test_preset_names_attention_runs_once_for_everyone():
 def test_the_hard_preset_is_the_demo_with_two_findings():
     demo, hard = preset("demo"), preset("hard", decoder="transformer")
     assert (hard.dataset, hard.demo_findings, hard.max_len) == ("demo-hard", 2, 24)
+    assert (demo.demo_size, hard.demo_size) == (360, 600)
     assert (
         hard.uses_grid
         and not demo.uses_grid
         and preset("demo", attention=True).uses_grid
     )
-    same = {"name", "dataset", "demo_findings", "max_len", "decoder"}
+    same = {"name", "dataset", "demo_findings", "demo_size", "max_len", "decoder"}
     assert {k: v for k, v in hard.to_dict().items() if k not in same} == {
         k: v for k, v in demo.to_dict().items() if k not in same
     }
@@ -149,7 +151,7 @@ UNVERSIONED_DEMO = """{"name": "demo", "dataset": "demo", "source": "demo",
 
 def test_a_config_written_before_versions_were_recorded_loads_as_it_was(tmp_path):
     (tmp_path / "config.json").write_text(UNVERSIONED_DEMO)
-    assert Config.load(tmp_path) == preset("demo")
+    assert Config.load(tmp_path) == preset("demo", demo_size=600)  # it said 600
 
 
 def test_fields_an_older_radcap_lacked_get_the_value_it_used(tmp_path):
@@ -163,7 +165,7 @@ def test_fields_an_older_radcap_lacked_get_the_value_it_used(tmp_path):
     assert (config.lr_patience, config.no_repeat_ngram) == (0, 0)
     assert (config.allow_unk, config.strategy) == (True, "none")
     assert config.replace(lr_patience=3, no_repeat_ngram=3) == preset(
-        "demo", allow_unk=True, strategy="none"
+        "demo", allow_unk=True, strategy="none", demo_size=600
     )
 
 
@@ -198,3 +200,75 @@ def test_a_config_of_a_newer_radcap_says_to_upgrade(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(newer))
     with pytest.raises(ValueError, match="radcap_version=.new. is no radcap version"):
         Config.load(tmp_path)
+
+
+def test_presets_equal_the_expanded_presets_of_radcap_0_3():
+    # Each preset as radcap 0.3 spelled it out, every field (tests/data).
+    old = json.loads((Path(__file__).parent / "data/presets_0.3.json").read_text())
+    # One change since: the demo draws 360 images (the hard demo still 600).
+    old["demo"]["demo_size"] = 360
+    for kind, fields in old.items():
+        assert preset(kind).to_dict() == fields, kind
+
+
+def test_every_field_belongs_to_one_stage():
+    stages = Config.by_stage()
+    named = [field for names in stages.values() for field in names]
+    assert sorted(named) == sorted(Config().to_dict())
+    assert stages["decoding"] == [
+        "beam",
+        "length_penalty",
+        "no_repeat_ngram",
+        "allow_unk",
+    ]
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["0.1 (retired fields, no version)", "0.2 (no version)", "0.2.0", "0.3.0"],
+)
+def test_every_saved_config_form_still_loads(tmp_path, form):
+    values = json.loads(UNVERSIONED_DEMO)
+    expected = preset("demo", demo_size=600)  # the demo's size then
+    if form.startswith("0.1"):
+        values.update(backbone="vgg16", layer="fc2", image_size=224)
+    if form == "0.2.0":
+        values["radcap_version"] = "0.2.0"  # before dicom_frame was added
+        expected = expected.replace(dicom_frame="middle")
+    if form == "0.3.0":
+        values.update(radcap_version="0.3.0", dicom_frame="first")
+        expected = expected.replace(dicom_frame="first")
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    assert Config.load(tmp_path) == expected
+
+
+def test_set_with_a_flat_key_still_works(tmp_path):
+    from radcap.arguments import build_parser
+    from radcap.cli import config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--set", "epochs=5", "--set", "projection=null"]
+    )
+    config = config_from_args(args)
+    assert config == preset("demo", epochs=5, projection=None)
+    preset("demo").save(tmp_path / "config.json")
+    args = build_parser().parse_args(
+        ["train", "--config", str(tmp_path / "config.json"), "--set", "beam=2"]
+    )
+    assert config_from_args(args) == preset("demo", beam=2)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("weights", 3, "Config.weights=3 is invalid: expected a string or None."),
+        ("dicom_frame", 2.0, "expected an integer or a string."),
+        ("units", 2.5, "Config.units=2.5 is invalid: expected a positive integer."),
+        ("seed", True, "Config.seed=True is invalid: expected an integer >= 0."),
+        ("projection", 3, "Config.projection=3 is invalid: expected a string or None."),
+    ],
+)
+def test_types_come_from_the_annotations(field, value, message):
+    with pytest.raises(ValueError) as err:
+        Config(**{field: value})
+    assert message in str(err.value)

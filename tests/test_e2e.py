@@ -18,8 +18,16 @@ from real_images import write_real_images
 from radcap import cli
 from radcap.data.demo import Case, render
 from radcap.decoding.captioner import Captioner
+from radcap.features.backbone import shared_extractor
+from radcap.models import runs
 
 pytestmark = pytest.mark.slow
+
+
+def loaded(run_dir) -> Captioner:
+    """A run's captioner on the process's one backbone (a VGG16 build is seconds)."""
+    backbone = shared_extractor(runs.load_config(run_dir), more=True)
+    return Captioner.load(run_dir, extractor=backbone)
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +84,7 @@ def test_demo_scores(run, request):
 
 
 def test_lesion_side_changes_the_side_word(demo_run, tmp_path):
-    captioner = Captioner.load(demo_run)
+    captioner = loaded(demo_run)
     paths, agree = [], 0
     cases = [
         Case(m, r, True, side, "large", "nodule")
@@ -138,12 +146,13 @@ def test_caption_command_reports_an_unreadable_image_as_text_or_json(
 def test_caption_takes_files_or_cached_features(demo_run, workdir):
     from radcap.features.cache import load_features
 
-    captioner = Captioner.load(demo_run)
+    captioner = loaded(demo_run)
     fc2 = load_features(captioner.config, "test", root=workdir)
-    from_features = captioner.caption(np.asarray(fc2.array[:4]), beam=3)
+    from_features = captioner.caption_features(fc2.array[:4], beam=3)
     paths = [workdir / "data/demo/images" / f"{i}.png" for i in fc2.ids[:4]]
     assert from_features == captioner.caption(paths, beam=3)
-    assert from_features == captioner.caption_features(fc2.array[:4], beam=3)
+    described = captioner.describe_features(np.asarray(fc2.array[:4]), beam=3)
+    assert [r.caption for r in described] == from_features
 
 
 @pytest.mark.parametrize("run", ["demo_run", "attention_run"])
@@ -164,7 +173,7 @@ def test_search_by_caption_finds_a_matching_image(demo_run, workdir):
     from radcap.evaluation.retrieval import recall_at_k
     from radcap.features.cache import load_features
 
-    captioner = Captioner.load(demo_run)
+    captioner = loaded(demo_run)
     config = captioner.config
     fc2 = load_features(config, "test", root=workdir)
     references = data.load(config, workdir).references("test")
@@ -238,14 +247,13 @@ def test_trust_figures_of_the_evaluation(run, request):
 def test_real_images_are_flagged_and_captioned_without_repeats(
     demo_run, attention_run, real_images
 ):
-    attention = Captioner.load(attention_run)
+    attention = loaded(attention_run)
     arrays, errors = attention.image_features(real_images)  # one backbone pass
     assert errors == {}
-    for captioner in (Captioner.load(demo_run), attention):
-        grid = arrays["block5_pool"] if captioner.attention else None
-        captions = captioner.caption(
-            arrays["fc2"], grid=grid, stats=arrays["block_means"]
-        )
+    for captioner in (loaded(demo_run), attention):
+        grid = arrays["block5_pool"] if captioner.uses_grid else None
+        found = captioner.describe_features(arrays["fc2"], grid, arrays["block_means"])
+        captions = [r.caption for r in found]
         flagged = [c.familiar is False for c in captions]
         assert sum(flagged) >= 0.95 * len(real_images), [
             (p.name, c.familiarity) for p, c in zip(real_images, captions) if c.familiar
@@ -261,7 +269,7 @@ def test_a_run_without_familiarity_still_captions_and_gets_it_added(
     old = shutil.copytree(demo_run, tmp_path / "old-run")
     (old / "familiarity.npz").unlink()
     image = sorted((workdir / "data/demo/images").glob("*.png"))[0]
-    caption = Captioner.load(old).caption([image])[0]
+    caption = loaded(old).caption([image])[0]
     assert " shows " in caption and caption.familiar is None
     assert cli.main(["caption", "--run", str(old), str(image)]) == 0
     out, err = capsys.readouterr()
@@ -270,11 +278,11 @@ def test_a_run_without_familiarity_still_captions_and_gets_it_added(
     # A damaged reference does not stop captioning either, and the command
     # that adds a missing one replaces it.
     (old / "familiarity.npz").write_bytes(b"half a file")
-    damaged = Captioner.load(old)
+    damaged = loaded(old)
     assert damaged.familiarity is None
     assert "not a readable familiarity reference" in damaged.familiarity_hint
     with pytest.raises(ValueError, match="no_repeat_ngram=-1 is invalid"):
-        damaged.caption(np.zeros((1, 4096), np.float32), no_repeat_ngram=-1)
+        damaged.caption_features(np.zeros((1, 4096), np.float32), no_repeat_ngram=-1)
     assert cli.main(["familiarity", "--run", str(old), "--root", str(workdir)]) == 0
     # Now the command knows: the demo image passes, a black image gets one
     # warning line under its caption.
@@ -313,13 +321,13 @@ def test_caption_command_says_what_a_path_that_is_no_image_is(
 
 
 def test_inputs_that_do_not_fit_get_clear_errors(demo_run, attention_run, tmp_path):
-    captioner = Captioner.load(demo_run)
+    captioner = loaded(demo_run)
     with pytest.raises(ValueError, match=r"shape \(2, 512\) do not fit.*4096"):
-        captioner.caption(np.zeros((2, 512), np.float32))
+        captioner.caption_features(np.zeros((2, 512), np.float32))
     with pytest.raises(ValueError, match="beam=0 is invalid"):
-        captioner.caption(np.zeros((2, 4096), np.float32), beam=0)
-    attention = Captioner.load(attention_run)
+        captioner.caption_features(np.zeros((2, 4096), np.float32), beam=0)
+    attention = loaded(attention_run)
     with pytest.raises(ValueError, match="pass the grid features"):
-        attention.caption(np.zeros((2, 4096), np.float32))
+        attention.caption_features(np.zeros((2, 4096), np.float32))
     (tmp_path / "empty").mkdir()
     assert cli.main(["caption", "--run", str(demo_run), str(tmp_path / "empty")]) == 2

@@ -272,7 +272,7 @@ def runs(demo):
 @pytest.mark.parametrize("attention, cell", [(False, "lstm"), (True, "gru")])
 def test_controls_run_for_both_decoders_and_cells(runs, attention, cell, tmp_path):
     captioner = Captioner.load(runs(attention, cell))
-    assert captioner.attention == attention
+    assert captioner.uses_grid == attention
     captions = caption_controls(captioner, tmp_path)
     assert list(captions) == list(CONTROLS)
     assert all(isinstance(text, str) for text in captions.values())

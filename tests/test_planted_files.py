@@ -187,7 +187,7 @@ def test_no_command_touches_a_file_it_did_not_write(tmp_path):
     from radcap.data.layouts import load_demo
     from radcap.decoding.captioner import Captioner
     from radcap.evaluation import evaluate
-    from radcap.features.backbone import layers_for
+    from radcap.features.backbone import layers_for, shared_extractor
     from radcap.features.cache import cache_dir, extract
     from radcap.models import runs
     from radcap.serving.export import export
@@ -228,7 +228,8 @@ def test_no_command_touches_a_file_it_did_not_write(tmp_path):
     out = export(run_dir, tmp_path / "exports" / "model")
     copied = copy_run(run_dir, work, verbose=False)
     images = dataset.images("test")["path"].tolist()[:2]
-    captions = Captioner.load(copied.run_dir(work)).caption(images)
+    backbone = shared_extractor(config, more=True)  # the controls' VGG16
+    captions = Captioner.load(copied.run_dir(work), extractor=backbone).caption(images)
 
     assert_intact(planted)
     assert metrics["images"] > 0 and len(captions) == 2

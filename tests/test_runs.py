@@ -23,7 +23,7 @@ def run_dir(tmp_path):
 def test_a_complete_run_folder_loads_and_captions(run_dir):
     captioner = Captioner.load(run_dir)
     assert captioner.config.name == "r" and captioner.vocab.size == 9
-    captions = captioner.caption(np.zeros((2, 4096), np.float32))
+    captions = captioner.caption_features(np.zeros((2, 4096), np.float32))
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
 
 
@@ -44,7 +44,7 @@ def test_a_model_file_written_before_the_stage_packages_loads(run_dir):
     model = runs.load_model(run_dir)
     assert type(model).__module__ == "radcap.models.merge"
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
-    captions = Captioner.load(run_dir).caption(np.zeros((1, 4096), np.float32))
+    captions = Captioner.load(run_dir).caption_features(np.zeros((1, 4096), "float32"))
     assert len(captions) == 1 and isinstance(captions[0], str)
 
 

@@ -242,11 +242,11 @@ def test_the_transformer_trains_and_captions_from_its_run_folder(tiny):
     assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]  # it learns
 
     captioner = Captioner.load(config.run_dir(root))
-    assert isinstance(captioner.model, TransformerCaptioner) and captioner.attention
+    assert isinstance(captioner.model, TransformerCaptioner) and captioner.uses_grid
     images = dataset.images("test")["path"].tolist()[:2]
-    for result in captioner.caption(images, return_attention=True):
-        assert result["error"] is None and result["words"]
-        assert result["attention"].shape == (len(result["words"]), 49)
+    for result in captioner.describe(images):
+        assert result.error is None and result.words
+        assert result.attention.shape == (len(result.words), 49)
 
 
 def test_the_plateau_schedule_after_a_resume_lowers_the_rate_when_one_run_would():

@@ -1,7 +1,8 @@
 """One flat configuration for every radcap step, with the `demo` and `roco` presets.
 
 Every other stage reads its knobs and its shared constants (splits, sources,
-presets) from here.
+presets) from here. Each field's type is said once, in its annotation (the
+validation reads it), and its stage once, in `STAGES`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from pathlib import Path
 
 from radcap import __version__
@@ -19,7 +21,6 @@ SPLITS = ("train", "validation", "test")
 # Percent of images per split when a source has no splits of its own (and the demo).
 SPLIT_PERCENT = (("train", 70), ("validation", 15), ("test", 15))
 SOURCES = ("demo", "csv", "roco", "rocov2", "iu_xray", "coco")
-PRESETS = ("demo", "hard", "roco")
 SCORINGS = ("coco", "imageclef")  # see radcap.evaluation.metrics
 GRID_LAYERS = ("block5_pool", "block5_conv3")
 CELLS = ("lstm", "gru")
@@ -38,12 +39,23 @@ _RETIRED = {"backbone": "vgg16", "layer": "fc2", "image_size": 224}
 # A run name is a folder name: letters, digits, ".", "_", "-", not "." or "..".
 _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 CONFIG_FILE = "config.json"  # in every run folder (see radcap.models.runs)
-_POSITIVE = "demo_size min_count max_len embed_dim units attention_units batch_size"
-_POSITIVE += " epochs beam extract_batch_size heads decoder_layers"
-_COUNTS = "early_stopping lr_patience seed no_repeat_ngram"  # integers >= 0
-_NUMBERS = "dropout learning_rate length_penalty lr_factor"
-_STRINGS = "name dataset data_dir features_dir checkpoints_dir caption_file decoder"
-_STRINGS += " precision strategy"
+# Integer fields are positive, except these, where 0 means "off" (or is a seed).
+_ZERO_ALLOWED = ("early_stopping", "lr_patience", "seed", "no_repeat_ngram")
+# The stage that reads each field, declared once (`Config.by_stage`; the
+# `--set` help lists the fields by it). The fields stay flat: config.json is
+# flat as every radcap wrote it, and `--set key=value` keeps its one flat key.
+STAGES = {
+    "run": "name seed",
+    "data": "dataset source data_dir caption_file include_nonradiology"
+    " report_fields projection demo_size demo_findings dicom_frame",
+    "features": "features_dir weights grid_layer extract_batch_size",
+    "model": "decoder attention min_count max_len embed_dim units attention_units"
+    " heads decoder_layers dropout cell",
+    "training": "checkpoints_dir batch_size epochs learning_rate early_stopping"
+    " lr_patience lr_factor precision strategy",
+    "decoding": "beam length_penalty no_repeat_ngram allow_unk",
+}
+STAGE_OF = {field: stage for stage, names in STAGES.items() for field in names.split()}
 
 
 @dataclasses.dataclass
@@ -168,29 +180,24 @@ class Config:
         raise ValueError(f"Config.{field}={value!r} is invalid: expected {allowed}.")
 
     def _check_types(self) -> None:
-        def integer(value):
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        for field in _POSITIVE.split():
-            if not (integer(getattr(self, field)) and getattr(self, field) >= 1):
-                self._fail(field, "a positive integer")
-        for field in _COUNTS.split():
-            if not (integer(getattr(self, field)) and getattr(self, field) >= 0):
-                self._fail(field, "an integer >= 0")
-        for field in _NUMBERS.split():
+        """Check every field against its annotation (the one place types are said)."""
+        for field, kind in typing.get_type_hints(type(self)).items():
             value = getattr(self, field)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                self._fail(field, "a number")
+            allowed = typing.get_args(kind) or (kind,)
+            expected = _describe(allowed)
+            if kind is int:  # a count: positive, or >= 0 where 0 means "off"
+                low = 0 if field in _ZERO_ALLOWED else 1
+                expected = "an integer >= 0" if low == 0 else "a positive integer"
+            # An annotation is the only place a type is said; a float takes ints.
+            accepted = tuple((int, float) if t is float else t for t in allowed)
+            if isinstance(value, bool) and bool not in allowed:
+                self._fail(field, expected)
+            if not isinstance(value, accepted):
+                self._fail(field, expected)
             if isinstance(value, float) and not math.isfinite(value):
                 self._fail(field, "a finite number")
-        for field in _STRINGS.split():
-            if not isinstance(getattr(self, field), str):
-                self._fail(field, "a string")
-        for field in ("attention", "include_nonradiology", "allow_unk"):
-            if not isinstance(getattr(self, field), bool):
-                self._fail(field, "true or false")
-        if not (self.weights is None or isinstance(self.weights, str)):
-            self._fail("weights", "'imagenet', None or a path to a weights file")
+            if kind is int and value < low:
+                self._fail(field, expected)
 
     def _check_values(self) -> None:
         checks = [
@@ -238,6 +245,12 @@ class Config:
         for ok, field, allowed in checks:
             if not ok:
                 self._fail(field, allowed)
+
+    @classmethod
+    def by_stage(cls) -> dict[str, list[str]]:
+        """The field names of each stage, in declaration order (see `STAGES`)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return {stage: [n for n in names if STAGE_OF[n] == stage] for stage in STAGES}
 
     @property
     def uses_grid(self) -> bool:
@@ -315,6 +328,50 @@ class Config:
         return cls.from_dict(values)
 
 
+# Each preset as its differences from `Config`'s defaults (the name is
+# `preset`'s rule); `hard` is the demo's differences plus its own.
+_DEMO = dict(
+    weights=None,  # random: offline in minutes on two cores
+    demo_size=360,
+    max_len=20,
+    embed_dim=64,
+    units=256,
+    attention_units=128,
+    batch_size=32,
+    epochs=40,
+    learning_rate=2e-3,
+    early_stopping=8,
+)
+_PRESETS = {
+    "demo": _DEMO,
+    "hard": {
+        **_DEMO,
+        "dataset": "demo-hard",
+        "demo_findings": 2,
+        "demo_size": 600,  # two findings per image: more images to learn them
+        "max_len": 24,
+    },
+    "roco": dict(
+        dataset="roco",
+        source="roco",
+        min_count=5,
+        max_len=60,
+        early_stopping=4,
+        lr_patience=2,
+        precision="auto",
+    ),
+}
+PRESETS = tuple(_PRESETS)
+
+_WORDS = {bool: "true or false", int: "an integer", float: "a number"}
+_WORDS.update({str: "a string", type(None): "None"})
+
+
+def _describe(kinds: tuple[type, ...]) -> str:
+    """`(str, NoneType)` as "a string or None", for error messages."""
+    return " or ".join(_WORDS[kind] for kind in kinds)
+
+
 def preset(kind: str, /, name: str | None = None, **overrides) -> Config:
     """A ready configuration.
 
@@ -332,59 +389,12 @@ def preset(kind: str, /, name: str | None = None, **overrides) -> Config:
         name: Run name; None for the rule above.
         **overrides: Fields to change on top of the preset.
     """
-    presets = {
-        "demo": dict(
-            name="demo",
-            dataset="demo",
-            source="demo",
-            weights=None,
-            demo_size=360,
-            min_count=1,
-            max_len=20,
-            embed_dim=64,
-            units=256,
-            attention_units=128,
-            dropout=0.3,
-            batch_size=32,
-            epochs=40,
-            learning_rate=2e-3,
-            early_stopping=8,
-            beam=3,
-        ),
-        "hard": dict(
-            name="hard",
-            dataset="demo-hard",
-            demo_findings=2,
-            demo_size=600,  # two findings per image: more images to learn them
-            max_len=24,
-        ),
-        "roco": dict(
-            name="roco",
-            dataset="roco",
-            source="roco",
-            weights="imagenet",
-            min_count=5,
-            max_len=60,
-            embed_dim=256,
-            units=512,
-            attention_units=256,
-            dropout=0.3,
-            batch_size=64,
-            epochs=20,
-            learning_rate=1e-3,
-            early_stopping=4,
-            lr_patience=2,
-            beam=3,
-            precision="auto",
-        ),
-    }
-    presets["hard"] = {**presets["demo"], **presets["hard"]}
-    if kind not in presets:
-        raise ValueError(f"Unknown preset {kind!r}; choose one of {sorted(presets)}.")
+    if kind not in _PRESETS:
+        raise ValueError(f"Unknown preset {kind!r}; choose one of {sorted(_PRESETS)}.")
     if name is None:
         name = kind
         if overrides.get("decoder", "merge") != "merge":
             name += f"-{overrides['decoder']}"
         elif overrides.get("attention"):
             name += "-attention"
-    return Config(**{**presets[kind], **overrides, "name": name})
+    return Config(**{**_PRESETS[kind], **overrides, "name": name})

@@ -1,7 +1,15 @@
-"""`Captioner`: a trained run folder that captions image files or cached features."""
+"""`Captioner`: a trained run folder that captions image files or cached features.
+
+`caption(paths)` gives the captions, `describe(paths)` one `CaptionResult`
+each (caption, words, attention, familiarity, or why the image could not be
+read). The backbone that reads the images is the captioner's own: passed in
+(`extractor=`, so that an app or a notebook that already holds one builds
+no second), or built once, the first time an image is read.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,38 +19,19 @@ from radcap.core.config import Config
 from radcap.core.text import Vocabulary
 from radcap.data.dicom import frame_note
 from radcap.decoding.compiled import CompiledSearch, CompiledStep
+from radcap.decoding.results import Caption, CaptionResult
 from radcap.decoding.search import Result, Rules
-from radcap.features.backbone import LAYER, STATS, shared_extractor
+from radcap.features.backbone import BLOCK_MEANS, LAYER, Extractor, layers_for
 from radcap.features.familiarity import Familiarity
 from radcap.models import runs
-
-
-class Caption(str):
-    """A generated caption (a `str`) that also says how familiar its image was.
-
-    Attributes:
-        familiarity: The image's familiarity score (low is familiar), or
-            None when the run has no familiarity reference.
-        familiar: Whether the score is within the run's threshold; None when
-            unknown. An unfamiliar image's caption should not be believed.
-    """
-
-    familiarity: float | None
-    familiar: bool | None
-
-    def __new__(cls, text: str, familiarity=None, familiar=None):
-        caption = super().__new__(cls, text)
-        caption.familiarity = None if familiarity is None else float(familiarity)
-        caption.familiar = None if familiar is None else bool(familiar)
-        return caption
 
 
 class Captioner:
     """A trained captioner: model, vocabulary and config from one run folder.
 
     Args:
-        model: A trained captioner with `encode` and `step`, e.g. a
-            `radcap.models.merge.MergeCaptioner`.
+        model: A trained captioner with `encode`, `step` and `uses_grid`, e.g.
+            a `radcap.models.merge.MergeCaptioner`.
         vocab: Its vocabulary.
         config: The run's config.
         familiarity: The run's `Familiarity` reference, or None (then every
@@ -50,6 +39,10 @@ class Captioner:
         run_dir: The run folder it came from, for messages.
         familiarity_problem: Why the run's reference could not be read, when
             it could not (then `familiarity` is None).
+        extractor: The backbone that reads image files: an
+            `radcap.features.backbone.Extractor` with at least the layers of
+            `layers_for(config)` (and the run's weights). None: one is built
+            the first time an image is read, and kept.
     """
 
     def __init__(
@@ -60,6 +53,7 @@ class Captioner:
         familiarity: Familiarity | None = None,
         run_dir: str | Path | None = None,
         familiarity_problem: str | None = None,
+        extractor: Extractor | None = None,
     ):
         self.model = model
         self.vocab = vocab
@@ -68,12 +62,17 @@ class Captioner:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.step = CompiledStep(model)
         self.searcher = CompiledSearch(model)
-        self._extractor = None
+        self._extractor = extractor
         self._familiarity_problem = familiarity_problem
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> Captioner:
-        """The captioner of a run folder (see `radcap.models.runs`)."""
+    def load(cls, run_dir: str | Path, extractor: Extractor | None = None) -> Captioner:
+        """The captioner of a run folder (see `radcap.models.runs`).
+
+        Args:
+            run_dir: The run folder.
+            extractor: The backbone to read images with (see the class).
+        """
         run_dir = runs.check(run_dir)
         config = runs.load_config(run_dir)
         vocab = runs.load_vocab(run_dir)
@@ -82,7 +81,40 @@ class Captioner:
         except ValueError as err:  # damaged: caption anyway, familiarity unknown
             familiarity, problem = None, f"{err} Until then familiarity is unknown."
         model = runs.load_model(run_dir)
-        return cls(model, vocab, config, familiarity, run_dir, problem)
+        return cls(model, vocab, config, familiarity, run_dir, problem, extractor)
+
+    @property
+    def extractor(self) -> Extractor:
+        """The backbone that reads image files: the one given, or built once."""
+        if self._extractor is None:
+            self._extractor = Extractor(self.config, layers_for(self.config))
+        return self._extractor
+
+    @extractor.setter
+    def extractor(self, extractor: Extractor) -> None:
+        """Give the captioner a backbone a caller already holds (see the class)."""
+        self._extractor = extractor
+
+    @property
+    def has_extractor(self) -> bool:
+        """Whether a backbone is given or built (reading images builds none)."""
+        return self._extractor is not None
+
+    @property
+    def uses_grid(self) -> bool:
+        """Whether the model reads grid features (then pass `grid`)."""
+        return self.step.uses_grid
+
+    @property
+    def attention(self) -> bool:
+        """Deprecated: `uses_grid` (the config's `attention` is Bahdanau only)."""
+        warnings.warn(
+            "Captioner.attention is now Captioner.uses_grid; the old name goes in "
+            "the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.uses_grid
 
     @property
     def familiarity_hint(self) -> str | None:
@@ -93,32 +125,12 @@ class Captioner:
             self.run_dir or "<run>"
         )
 
-    def familiarity_note(self, familiarity: float | None) -> str | None:
-        """The one-line warning to show beside a caption, or None when familiar.
-
-        Args:
-            familiarity: A caption's `.familiarity` (None: unknown).
-        """
-        if self.familiarity is None or familiarity is None:
-            return "familiarity unknown (no usable familiarity reference in this run)"
-        if familiarity <= self.familiarity.threshold:
-            return None
-        return (
-            f"warning: unlike the training images (familiarity {familiarity:.2f} > "
-            f"{self.familiarity.threshold:.2f}): do not trust this caption."
-        )
-
-    def familiarity_scores(self, stats) -> tuple[np.ndarray, np.ndarray] | None:
+    def familiarity_scores(self, block_means) -> tuple[np.ndarray, np.ndarray] | None:
         """`(scores, familiar)` of `(N, 1472)` block means; None without reference."""
-        if self.familiarity is None or stats is None:
+        if self.familiarity is None or block_means is None:
             return None
-        scores = self.familiarity.scores(stats)
+        scores = self.familiarity.scores(block_means)
         return scores, self.familiarity.familiar(scores)
-
-    @property
-    def attention(self) -> bool:
-        """Whether the model attends over grid features (then pass `grid`)."""
-        return self.step.attention
 
     def search(
         self,
@@ -208,7 +220,7 @@ class Captioner:
                 f"this model: it takes (images, {dim}) {LAYER} "
                 "features from the run's backbone."
             )
-        if not self.attention:
+        if not self.uses_grid:
             return
         width = self.model.grid_dim
         if grid is None:
@@ -230,19 +242,17 @@ class Captioner:
         return [self.vocab.decode(t) for t in result.tokens]
 
     def image_features(self, paths) -> tuple[dict[str, np.ndarray], dict]:
-        """Run the run's backbone over image files.
+        """Run the captioner's backbone (`extractor`) over image files.
 
         Returns:
-            `(arrays, errors)`: `arrays` maps each layer of
-            `radcap.features.backbone.layers_for` (`fc2`, the block means, the grid for
-            attention; perhaps more, from the process's shared backbone) to its
-            `(N, ...)` array; `errors` maps the index of each unreadable image
-            to its reason (its rows are zeros).
+            `(arrays, errors)`: `arrays` maps each layer of the extractor
+            (`fc2`, the block means, the grid when the model reads it;
+            perhaps more) to its `(N, ...)` array; `errors` maps the index of
+            each unreadable image to its reason (its rows are zeros).
         """
-        if self._extractor is None:
-            self._extractor = shared_extractor(self.config, more=True)
+        extractor = self.extractor
         paths = [str(p) for p in paths]
-        outputs = [[] for _ in self._extractor.layers]
+        outputs = [[] for _ in extractor.layers]
         errors = {}
 
         def on_batch(start, batch_outputs, batch_errors):
@@ -250,12 +260,9 @@ class Captioner:
                 store.append(out)
             errors.update({start + i: r for i, r in batch_errors.items()})
 
-        self._extractor.run(
-            paths, on_batch, desc="images", frame=self.config.dicom_frame
-        )
+        extractor.run(paths, on_batch, desc="images", frame=self.config.dicom_frame)
         arrays = {
-            layer: np.concatenate(o)
-            for layer, o in zip(self._extractor.layers, outputs)
+            layer: np.concatenate(o) for layer, o in zip(extractor.layers, outputs)
         }
         return arrays, errors
 
@@ -263,69 +270,115 @@ class Captioner:
         """ "frame 2 of 3" when `path` is a multi-frame DICOM file, else None."""
         return None if path is None else frame_note(path, self.config.dicom_frame)
 
-    def caption(self, images, beam: int = 1, return_attention: bool = False, **kwargs):
-        """Caption image files, or cached features, each with its familiarity.
+    def caption(self, paths, beam: int = 1, **kwargs) -> list[Caption | None]:
+        """Caption image files, each with its familiarity.
 
-        Every readable image gets a caption, familiar or not; the flag says
-        whether to believe it (see `radcap.features.familiarity`).
+        Every readable image gets a caption, familiar or not; its
+        `.familiar` says whether to believe it (`radcap.features.familiarity`).
 
         Args:
-            images: Paths of image files, or an `(N, 4096)` array of cached
-                `fc2` features (then pass `grid=` for attention models, and
-                `stats=` with the block means for familiarity).
+            paths: Image files (a list, or one path).
             beam: Beam width; 1 is greedy search.
-            return_attention: Return dicts with the caption, its words and
-                their attention maps `(words, R)` instead of strings.
-            **kwargs: `grid`, and `length_penalty`, `batch_size` and
-                `no_repeat_ngram` for `search`.
+            **kwargs: `length_penalty`, `batch_size` and `no_repeat_ngram`
+                for `search`.
 
         Returns:
             One `Caption` per image (a `str` with `.familiarity` and
-            `.familiar`; both None when the run has no reference); an
-            unreadable image gets `None`. With `return_attention`, dicts with
-            `path`, `caption`, `words`, `attention`, `score` (the caption's
-            summed log-probability), `familiarity`, `familiar`, `frame`
-            ("frame 2 of 3" for a multi-frame DICOM file, the frame the
-            config's `dicom_frame` chose; else None) and `error` (why an
-            image could not be read).
+            `.familiar`), None for an image that could not be read.
+        """
+        if getattr(paths, "ndim", 1) == 2 or "return_attention" in kwargs:
+            return self._caption_old_form(paths, beam, **kwargs)
+        return [r.caption for r in self.describe(paths, beam, **kwargs)]
+
+    def describe(self, paths, beam: int = 1, **kwargs) -> list[CaptionResult]:
+        """Caption image files, each with its words, attention and familiarity.
+
+        Args:
+            paths: Image files (a list, or one path).
+            beam: Beam width; 1 is greedy search.
+            **kwargs: `length_penalty`, `batch_size`, `no_repeat_ngram`.
+
+        Returns:
+            One `CaptionResult` per image, in order.
         """
         self.check_beam(beam)  # before reading any image
-        if isinstance(images, np.ndarray) and images.ndim == 2:
-            features, grid, errors = images, kwargs.pop("grid", None), {}
-            stats = kwargs.pop("stats", None)
-            images = [None] * len(features)
-        else:
-            images = [images] if isinstance(images, (str, Path)) else list(images)
-            if not images:
-                raise ValueError("No images to caption: give at least one file.")
-            arrays, errors = self.image_features(images)
-            features, stats = arrays[LAYER], arrays[STATS]
-            grid = arrays.get(self.config.grid_layer) if self.attention else None
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if not paths:
+            raise ValueError("No images to caption: give at least one file.")
+        arrays, errors = self.image_features(paths)
+        grid = arrays[self.config.grid_layer] if self.uses_grid else None
+        return self.describe_features(
+            arrays[LAYER], grid, arrays[BLOCK_MEANS], beam, paths, errors, **kwargs
+        )
+
+    def describe_features(
+        self,
+        features,
+        grid=None,
+        block_means=None,
+        beam: int = 1,
+        paths=None,
+        errors: dict | None = None,
+        **kwargs,
+    ) -> list[CaptionResult]:
+        """`describe` for arrays the backbone already gave (cached or fresh).
+
+        Args:
+            features: `(N, 4096)` `fc2` features.
+            grid: `(N, R, 512)` grid features, for models that read the grid.
+            block_means: `(N, 1472)` block means, for familiarity; None:
+                familiarity unknown.
+            beam: Beam width; 1 is greedy search.
+            paths: The image files the rows came from, or None.
+            errors: `{row: reason}` of rows whose image could not be read.
+            **kwargs: `length_penalty`, `batch_size`, `no_repeat_ngram`.
+        """
+        errors = errors or {}
+        paths = [None] * len(features) if paths is None else list(paths)
         result = self.search(features, grid, beam=beam, **kwargs)
-        scores, familiar = self.familiarity_scores(stats) or (
+        scores, familiar = self.familiarity_scores(block_means) or (
             [None] * len(features),
             [None] * len(features),
         )
         out = []
         for i, tokens in enumerate(result.tokens):
-            text = None
-            if i not in errors:
-                text = Caption(self.vocab.decode(tokens), scores[i], familiar[i])
-            if not return_attention:
-                out.append(text)
+            path = None if paths[i] is None else str(paths[i])
+            if i in errors:
+                empty = np.asarray(result.attention[i][:0])  # (0, R)
+                out.append(CaptionResult(None, [], empty, path=path, error=errors[i]))
                 continue
-            words = [] if text is None else text.split()
+            text = Caption(self.vocab.decode(tokens), scores[i], familiar[i])
+            words = text.split()
             out.append(
-                {
-                    "path": None if images[i] is None else str(images[i]),
-                    "caption": text,
-                    "words": words,
-                    "attention": result.attention[i][: len(words)],
-                    "score": None if text is None else float(result.scores[i]),
-                    "familiarity": None if text is None else text.familiarity,
-                    "familiar": None if text is None else text.familiar,
-                    "frame": None if text is None else self.frame_note(images[i]),
-                    "error": errors.get(i),
-                }
+                CaptionResult(
+                    caption=text,
+                    words=words,
+                    attention=np.asarray(result.attention[i][: len(words)]),
+                    score=float(result.scores[i]),
+                    familiarity=text.familiarity,
+                    familiar=text.familiar,
+                    path=path,
+                    frame=self.frame_note(paths[i]),
+                )
             )
         return out
+
+    def _caption_old_form(self, images, beam, return_attention=False, **kwargs):
+        """radcap 0.3's `caption`: arrays, or dicts with `return_attention`."""
+        warnings.warn(
+            "Captioner.caption takes image files and returns captions: use "
+            "describe(paths) for the words, attention and familiarity, and "
+            "describe_features(features, grid, block_means) for arrays; "
+            "caption(arrays) and return_attention go in the next release.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        self.check_beam(beam)
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            grid, block_means = kwargs.pop("grid", None), kwargs.pop("stats", None)
+            found = self.describe_features(images, grid, block_means, beam, **kwargs)
+        else:
+            found = self.describe(images, beam, **kwargs)
+        if return_attention:
+            return [r.as_dict() for r in found]
+        return [r.caption for r in found]

@@ -19,7 +19,7 @@ from radcap.decoding.search import Decoded, search
 class CompiledStep:
     """A captioner's `encode` and `step`, compiled, as the searches' step function.
 
-    Works for any Keras captioner with an `attention` flag, `encode(features,
+    Works for any Keras captioner with a `uses_grid` flag, `encode(features,
     grid)` returning `(carry, memory)` and `step(tokens, carry, memory)`
     returning `(logits, carry, attention)`. The search state is the tuple
     `(*carry, *memory)`; the memory entries come back as the very objects
@@ -34,7 +34,7 @@ class CompiledStep:
         from keras import ops
 
         self.model = model
-        self.attention = bool(model.attention)
+        self.uses_grid = bool(model.uses_grid)
 
         def encode(features, grid):
             return model.encode(features, grid)
@@ -55,7 +55,7 @@ class CompiledStep:
             grid: `(B, R, grid_dim)` grid features, for attention models.
         """
         features = np.asarray(features, np.float32)
-        if self.attention:
+        if self.uses_grid:
             if grid is None:
                 raise ValueError(
                     "This model uses attention: pass the grid features too."
@@ -86,7 +86,7 @@ class CompiledSearch:
     `decode` is the search over a captioner, in TensorFlow operations: the
     export (`radcap.serving.export`) puts it in its SavedModel. Calling the object
     runs it compiled (one graph per search setting, any batch size) on NumPy
-    arrays. Works for any Keras captioner with an `attention` flag,
+    arrays. Works for any Keras captioner with a `uses_grid` flag,
     `feature_dim` (and `grid_dim` when it attends), `encode(features, grid)`
     returning `(carry, memory)` and `step(tokens, carry, memory)` returning
     `(logits, carry, attention)`.
@@ -97,7 +97,7 @@ class CompiledSearch:
 
     def __init__(self, model):
         self.model = model
-        self.attention = bool(model.attention)
+        self.uses_grid = bool(model.uses_grid)
         self._compiled = {}
 
     def decode(self, features, grid=None, **settings) -> Decoded:
@@ -113,7 +113,7 @@ class CompiledSearch:
         from keras import ops
 
         model = self.model
-        carry, memory = model.encode(features, grid if self.attention else None)
+        carry, memory = model.encode(features, grid if self.uses_grid else None)
         carry, memory = tuple(carry), tuple(memory)
         n = len(carry)
 
@@ -130,7 +130,7 @@ class CompiledSearch:
         key = tuple(sorted(settings.items()))
         if key not in self._compiled:
             spec = [tf.TensorSpec([None, self.model.feature_dim], tf.float32)]
-            if self.attention:
+            if self.uses_grid:
                 spec.append(
                     tf.TensorSpec([None, None, self.model.grid_dim], tf.float32)
                 )
@@ -139,7 +139,7 @@ class CompiledSearch:
                 input_signature=spec,
             )
         inputs = [np.asarray(features, np.float32)]
-        if self.attention:
+        if self.uses_grid:
             if grid is None:
                 raise ValueError(
                     "This model uses attention: pass the grid features too."

@@ -44,7 +44,7 @@ def side_word_attention(captioner, root: str | Path = ".", split: str = "test") 
         As `side_shares`.
     """
     config = captioner.config
-    if not captioner.attention:
+    if not captioner.uses_grid:
         raise ValueError(
             f"Run {config.name!r} does not attend over the image; train with "
             "attention or the transformer decoder."

@@ -44,8 +44,9 @@ from radcap.evaluation.metrics import (
     score,
     start_meteor,
 )
+from radcap.evaluation.notes import familiarity_note
 from radcap.evaluation.report import metrics_table, report_markdown
-from radcap.features.backbone import WeightsError
+from radcap.features.backbone import WeightsError, shared_extractor
 from radcap.features.splits import Split, load_split
 from radcap.models import runs
 from radcap.models.card import model_card
@@ -162,7 +163,7 @@ def _load(run_dir: Path, beams) -> Captioner:
 def _say(metrics: dict, captioner, control_captions: dict, run_dir: Path) -> None:
     print(metrics_table(metrics).to_string(float_format=lambda x: f"{x:.3f}"))
     for name, text in control_captions.items():
-        note = captioner.familiarity_note(text.familiarity)
+        note = familiarity_note(text.familiarity, captioner.familiarity)
         print(f"control {name}: {text}" + (f"\n  {note}" if note else ""))
     print(f"Wrote {run_dir / runs.METRICS} and {run_dir / runs.REPORT}")
 
@@ -271,7 +272,7 @@ def _add_demo_truth(metrics: dict, captioner, test: Split, cases) -> None:
     """What only the demo allows: the clinical rules against the drawn truth,
     and where an attending model looks when it writes a side."""
     metrics["clinical"]["extractor_vs_demo_truth"] = demo_agreement(cases)
-    if captioner.attention:
+    if captioner.uses_grid:
         metrics["side_attention"] = side_shares(captioner, test, cases)
 
 
@@ -310,7 +311,7 @@ def _familiarity(captioner, test: Split, control_captions: dict) -> dict:
     reference = captioner.familiarity
     if reference is None:
         return {"unknown": captioner.familiarity_hint}
-    scores = reference.scores(test.image_stats())
+    scores = reference.scores(test.image_block_means())
     flagged = ~reference.familiar(scores)
     return {
         "threshold": reference.threshold,
@@ -330,6 +331,8 @@ def _controls(captioner, run_dir: Path, wanted: bool) -> tuple[dict, str | None]
     if not wanted:
         return {}, None
     try:
+        if not captioner.has_extractor:  # the backbone that extracted the split
+            captioner.extractor = shared_extractor(captioner.config, more=True)
         return caption_controls(captioner, run_dir / runs.CONTROLS), None
     except WeightsError as err:  # scoring cached features needs no backbone
         return {}, str(err)

@@ -23,9 +23,9 @@ IMAGE_SIZE = 224  # VGG16's fully connected layers need 224x224 inputs
 GRID_SHAPES = {"block5_pool": (49, 512), "block5_conv3": (196, 512)}
 # The mean of every channel of the five pooling blocks (64 + 128 + 256 + 512 +
 # 512 values): what kind of image it is, for `radcap.features.familiarity`.
-STATS = "block_means"
-STATS_FROM = tuple(f"block{i}_pool" for i in range(1, 6))
-FEATURE_SHAPES = {LAYER: (4096,), STATS: (1472,), **GRID_SHAPES}
+BLOCK_MEANS = "block_means"
+BLOCK_MEANS_FROM = tuple(f"block{i}_pool" for i in range(1, 6))
+FEATURE_SHAPES = {LAYER: (4096,), BLOCK_MEANS: (1472,), **GRID_SHAPES}
 # ImageNet channel means of VGG16's "caffe" preprocessing, in BGR order.
 _BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
@@ -36,7 +36,7 @@ class WeightsError(RuntimeError):
 
 def layers_for(config: Config) -> list[str]:
     """The layers a config needs: `fc2`, the block means, the grid for attention."""
-    return [LAYER, STATS] + ([config.grid_layer] if config.uses_grid else [])
+    return [LAYER, BLOCK_MEANS] + ([config.grid_layer] if config.uses_grid else [])
 
 
 def build_backbone(config: Config, layers: list[str] | None = None):
@@ -84,14 +84,14 @@ def build_backbone(config: Config, layers: list[str] | None = None):
         ) from None
     outputs = []
     for name in layers:
-        if name == STATS:
+        if name == BLOCK_MEANS:
             means = [
                 keras.layers.GlobalAveragePooling2D(name=f"{block}_means")(
                     vgg.get_layer(block).output
                 )
-                for block in STATS_FROM
+                for block in BLOCK_MEANS_FROM
             ]
-            outputs.append(keras.layers.Concatenate(name=STATS)(means))
+            outputs.append(keras.layers.Concatenate(name=BLOCK_MEANS)(means))
             continue
         out = vgg.get_layer(name).output
         if name in GRID_SHAPES:
@@ -241,9 +241,11 @@ def shared_extractor(
     """The process's `Extractor` for this backbone, built once and reused.
 
     Building VGG16 (drawing or reading 138 million weights) takes seconds,
-    so every captioner and extraction in one process with the same weights,
-    seed and batch size shares one backbone. Only the last one is kept:
-    VGG16 holds about 530 MB.
+    so every extraction in one process with the same weights, seed and
+    batch size shares one backbone; a caller that wants a captioner to use
+    it too passes it (`Captioner.load(run_dir, extractor=...)`: the CLI and
+    the evaluation do; a `Captioner` never reaches for it itself). Only the
+    last one is kept: VGG16 holds about 530 MB.
 
     Args:
         config: Uses `weights`, `seed`, `extract_batch_size` (and the layers

@@ -4,7 +4,7 @@ A captioner writes a fluent caption for any input, a photo or a blank image
 included. Before a caption is believed, radcap asks how far the image lies
 from the training images, in the backbone's block means: the mean of every
 channel of VGG16's five pooling blocks (1,472 values, cached beside `fc2` in
-the same forward pass; see `radcap.features.backbone.STATS`).
+the same forward pass; see `radcap.features.backbone.BLOCK_MEANS`).
 
 1. Standardise each value by the training mean and spread.
 2. Project onto the training set's first principal components (64 by

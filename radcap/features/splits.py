@@ -16,7 +16,7 @@ import pandas as pd
 
 from radcap.core.config import Config
 from radcap.data import Dataset
-from radcap.features.backbone import LAYER, STATS
+from radcap.features.backbone import BLOCK_MEANS, LAYER
 from radcap.features.cache import extract
 
 
@@ -35,7 +35,7 @@ class Split:
         grid: The split's grid cache `(N, R, 512)` for attention, else None.
         skipped: Images left out because their file could not be read,
             columns `image_id, path, reason`.
-        stats: The split's block-means cache `(N, 1472)` (for
+        block_means: The split's block-means cache `(N, 1472)` (for
             `radcap.features.familiarity`), memory-mapped; None when not loaded.
     """
 
@@ -46,7 +46,7 @@ class Split:
     features: np.ndarray
     grid: np.ndarray | None
     skipped: pd.DataFrame
-    stats: np.ndarray | None = None
+    block_means: np.ndarray | None = None
 
     def references(self) -> dict[str, list[str]]:
         """`{image_id: [caption, ...]}` for every image of `image_ids`."""
@@ -67,9 +67,9 @@ class Split:
         grid = None if self.grid is None else np.asarray(self.grid[self.rows])
         return np.asarray(self.features[self.rows]), grid
 
-    def image_stats(self) -> np.ndarray:
+    def image_block_means(self) -> np.ndarray:
         """The block means of `image_ids`, in that order, in memory."""
-        return np.asarray(self.stats[self.rows])
+        return np.asarray(self.block_means[self.rows])
 
 
 def load_split(
@@ -109,5 +109,5 @@ def load_split(
         features=fc2.array,
         grid=cached[config.grid_layer].array if config.uses_grid else None,
         skipped=fc2.skipped,
-        stats=cached[STATS].array,
+        block_means=cached[BLOCK_MEANS].array,
     )

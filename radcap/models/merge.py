@@ -205,6 +205,11 @@ class MergeCaptioner(keras.Model):
         carry = (states[0], states[1] if lstm else c)
         return self._predict(merged), carry, weights
 
+    @property
+    def uses_grid(self) -> bool:
+        """Whether `encode` reads the grid: with Bahdanau `attention` only."""
+        return self.attention
+
     def get_config(self):
         return {
             **super().get_config(),

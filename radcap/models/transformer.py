@@ -235,7 +235,7 @@ class TransformerCaptioner(keras.Model):
         Next-token logits `(B, T, vocab_size)` float32.
     """
 
-    attention = True  # it attends over the grid: pass `grid` to it
+    uses_grid = True  # it attends over the grid: pass `grid` to it
 
     def __init__(
         self,

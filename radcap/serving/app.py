@@ -29,7 +29,8 @@ from radcap.core.config import Config
 from radcap.data.images import MAX_PIXELS
 from radcap.decoding.captioner import Captioner
 from radcap.evaluation.evidence import Evidence
-from radcap.features.backbone import LAYER, STATS, shared_extractor
+from radcap.evaluation.notes import familiarity_note
+from radcap.features.backbone import BLOCK_MEANS, LAYER, Extractor
 from radcap.features.cache import FeatureCacheError
 from radcap.models import runs
 from radcap.plots import plot_attention, read_image
@@ -92,10 +93,12 @@ class Service:
             root: Folder the run's data and feature paths start from;
                 default `run_root`.
         """
-        captioner = Captioner.load(run_dir)
-        batch = min(captioner.config.extract_batch_size, BATCH)
-        captioner.config = captioner.config.replace(extract_batch_size=batch)
-        shared_extractor(captioner.config, more=True)  # built now, not at 1st upload
+        config = runs.load_config(runs.check(run_dir))
+        # The page's own backbone, built now (not at the first upload), with
+        # small batches: uploads come a few at a time.
+        batch = min(config.extract_batch_size, BATCH)
+        backbone = Extractor(config.replace(extract_batch_size=batch))
+        captioner = Captioner.load(run_dir, extractor=backbone)
         root = run_root(run_dir, captioner.config) if root is None else root
         try:
             evidence, problem = Evidence.load(captioner.config, root), None
@@ -238,38 +241,37 @@ def _caption_files(service: Service, paths, names, beam: int) -> list[dict]:
     """Results for saved uploads (see `caption_uploads`), while the files exist.
 
     One backbone pass serves the captions, familiarity and evidence: its
-    arrays go to `Captioner.caption` as cached features would (unreadable
+    arrays go to `Captioner.describe_features` (unreadable
     images are rows of zeros, their reasons in `errors`).
     """
     captioner = service.captioner
     arrays, errors = captioner.image_features(paths)
-    grid = arrays[captioner.config.grid_layer] if captioner.attention else None
-    found = captioner.caption(
-        arrays[LAYER], beam=beam, return_attention=True, grid=grid, stats=arrays[STATS]
+    grid = arrays[captioner.config.grid_layer] if captioner.uses_grid else None
+    found = captioner.describe_features(
+        arrays[LAYER], grid, arrays[BLOCK_MEANS], beam, paths, errors
     )
     evidence = [None] * len(paths)
     if service.evidence is not None:
         evidence = service.evidence.nearest(arrays[LAYER])
-    out, attends = [], captioner.attention
+    out, attends = [], captioner.uses_grid
     for i, (path, name, result) in enumerate(zip(paths, names, found)):
         if i in errors:
             out.append(_failed(name, errors[i]))
             continue
-        familiar = result["familiar"]
-        note = captioner.familiarity_note(result["familiarity"])
+        note = familiarity_note(result.familiarity, captioner.familiarity)
         out.append(
             {
                 **_NOTHING,
                 "name": name,
-                "caption": str(result["caption"]),
-                "score": result["score"],
-                "familiarity": result["familiarity"],
-                "familiar": familiar,
-                "frame": captioner.frame_note(path),
-                "note": note if familiar is False else None,
+                "caption": str(result.caption),
+                "score": result.score,
+                "familiarity": result.familiarity,
+                "familiar": result.familiar,
+                "frame": result.frame,
+                "note": note if result.familiar is False else None,
                 "image": display_image(path, frame=captioner.config.dicom_frame),
-                "words": result["words"],
-                "attention": np.asarray(result["attention"]) if attends else None,
+                "words": result.words,
+                "attention": result.attention if attends else None,
                 "evidence": evidence[i],
             }
         )

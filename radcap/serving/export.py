@@ -53,9 +53,9 @@ from radcap.core.locks import check_writable, read_lock, replace_lock
 from radcap.data.images import MAX_PIXELS
 from radcap.decoding.captioner import Captioner
 from radcap.features.backbone import (
+    BLOCK_MEANS,
     IMAGE_SIZE,
     LAYER,
-    STATS,
     build_backbone,
     layers_for,
     preprocess,
@@ -229,7 +229,7 @@ def serving_function(captioner: Captioner, backbone, beam: int):
         )
         outputs = backbone(preprocess(pixels), training=False)
         arrays = dict(zip(layers, outputs))
-        grid = arrays.get(config.grid_layer) if captioner.attention else None
+        grid = arrays.get(config.grid_layer) if captioner.uses_grid else None
         decoded = captioner.searcher.decode(arrays[LAYER], grid, **settings)
         last = tf.gather(
             decoded.tokens, tf.maximum(decoded.lengths - 1, 0), batch_dims=1
@@ -249,7 +249,7 @@ def serving_function(captioner: Captioner, backbone, beam: int):
             "error": errors,
         }
         if captioner.familiarity is not None:
-            scores = familiarity_scores(captioner.familiarity, arrays[STATS])
+            scores = familiarity_scores(captioner.familiarity, arrays[BLOCK_MEANS])
             out["familiarity"] = tf.where(ok, scores, np.nan)
             out["familiar"] = ok & (scores <= captioner.familiarity.threshold)
         return out

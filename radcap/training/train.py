@@ -361,7 +361,10 @@ def _write_familiarity(
 ) -> Familiarity:
     """Fit the familiarity reference on the cached block means and save it."""
     reference = Familiarity.fit(
-        train.stats, validation.image_stats(), rows=train.rows, seed=config.seed
+        train.block_means,
+        validation.image_block_means(),
+        rows=train.rows,
+        seed=config.seed,
     )
     reference.save(run_dir / runs.FAMILIARITY)
     if verbose:
