@@ -35,19 +35,9 @@ def cross_weights(model, features, grid, tokens):
     Row t is the attention while predicting token t + 1 from tokens[:, : t + 1],
     the same numbers that step-by-step decoding gives.
     """
-    memory = model._memory(features, grid)
-    x = model._words(tokens)
-    out = []
-    for block in model.blocks:
-        normed = block.self_norm(x)
-        x = x + block.self_attention(normed, normed, causal=True)
-        h, w = block.cross_attention.attend(
-            block.cross_norm(x), *block.cross_attention.project(memory)
-        )
-        x = x + h
-        x = x + block._feed_forward(x)
-        out.append(np.asarray(w)[..., : model.regions])
-    return np.stack(out)
+    _, memory = model.encode(features, grid)
+    _, _, weights = model.call_with_cache(tokens, memory)
+    return np.stack([np.asarray(w)[..., : model.regions] for w in weights])
 
 
 def shares_by_head(captioner, part, cases) -> dict:
