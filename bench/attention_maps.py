@@ -35,19 +35,9 @@ def cross_weights(model, features, grid, tokens):
     Row t is the attention while predicting token t + 1 from tokens[:, : t + 1],
     the same numbers that step-by-step decoding gives.
     """
-    memory = model._memory(features, grid)
-    x = model._words(tokens)
-    out = []
-    for block in model.blocks:
-        normed = block.self_norm(x)
-        x = x + block.self_attention(normed, normed, causal=True)
-        h, w = block.cross_attention.attend(
-            block.cross_norm(x), *block.cross_attention.project(memory)
-        )
-        x = x + h
-        x = x + block._feed_forward(x)
-        out.append(np.asarray(w)[..., : model.regions])
-    return np.stack(out)
+    _, memory = model.encode(features, grid)
+    _, _, weights = model.call_with_cache(tokens, memory)
+    return np.stack([np.asarray(w)[..., : model.regions] for w in weights])
 
 
 def shares_by_head(captioner, part, cases) -> dict:
@@ -105,11 +95,11 @@ def main() -> None:
         run_dir = root / "checkpoints" / name
         if not runs.is_trained(run_dir):
             continue
-        result = Captioner.load(run_dir).caption([path], return_attention=True)[0]
-        title = f"{name}: {result['caption']}"
-        figure = plot_attention(path, result["words"], result["attention"], title)
+        result = Captioner.load(run_dir).describe([path])[0]
+        title = f"{name}: {result.caption}"
+        figure = plot_attention(path, result.words, result.attention, title)
         figure.savefig(out / f"{name}_attention.png", dpi=40)
-        report["map_image"][name] = result["caption"]
+        report["map_image"][name] = result.caption
     print(json.dumps(report))
 
 

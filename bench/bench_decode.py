@@ -1,21 +1,20 @@
 """Decoding speed: radcap's batched greedy and beam search against the classic loop.
 
 radcap decodes 64 images at a time, the whole search compiled into one
-graph with the model (`radcap.decoding.search.CompiledSearch`, as `Captioner`, the
-evaluation and the export run it); `numpy_` rates are the same search as
-radcap 0.2 ran it, a NumPy loop around a compiled step (`numpy_search.py`
-over `radcap.decoding.search.CompiledStep`), side by side in the same run. The
-classic loop captions one image at a
-time with one `model.predict` per word (`classic.classic_caption`). Both
-models are untrained, with the `roco` preset's sizes and a 5000-word
-vocabulary. `<end>` is picked only at each caption's set length: by default
-`max_len` (60) words, the worst case; with `--lengths real` the lengths of
-real ROCO captions (`common.real_lengths`). All methods do the same work per
-caption. Rates are captions per
-second, after a warm-up that traces each batch shape; the methods alternate
-for a few rounds and the best round of each counts, so that other work on
-the machine skews the ratios less.
-Prints one JSON object.
+graph with the model (`radcap.decoding.compiled.CompiledSearch`, as
+`Captioner`, the evaluation and the export run it); `numpy_` rates are the
+same search as radcap 0.2 ran it, a NumPy loop around a compiled step
+(`numpy_search.py` over `radcap.decoding.compiled.CompiledStep`), side by
+side in the same run. The classic loop captions one image at a time with
+one `model.predict` per word (`classic.classic_caption`). Both models are
+untrained, with the `roco` preset's sizes and a 5000-word vocabulary.
+`<end>` is picked only at each caption's set length: by default `max_len`
+(60) words, the worst case; with `--lengths real` the lengths of real ROCO
+captions (`common.real_lengths`). All methods do the same work per caption.
+Rates are captions per second, after a warm-up that traces each batch
+shape; the methods alternate for a few rounds and the best round of each
+counts, so that other work on the machine skews the ratios less. Prints one
+JSON object.
 
     .venv/bin/python bench/bench_decode.py
     .venv/bin/python bench/bench_decode.py --attention --images 64
@@ -84,7 +83,7 @@ class Forced:
 
     def __init__(self, model):
         self.model = model
-        self.attention = model.attention
+        self.uses_grid = model.uses_grid
         self.feature_dim = model.feature_dim + 1
         self.grid_dim = getattr(model, "grid_dim", None)
 
@@ -207,7 +206,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     features = rng.standard_normal((args.images, 4096)).astype(np.float32)
     grid = rng.standard_normal((args.images, 49, 512)).astype(np.float32)
-    grids = {prefix: grid if step.attention else None for prefix, step in steps.items()}
+    grids = {prefix: grid if step.uses_grid else None for prefix, step in steps.items()}
 
     classic = build_classic(
         VOCAB_SIZE, merge.max_len + 1, merge.embed_dim, merge.units, 4096

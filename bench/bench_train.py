@@ -40,8 +40,8 @@ from common import (
 )
 
 from radcap.core.config import preset
-from radcap.models.merge import build_captioner
-from radcap.training.batches import Batches, token_loss
+from radcap.training.batches import Batches
+from radcap.training.recipe import new_captioner
 
 GOAL = 40  # radcap target tokens per second / classic's
 
@@ -76,11 +76,7 @@ def radcap_epoch(config, tokens, arrays, precision="float32"):
     stats = {"fc2": random_stats(4096)}
     if config.uses_grid:
         stats["grid"] = random_stats(512)
-    model = build_captioner(config, VOCAB_SIZE, stats, precision)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=token_loss(),
-    )
+    model = new_captioner(config, VOCAB_SIZE, stats, precision)
     rows = np.arange(len(tokens))
     batches = Batches(tokens, rows, arrays, config.batch_size, True, config.seed)
     # Warm-up: trace the train step, and meet every batch width once (the

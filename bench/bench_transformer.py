@@ -41,27 +41,14 @@ CACHE_GOAL = 3  # cached 60-word greedy decode, times faster than recomputing
 
 
 class RecomputingStep:
-    """The transformer's greedy step without a cache: every step runs the
-    blocks over the whole prefix and keeps the last position's logits."""
+    """The transformer's greedy step without a cache: every step runs
+    `call_with_cache` over the whole prefix and keeps the last position's logits."""
 
     def __init__(self, model):
         self.model = model
 
         def run(prefix, memory):
-            x = model._words(prefix)
-            t = ops.shape(prefix)[1]
-            mask = ops.arange(t)[None, :] <= ops.arange(t)[:, None]
-            for i, block in enumerate(model.blocks):
-                normed = block.self_norm(x)
-                keys, values = block.self_attention.project(normed)
-                h, _ = block.self_attention.attend(normed, keys, values, mask)
-                x = x + h
-                h, _ = block.cross_attention.attend(
-                    block.cross_norm(x), *memory[2 * i : 2 * i + 2]
-                )
-                x = x + h
-                x = x + block._feed_forward(x)
-            logits = model.logits(model.final_norm(x[:, -1]))
+            logits = model.call_with_cache(prefix, memory)[0][:, -1]  # no cache
             return ops.log_softmax(logits, axis=-1)
 
         self._run = tf.function(run, reduce_retracing=True)

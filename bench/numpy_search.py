@@ -1,11 +1,13 @@
-"""The batched search as radcap 0.2 ran it: a NumPy loop around a compiled step.
+"""A reference kept on purpose for bench_decode.py: radcap 0.2's batched search.
 
-Kept for `bench_decode.py`, which times it beside radcap's search of today
-(the same search in TensorFlow operations, compiled into one graph with the
-model: `radcap.decoding.search.CompiledSearch`). The step function is
-`radcap.decoding.search.CompiledStep`.
+The search as radcap 0.2 ran it, a NumPy loop around a compiled step.
+`bench_decode.py` times it beside radcap's search of today (the same search
+in TensorFlow operations, compiled into one graph with the model:
+`radcap.decoding.compiled.CompiledSearch`); it is not radcap's decoding,
+which lives in `radcap.decoding.search` only. The step function is
+`radcap.decoding.compiled.CompiledStep`.
 
-The searches are written once, against a step function
+In radcap 0.2 the searches were written once, against a step function
 
     step(tokens (B,), state) -> (log_probs (B, vocab_size), state, attention (B, R))
 

@@ -22,8 +22,8 @@ from classic import build_classic
 from common import VOCAB_SIZE, machine, random_stats
 
 from radcap.core.config import preset
-from radcap.models.merge import build_captioner
-from radcap.training.batches import token_loss, token_weights
+from radcap.training.batches import token_weights
+from radcap.training.recipe import new_captioner
 
 
 def train_step(model, inputs, targets, weights=None):
@@ -34,8 +34,7 @@ def train_step(model, inputs, targets, weights=None):
 
 def radcap_step(config, vocab_size: int, width: int, precision: str, forward=False):
     stats = {"fc2": random_stats(4096), "grid": random_stats(512)}
-    model = build_captioner(config, vocab_size, stats, precision)
-    model.compile(optimizer="adam", loss=token_loss())
+    model = new_captioner(config, vocab_size, stats, precision)
     rng = np.random.default_rng(0)
     n = config.batch_size
     tokens = rng.integers(4, vocab_size, (n, width + 1), dtype=np.int32)

@@ -132,20 +132,13 @@ def validation_loss(run_dir: Path, root: Path) -> float:
 
     from radcap.data import load
     from radcap.features.splits import load_split
-    from radcap.training.batches import Batches, token_loss
+    from radcap.training.recipe import compile_captioner, split_batches
 
     config = runs.load_config(run_dir)
     vocab = runs.load_vocab(run_dir)
     split = load_split(config, load(config, root), "validation", root)
-    batches = Batches(
-        vocab.encode_batch(split.captions["caption"]),
-        split.caption_rows(),
-        {"features": split.features},
-        config.batch_size,
-        False,
-    )
-    model = runs.load_model(run_dir)
-    model.compile(loss=token_loss())
+    batches = split_batches(split, vocab, config, shuffle=False)
+    model = compile_captioner(runs.load_model(run_dir), config)
     return float(model.evaluate(batches.dataset(), verbose=0))
 
 

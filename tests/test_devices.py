@@ -64,17 +64,21 @@ def test_this_machine_without_a_gpu_really_says_so():
 
 
 def fit_losses(config, precision, inputs, epochs=6):
-    """Per-epoch training losses of a fresh captioner, seeded, in `precision`."""
-    from radcap.models.merge import build_captioner
+    """Per-epoch training losses of a fresh captioner, seeded, in `precision`.
 
-    keras.utils.set_random_seed(0)
-    model = build_captioner(config, 30, precision=precision)
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    Built and compiled by training's own recipe; `inputs` have no padding, so
+    `token_weights` weigh every token of a batch of 8 alike.
+    """
+    from radcap.training.batches import token_weights
+    from radcap.training.recipe import new_captioner
+
+    config = config.replace(learning_rate=3e-3, seed=0)
+    model = new_captioner(config, 30, precision=precision)
     targets = np.roll(inputs["tokens"], -1, axis=1)
-    fit = model.fit(inputs, targets, batch_size=8, epochs=epochs, verbose=0)
+    weights = np.concatenate([token_weights(targets[i : i + 8]) for i in (0, 8)])
+    fit = model.fit(
+        inputs, targets, sample_weight=weights, batch_size=8, epochs=epochs, verbose=0
+    )
     return model, np.array(fit.history["loss"])
 
 

@@ -10,9 +10,9 @@ grid (B, R, 512) ─ FeatureNormalization ─ Dense(units) ─ Bahdanau ──�
 The image never enters the recurrence (Tanti et al. 2018), so training runs
 on whole captions at once, and the attention context (queried by the LSTM
 output) keeps it parallel over time too. The forward pass is written once,
-in `MergeCaptioner`: `call` runs it over whole captions (teacher forcing),
-`encode` and `step` run the same sublayers one token at a time for the
-searches in `radcap.decoding.search`.
+in `MergeCaptioner.call_with_cache`: `call` runs it over whole captions
+(teacher forcing), `step` one token at a time from the recurrent state, for
+the searches in `radcap.decoding.search`.
 """
 
 from __future__ import annotations
@@ -131,23 +131,60 @@ class MergeCaptioner(keras.Model):
             self.grid_norm.set_statistics(*stats["grid"])
 
     def call(self, inputs, training=False):
-        tokens = inputs["tokens"]  # (B, T)
-        mask = ops.not_equal(tokens, 0)  # (B, T)
-        image = self._image(inputs["features"], training)  # (B, units)
+        memory = self._memory(inputs["features"], inputs.get("grid"), training)
+        return self.call_with_cache(inputs["tokens"], memory, training=training)[0]
+
+    def call_with_cache(self, tokens, memory, carry=None, training=False):
+        """The decoder over `tokens`, from the recurrent state `carry`.
+
+        The forward pass, written once: `call` runs it over whole captions
+        (the RNN layer, padding masked), `step` over one token from the
+        state the tokens before it left (the RNN's cell).
+
+        Args:
+            tokens: `(B, T)` int32; with a carry, T is known when tracing.
+            memory: From `encode`.
+            carry: `(h, c)` from `encode` or the previous step; None when
+                `tokens` are whole captions.
+            training: Dropout on when True.
+
+        Returns:
+            `(logits (B, T, vocab_size), carry, attention)`: the carry after
+            the last token (None without one), the attention `(B, T, R)`
+            (None without an attention layer).
+        """
         words = self.word_dropout(self.embedding(tokens), training=training)
-        seq = self.rnn(words, mask=mask, training=training)  # (B, T, units)
-        merged = seq + image[:, None, :]  # (B, T, units)
+        if carry is None:
+            mask = ops.not_equal(tokens, 0)  # (B, T)
+            seq = self.rnn(words, mask=mask, training=training)  # (B, T, units)
+        else:
+            seq, carry = self._cell_steps(words, carry)
+        merged = seq + memory[0][:, None, :]  # (B, T, units)
+        weights = None
         if self.attention:
-            regions = self._regions(inputs["grid"])  # (B, R, units)
-            merged = merged + self.bahdanau(seq, regions)  # (B, T, units)
-        return self._predict(merged, training)  # (B, T, vocab_size)
+            _, regions, keys = memory
+            context, weights = self.bahdanau.attend(seq, keys, regions)
+            merged = merged + context  # (B, T, units)
+        return self._predict(merged, training), carry, weights
 
-    def _image(self, features, training=False):
+    def _cell_steps(self, words, carry):
+        """The RNN's cell over `words` `(B, T, embed_dim)` from `carry`."""
+        lstm = isinstance(self.rnn, keras.layers.LSTM)
+        h, c = carry
+        outputs = []
+        for t in range(words.shape[1]):
+            out, states = self.rnn.cell(words[:, t], [h, c] if lstm else [h])
+            h, c = states[0], states[1] if lstm else c
+            outputs.append(out)  # (B, units)
+        return ops.stack(outputs, axis=1), (h, c)
+
+    def _memory(self, features, grid=None, training=False):
         x = self.image_dropout(self.fc2_norm(features), training=training)
-        return self.image_proj(x)  # (B, units)
-
-    def _regions(self, grid):
-        return self.grid_proj(self.grid_norm(grid))  # (B, R, units)
+        memory = (self.image_proj(x),)  # (B, units)
+        if self.attention:
+            regions = self.grid_proj(self.grid_norm(grid))  # (B, R, units)
+            memory += (regions, self.bahdanau.project_keys(regions))
+        return memory
 
     def _predict(self, merged, training=False):
         x = self.merge_dropout(merged, training=training)
@@ -168,13 +205,8 @@ class MergeCaptioner(keras.Model):
             `(regions (B, R, units), keys (B, R, attention_units))` with
             attention, the keys projected once per image.
         """
-        image = self._image(features)
         zeros = ops.zeros((ops.shape(features)[0], self.units), self.compute_dtype)
-        memory = (image,)
-        if self.attention:
-            regions = self._regions(grid)
-            memory += (regions, self.bahdanau.project_keys(regions))
-        return (zeros, zeros), memory
+        return (zeros, zeros), self._memory(features, grid)
 
     def step(self, tokens, carry, memory):
         """Advance every sequence by one token.
@@ -188,22 +220,12 @@ class MergeCaptioner(keras.Model):
             `(logits (B, vocab_size), carry, attention (B, R))`; attention is
             `(B, 1)` zeros without an attention layer.
         """
-        # A lookup, not the layer: the layer would attach a padding mask.
-        x = ops.take(self.embedding.embeddings, tokens, axis=0)  # (B, embed_dim)
-        x = ops.cast(x, self.compute_dtype)
-        h, c = carry
-        lstm = isinstance(self.rnn, keras.layers.LSTM)
-        out, states = self.rnn.cell(x, [h, c] if lstm else [h], training=False)
-        merged = out + memory[0]  # (B, units)
-        if self.attention:
-            _, regions, keys = memory
-            context, weights = self.bahdanau.attend(out[:, None, :], keys, regions)
-            merged = merged + context[:, 0]  # (B, units)
-            weights = ops.cast(weights[:, 0], "float32")  # (B, R)
-        else:
+        logits, carry, weights = self.call_with_cache(tokens[:, None], memory, carry)
+        if weights is None:
             weights = ops.zeros((ops.shape(tokens)[0], 1))
-        carry = (states[0], states[1] if lstm else c)
-        return self._predict(merged), carry, weights
+        else:
+            weights = ops.cast(weights[:, 0], "float32")  # (B, R)
+        return logits[:, 0], carry, weights
 
     @property
     def uses_grid(self) -> bool:

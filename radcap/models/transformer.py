@@ -16,12 +16,15 @@ lives on and look at regions where it needs to; the regions carry learned
 position embeddings, since where a region is (which side) is what a side
 word depends on.
 
-Decoding keeps a key/value cache: `encode` projects the memory's keys and
-values once per image, and each `step` projects only the new position and
-appends it to each block's self-attention cache. The cache is part of the
-search state (batch first, `(B, t, units)` per block for keys and for
-values), so the batched searches in `radcap.decoding.search` reorder it like an
-LSTM's state.
+The forward pass is written once, in `DecoderBlock.call` and
+`TransformerCaptioner.call_with_cache`, with an optional key/value cache (as
+keras-hub's `TransformerDecoder` and `call_with_cache`): training runs it over
+whole captions without one; decoding keeps one: `encode` projects the
+memory's keys and values once per image, and each `step` projects only the
+new position and appends it to each block's self-attention cache. The cache
+is part of the search state (batch first, `(B, heads, t, units // heads)` per
+block for keys and for values), so the batched searches in
+`radcap.decoding.search` reorder it like an LSTM's state.
 
 The attention layers are written here rather than taken from keras-hub:
 keras-hub's `TransformerDecoder` needs `tensorflow-text`, which is built for
@@ -130,13 +133,18 @@ class DecoderBlock(keras.layers.Layer):
         ff_units: Hidden width of the feed-forward part.
         dropout: Dropout after each part, before the residual sum.
 
-    Call arguments:
-        x: `(B, T, units)` word states.
-        memory: `(B, M, units)` image memory.
+    Call arguments (as keras-hub's `TransformerDecoder` with its
+    `self_attention_cache`):
+        x: `(B, T, units)` word states of the new positions.
+        memory: `(keys, values)` of the image memory from
+            `cross_attention.project`, `(B, heads, M, d)` each.
+        cache: `(keys, values)` of the `t` positions before `x`, `(B, heads,
+            t, d)` each; None when `x` starts the caption.
         training: Dropout on when True.
 
     Returns:
-        `(B, T, units)`.
+        `(x (B, T, units), cache with t + T positions, cross-attention
+        weights (B, heads, T, M))`.
     """
 
     def __init__(self, units: int, heads: int, ff_units: int, dropout: float, **kw):
@@ -162,37 +170,27 @@ class DecoderBlock(keras.layers.Layer):
         self.ff_out.build((None, None, self.ff_units))
         self.built = True
 
-    def call(self, x, memory, training=False):
+    def call(self, x, memory, cache=None, training=False):
+        # The block's one forward pass (see the class docstring): training
+        # runs it over whole captions without a cache, decoding over one new
+        # position with the cache of the positions before it.
         normed = self.self_norm(x)
-        h = self.self_attention(normed, normed, causal=True)
+        keys, values = self.self_attention.project(normed)  # (B, h, T, d) each
+        start = 0
+        if cache is not None:
+            start = ops.shape(cache[0])[2]
+            keys = ops.concatenate([cache[0], keys], axis=2)  # (B, h, t + T, d)
+            values = ops.concatenate([cache[1], values], axis=2)
+        mask = None
+        if x.shape[1] != 1:  # one new position may see every cached one
+            tq, tk = ops.shape(x)[1], ops.shape(keys)[2]
+            mask = ops.arange(tk)[None, :] <= start + ops.arange(tq)[:, None]
+        h, _ = self.self_attention.attend(normed, keys, values, mask)
         x = x + self.drop(h, training=training)
-        h = self.cross_attention(self.cross_norm(x), memory)
-        x = x + self.drop(h, training=training)
-        return x + self.drop(self._feed_forward(x), training=training)
-
-    def _feed_forward(self, x):
-        return self.ff_out(self.ff_hidden(self.ff_norm(x)))
-
-    def step(self, x, cache, memory):
-        """One new position `x` `(B, 1, units)` given the cache and projected memory.
-
-        Args:
-            cache: `(keys, values)` of the positions so far, `(B, h, t, d)` each.
-            memory: `(keys, values)` of the memory from `cross_attention.project`.
-
-        Returns:
-            `(x (B, 1, units), cache with t + 1 positions, cross weights
-            (B, heads, 1, M))`.
-        """
-        normed = self.self_norm(x)
-        new_keys, new_values = self.self_attention.project(normed)
-        keys = ops.concatenate([cache[0], new_keys], axis=2)
-        values = ops.concatenate([cache[1], new_values], axis=2)
-        h, _ = self.self_attention.attend(normed, keys, values)
-        x = x + h
         h, weights = self.cross_attention.attend(self.cross_norm(x), *memory)
-        x = x + h
-        return x + self._feed_forward(x), (keys, values), weights
+        x = x + self.drop(h, training=training)
+        feed_forward = self.ff_out(self.ff_hidden(self.ff_norm(x)))
+        return x + self.drop(feed_forward, training=training), (keys, values), weights
 
     def get_config(self):
         return {
@@ -298,6 +296,7 @@ class TransformerCaptioner(keras.Model):
         self.grid_norm.set_statistics(*stats["grid"])
 
     def _memory(self, features, grid, training=False):
+        """Each block's cross-attention keys and values over the image memory."""
         image = self.image_proj(
             self.image_dropout(self.fc2_norm(features), training=training)
         )  # (B, units)
@@ -305,7 +304,11 @@ class TransformerCaptioner(keras.Model):
         place = ops.cast(self.region_position.embeddings, self.compute_dtype)
         regions = regions + place[None]
         memory = ops.concatenate([regions, image[:, None, :]], axis=1)
-        return self.memory_norm(memory)  # (B, R + 1, units)
+        memory = self.memory_norm(memory)  # (B, R + 1, units)
+        projected = ()
+        for block in self.blocks:
+            projected += block.cross_attention.project(memory)
+        return projected
 
     def _words(self, tokens, start=0, training=False):
         """Token plus position embeddings of `tokens` `(B, T)` from position `start`."""
@@ -316,10 +319,36 @@ class TransformerCaptioner(keras.Model):
 
     def call(self, inputs, training=False):
         memory = self._memory(inputs["features"], inputs["grid"], training)
-        x = self._words(inputs["tokens"], training=training)
-        for block in self.blocks:
-            x = block(x, memory, training=training)
-        return self.logits(self.final_norm(x))  # (B, T, vocab_size)
+        return self.call_with_cache(inputs["tokens"], memory, training=training)[0]
+
+    def call_with_cache(self, tokens, memory, cache=None, training=False):
+        """The decoder over `tokens`, after the positions in `cache`.
+
+        The forward pass, written once: `call` runs it over whole captions,
+        `step` over one new token with the cache of the tokens before it.
+
+        Args:
+            tokens: `(B, T)` int32.
+            memory: From `encode`: each block's cross-attention keys and values.
+            cache: Each block's self-attention keys and values of the `t`
+                positions before `tokens` (`encode`'s carry, then `step`'s),
+                or None when `tokens` start the caption.
+            training: Dropout on when True.
+
+        Returns:
+            `(logits (B, T, vocab_size), cache with t + T positions, cross
+            weights)`: the weights are one `(B, heads, T, R + 1)` per block,
+            the last memory token being the whole image.
+        """
+        start = 0 if cache is None else ops.shape(cache[0])[2]
+        x = self._words(tokens, start, training)  # (B, T, units)
+        new_cache, weights = (), ()
+        for i, block in enumerate(self.blocks):
+            pair = slice(2 * i, 2 * i + 2)
+            past = None if cache is None else cache[pair]
+            x, past, w = block(x, memory[pair], past, training=training)
+            new_cache, weights = new_cache + past, weights + (w,)
+        return self.logits(self.final_norm(x)), new_cache, weights
 
     def encode(self, features, grid=None):
         """The per-image search state: empty caches, and the memory's keys and values.
@@ -334,15 +363,10 @@ class TransformerCaptioner(keras.Model):
             `memory` each block's cross-attention keys and values over the
             `R + 1` memory tokens.
         """
-        memory = self._memory(features, grid)
         batch = ops.shape(features)[0]
         shape = (batch, self.heads, 0, self.units // self.heads)
         empty = ops.zeros(shape, self.compute_dtype)
-        carry, projected = (), ()
-        for block in self.blocks:
-            carry += (empty, empty)
-            projected += block.cross_attention.project(memory)
-        return carry, projected
+        return (empty, empty) * self.depth, self._memory(features, grid)
 
     def step(self, tokens, carry, memory):
         """Advance every sequence by one token (see `MergeCaptioner.step`).
@@ -353,17 +377,10 @@ class TransformerCaptioner(keras.Model):
             heads and blocks (the rest of each row, up to 1, is on the
             whole-image token).
         """
-        position = ops.shape(carry[0])[2]
-        x = self._words(tokens[:, None], start=position)  # (B, 1, units)
-        new_carry, weights = (), 0.0
-        for i, block in enumerate(self.blocks):
-            cache, projected = carry[2 * i : 2 * i + 2], memory[2 * i : 2 * i + 2]
-            x, cache, w = block.step(x, cache, projected)
-            new_carry += cache
-            weights = weights + ops.mean(w[:, :, 0, :], axis=1)  # (B, R + 1)
+        logits, carry, weights = self.call_with_cache(tokens[:, None], memory, carry)
+        weights = sum(ops.mean(w[:, :, 0, :], axis=1) for w in weights)  # (B, R + 1)
         weights = weights / len(self.blocks)
-        logits = self.logits(self.final_norm(x))[:, 0]  # (B, vocab_size)
-        return logits, new_carry, weights[:, : self.regions]
+        return logits[:, 0], carry, weights[:, : self.regions]
 
     def get_config(self):
         return {

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from radcap.core.config import SPLITS, Config
-from radcap.core.devices import resolve_precision, resolve_strategy, strategy_name
+from radcap.core.devices import resolve_strategy, strategy_name
 from radcap.core.files import (
     atomic_path,
     check_free_space,
@@ -44,9 +44,9 @@ from radcap.features.familiarity import Familiarity
 from radcap.features.splits import Split, load_split
 from radcap.models import runs
 from radcap.models.card import write_card
-from radcap.models.merge import build_captioner, feature_stats
-from radcap.training.batches import Batches, token_loss
+from radcap.models.merge import feature_stats
 from radcap.training.callbacks import Progress, run_callbacks
+from radcap.training.recipe import new_captioner, split_batches
 
 
 @dataclasses.dataclass
@@ -96,7 +96,9 @@ def train(
         prepared = _prepare(config, dataset, root, run_dir, verbose)
         strategy = _devices(config, verbose)
         with strategy.scope():  # the model, its optimizer state and the fit
-            model = _build(config, prepared, verbose)
+            model = new_captioner(
+                config, prepared.vocab.size, prepared.stats, verbose=verbose
+            )
             _check_space(run_dir, model)
             initial_epoch, history = _resume(model, run_dir, verbose)
             _after_divergence(model, run_dir, config, verbose)
@@ -209,26 +211,6 @@ def _devices(config: Config, verbose: bool):
     return strategy
 
 
-def _build(config: Config, prepared: Prepared, verbose: bool = True):
-    """The captioner, with fresh weights drawn from the config's seed, compiled.
-
-    Its layers compute in the config's `precision` as this machine can
-    (`radcap.core.devices.resolve_precision`; a note says when it cannot).
-    """
-    import keras
-
-    precision, note = resolve_precision(config.precision)
-    if note and verbose:
-        print(f"note: {note}")
-    keras.utils.set_random_seed(config.seed)
-    model = build_captioner(config, prepared.vocab.size, prepared.stats, precision)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=token_loss(),
-    )
-    return model
-
-
 def _check_space(run_dir: Path, model) -> None:
     """Refuse to start when the disk cannot hold two checkpoints and a backup."""
     # Weights and Adam's two moments, float32, in each of three files at most
@@ -297,8 +279,8 @@ def _restore_best(run_dir: Path, history: pd.DataFrame, last_backup: Path) -> No
 
 def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbose):
     """Run the epochs from `initial_epoch` to `config.epochs`."""
-    train_batches = _batches(prepared.train, prepared.vocab, config, shuffle=True)
-    val_batches = _batches(prepared.validation, prepared.vocab, config, shuffle=False)
+    train_batches = split_batches(prepared.train, prepared.vocab, config, True)
+    val_batches = split_batches(prepared.validation, prepared.vocab, config, False)
     callbacks = run_callbacks(config, run_dir, history, train_batches, extra, verbose)
     try:
         model.fit(
@@ -313,16 +295,6 @@ def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbos
     finally:  # a fit stopped by an error ends no bar; its message needs a line
         for bar in (c for c in callbacks if isinstance(c, Progress)):
             bar.on_train_end()
-
-
-def _batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
-    """A split's captions as length-bucketed batches over its feature caches."""
-    arrays = {"features": split.features}
-    if split.grid is not None:
-        arrays["grid"] = split.grid
-    tokens = vocab.encode_batch(split.captions["caption"])
-    rows = split.caption_rows()
-    return Batches(tokens, rows, arrays, config.batch_size, shuffle, config.seed)
 
 
 def _finish(

@@ -1,0 +1,81 @@
+"""How training builds, compiles and batches a captioner, for every caller alike.
+
+`radcap.training.train` runs these steps; the benchmarks and the tests that
+train or evaluate a captioner call the same functions, so what they measure
+or check is the training recipe itself, not a copy of it.
+"""
+
+from __future__ import annotations
+
+from radcap.core.config import Config
+from radcap.core.devices import resolve_precision
+from radcap.core.text import Vocabulary
+from radcap.features.splits import Split
+from radcap.models.merge import build_captioner
+from radcap.training.batches import Batches, token_loss
+
+
+def new_captioner(
+    config: Config,
+    vocab_size: int,
+    stats: dict | None = None,
+    precision: str | None = None,
+    verbose: bool = True,
+):
+    """The captioner training starts from: fresh weights drawn from `config.seed`.
+
+    Args:
+        config: The run's config (sizes, `seed`, `learning_rate`, `precision`).
+        vocab_size: Number of token ids.
+        stats: Normalisation statistics from the train split (see
+            `radcap.models.merge.build_captioner`).
+        precision: A Keras dtype policy to use as it is; default the config's
+            `precision` as this machine can run it
+            (`radcap.core.devices.resolve_precision`; a note says when it
+            cannot).
+        verbose: Print that note.
+
+    Returns:
+        The captioner, compiled by `compile_captioner`.
+    """
+    import keras
+
+    if precision is None:
+        precision, note = resolve_precision(config.precision)
+        if note and verbose:
+            print(f"note: {note}")
+    keras.utils.set_random_seed(config.seed)
+    model = build_captioner(config, vocab_size, stats, precision)
+    return compile_captioner(model, config)
+
+
+def compile_captioner(model, config: Config):
+    """`model` compiled as training compiles it: Adam at the config's
+    `learning_rate` and `token_loss`, for `split_batches`' weighted batches.
+
+    Returns:
+        The same model.
+    """
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate), loss=token_loss()
+    )
+    return model
+
+
+def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
+    """A split's captions as length-bucketed `Batches` over its feature caches.
+
+    Args:
+        split: The split (its captions, feature caches and caption rows).
+        vocab: The run's vocabulary.
+        config: `batch_size` and `seed`.
+        shuffle: Shuffle (train) or keep a fixed order (validation).
+    """
+    arrays = {"features": split.features}
+    if split.grid is not None:
+        arrays["grid"] = split.grid
+    tokens = vocab.encode_batch(split.captions["caption"])
+    rows = split.caption_rows()
+    return Batches(tokens, rows, arrays, config.batch_size, shuffle, config.seed)
