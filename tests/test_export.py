@@ -88,8 +88,9 @@ def save_mix(folder: Path) -> list[Path]:
 
 
 def test_any_png_or_jpeg_decodes_in_the_graph_as_load_image_decodes_it(tmp_path):
+    graph = tf.function(decode_image, input_signature=[tf.TensorSpec([], tf.string)])
     for path in save_mix(tmp_path):
-        pixels, error = decode_image(tf.constant(path.read_bytes()))
+        pixels, error = graph(tf.constant(path.read_bytes()))
         assert error.numpy() == b"", path.name
         np.testing.assert_array_equal(pixels.numpy(), load_image(path), path.name)
 
@@ -141,6 +142,21 @@ def test_familiarity_scores_follow_their_definition_in_and_out_of_a_graph():
     graph = tf.function(f.score, input_signature=[tf.TensorSpec([None, 40])])
     np.testing.assert_allclose(graph(queries.astype(np.float32)), expected, rtol=1e-4)
     assert (expected[-20:] > f.threshold).all()  # the shifted ones stand out
+
+
+def test_ids_become_words_by_one_rule_in_python_and_in_the_graph():
+    from radcap.core.text import Vocabulary
+    from radcap.decoding.search import Decoded
+    from radcap.serving.export import caption_text
+
+    vocab = Vocabulary(["b", "c"], max_len=6)  # <pad> <start> <end> <unk> b c
+    tokens = [[4, 5, 2, 4, 4, 4], [1, 4, 0, 5, 99, 2], [4, 4, 4, 4, 5, 5], [2, 4] * 3]
+    lengths = [3, 6, 5, 1]  # each row's last token is valid up to its length
+    expected = ["b c", "b c <unk>", "b b b b c", ""]
+    assert [vocab.decode(t[:n]) for t, n in zip(tokens, lengths)] == expected
+    decoded = Decoded(tf.constant(tokens, tf.int32), tf.constant(lengths), None, None)
+    graph = tf.function(lambda d: caption_text(vocab, d))
+    assert [t.decode() for t in graph(decoded).numpy().tolist()] == expected
 
 
 def test_export_never_replaces_a_folder_that_is_not_a_savedmodel(tmp_path):

@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -157,6 +158,21 @@ def test_a_cache_from_other_settings_is_refused(images, full):
         extract(other, images, "train", root)
     with pytest.raises(FeatureCacheError, match="other settings"):
         load_features(other, "train", root=root)
+
+
+def test_a_cache_of_pillow_resized_pixels_is_refused_as_stale(images, full, tmp_path):
+    """A cache made before `radcap.data.pixels` has no "pixels" in its settings."""
+    root = tmp_path / "old"
+    shutil.copytree(full[False][0], root)
+    meta_path = root / "features/demo/vgg16-fc2/meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["pixels"]
+    meta_path.write_text(json.dumps(meta))
+    config = preset("demo", extract_batch_size=BATCH)
+    with pytest.raises(
+        FeatureCacheError, match="pixels: cache has None, asked for 'tf-1'"
+    ):
+        load_features(config, "train", root=root)
 
 
 def test_a_changed_dataset_is_refused(images, full):

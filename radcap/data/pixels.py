@@ -10,9 +10,10 @@ their arrays then take the same `colour` and `resize` as the rest.
 
 The steps, on the decoded values:
 
-1. Shrink a large image by whole steps before anything else (a JPEG is
-   decoded at 1/2, 1/4 or 1/8 scale; a PNG keeps every n-th pixel), so that
-   a 10000x10000 scan is never converted to float at full size.
+1. Shrink a large image by whole steps before anything else, so that a
+   10000x10000 scan is never converted to float at full size: a JPEG is
+   decoded at 1/2, 1/4 or 1/8 scale (the smallest that keeps `size`), a PNG
+   keeps every n-th pixel (keeping twice `size`).
 2. Colour: grey becomes RGB; 16-bit grey is stretched over its own range
    (other 16-bit data keeps its high byte, as Pillow reads it); transparent
    pixels become black, like the background of a scan.
@@ -71,14 +72,18 @@ def colour(image):
 
     image = tf.cast(image, tf.float32)
     channels = tf.shape(image)[2]
-    rgb = tf.cond(
-        channels >= 3,
-        lambda: image[..., :3],
-        lambda: tf.tile(image[..., :1], [1, 1, 3]),
-    )
-    alpha = image[..., channels - 1 :]  # transparent pixels become black
-    with_alpha = (channels == 2) | (channels == 4)
-    return tf.where(with_alpha, tf.round(rgb * alpha / 255.0), rgb)
+
+    def rgb():
+        return tf.cond(
+            channels >= 3,
+            lambda: image[..., :3],
+            lambda: tf.tile(image[..., :1], [1, 1, 3]),
+        )
+
+    def over_black():  # transparent pixels become black, like a scan's background
+        return tf.round(rgb() * image[..., channels - 1 :] / 255.0)
+
+    return tf.cond((channels == 2) | (channels == 4), over_black, rgb)
 
 
 def shrink(image, size: int):
@@ -123,8 +128,9 @@ def _jpeg(data, size: int):
     import tensorflow as tf
 
     side = tf.reduce_min(tf.image.extract_jpeg_shape(data)[:2])
-    # Decoded at the smallest scale that keeps twice `size`: cheap and small.
-    scale = tf.reduce_sum(tf.cast(side >= 2 * size * np.array([2, 4, 8]), tf.int32))
+    # Decoded at the smallest scale that keeps `size` (the decoder's own
+    # filtered downscaling): a fraction of the work of a full decode.
+    scale = tf.reduce_sum(tf.cast(side >= size * np.array([2, 4, 8]), tf.int32))
     image = tf.switch_case(
         scale,
         [
@@ -132,7 +138,7 @@ def _jpeg(data, size: int):
             for ratio in (1, 2, 4, 8)
         ],
     )
-    return colour(shrink(image, size))
+    return tf.cast(image, tf.float32)  # always RGB: channels=3
 
 
 def _pixel_count(data, is_png):
