@@ -61,7 +61,10 @@ def load_image(path: str | Path, size: int = 224, frame="middle") -> np.ndarray:
     `radcap.data.dicom`: the file's own rescale and window, nothing of its
     header kept). 16-bit and 32-bit data are scaled by their actual min..max
     range, not clipped. Very large JPEGs are decoded at reduced resolution,
-    so a 10000x10000 file does not exhaust memory.
+    so a 10000x10000 file does not exhaust memory. A PNG or JPEG is decoded
+    and resized by `radcap.data.pixels.load`, as the exported SavedModel
+    reads it; other files are decoded here and take the same colour and
+    resize steps (`radcap.data.pixels`).
 
     Args:
         path: Image file.
