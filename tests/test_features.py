@@ -228,20 +228,20 @@ def test_a_passing_read_error_is_named_and_retried_next_time(
     extractor = extractors[False]
     config = extractor.config
     locked = images["path"][5]
-    real_open = radcap.data.images.Image.open
+    real_open = radcap.data.images.Path.open
 
-    def refuse(path, *args, **kwargs):
+    def refuse(path, *args, **kwargs):  # where load_image opens a PNG or JPEG
         if str(path) == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(radcap.data.images.Image, "open", refuse)
+    monkeypatch.setattr(radcap.data.images.Path, "open", refuse)
     first = extract(config, images, "train", tmp_path, extractor=extractor)["fc2"]
     reasons = dict(zip(first.skipped["image_id"], first.skipped["reason"]))
     assert reasons["img5"] == "permission denied (read again next time)"
     assert not first.array[5].any()
 
-    monkeypatch.setattr(radcap.data.images.Image, "open", real_open)  # fixed
+    monkeypatch.setattr(radcap.data.images.Path, "open", real_open)  # fixed
     again = extract(config, images, "train", tmp_path, extractor=extractor)["fc2"]
     assert again.skipped["image_id"].tolist() == ["img3", "img9"]  # the broken ones
     assert again.array[5].any()

@@ -125,12 +125,13 @@ def _load_png_or_jpeg(path: Path, size: int) -> np.ndarray | None:
     """
     import tensorflow as tf
 
-    with open(path, "rb") as f:
-        head = f.read(len(pixels.PNG))
-    if not head.startswith((pixels.PNG, pixels.JPEG)):
-        return None
+    with path.open("rb") as f:
+        data = f.read(len(pixels.PNG))
+        if not data.startswith((pixels.PNG, pixels.JPEG)):
+            return None
+        data += f.read()
     try:
-        image, error = pixels.load_function(size)(tf.constant(path.read_bytes()))
+        image, error = pixels.load_function(size)(tf.constant(data))
     except tf.errors.OpError:
         return None
     return None if error.numpy() else image.numpy()
