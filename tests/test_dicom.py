@@ -22,7 +22,7 @@ from tiny_run import tiny_backbone, untrained_run
 import radcap.features.backbone
 from radcap import cli
 from radcap.core.config import Config
-from radcap.data import dicom
+from radcap.data import dicom, pixels
 from radcap.data.images import ImageError, load_image
 from radcap.features.cache import cache_meta
 
@@ -80,9 +80,8 @@ def test_a_windowed_ct_matches_the_first_window_of_its_header(tmp_path):
     got = dicom.read_dicom(path)
     assert got.dtype == np.uint8 and np.array_equal(got, expected)
     # What the backbone gets: that image, grey as RGB, resized to 224.
-    rgb = Image.fromarray(expected).convert("RGB")
-    rgb = rgb.resize((224, 224), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    assert np.array_equal(load_image(path), np.asarray(rgb, np.float32))
+    rgb = pixels.array_function(224)(expected[..., None]).numpy()
+    assert np.array_equal(load_image(path), rgb)
 
 
 def test_without_a_window_the_range_of_the_modality_values_is_shown():

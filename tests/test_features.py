@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -159,6 +160,21 @@ def test_a_cache_from_other_settings_is_refused(images, full):
         load_features(other, "train", root=root)
 
 
+def test_a_cache_of_pillow_resized_pixels_is_refused_as_stale(images, full, tmp_path):
+    """A cache made before `radcap.data.pixels` has no "pixels" in its settings."""
+    root = tmp_path / "old"
+    shutil.copytree(full[False][0], root)
+    meta_path = root / "features/demo/vgg16-fc2/meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["pixels"]
+    meta_path.write_text(json.dumps(meta))
+    config = preset("demo", extract_batch_size=BATCH)
+    with pytest.raises(
+        FeatureCacheError, match="pixels: cache has None, asked for 'tf-1'"
+    ):
+        load_features(config, "train", root=root)
+
+
 def test_a_changed_dataset_is_refused(images, full):
     root, _ = full[False]
     more = pd.concat([images, pd.DataFrame({"image_id": ["new"], "path": ["x.png"]})])
@@ -212,20 +228,20 @@ def test_a_passing_read_error_is_named_and_retried_next_time(
     extractor = extractors[False]
     config = extractor.config
     locked = images["path"][5]
-    real_open = radcap.data.images.Image.open
+    real_open = radcap.data.images.Path.open
 
-    def refuse(path, *args, **kwargs):
+    def refuse(path, *args, **kwargs):  # where load_image opens a PNG or JPEG
         if str(path) == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(radcap.data.images.Image, "open", refuse)
+    monkeypatch.setattr(radcap.data.images.Path, "open", refuse)
     first = extract(config, images, "train", tmp_path, extractor=extractor)["fc2"]
     reasons = dict(zip(first.skipped["image_id"], first.skipped["reason"]))
     assert reasons["img5"] == "permission denied (read again next time)"
     assert not first.array[5].any()
 
-    monkeypatch.setattr(radcap.data.images.Image, "open", real_open)  # fixed
+    monkeypatch.setattr(radcap.data.images.Path, "open", real_open)  # fixed
     again = extract(config, images, "train", tmp_path, extractor=extractor)["fc2"]
     assert again.skipped["image_id"].tolist() == ["img3", "img9"]  # the broken ones
     assert again.array[5].any()

@@ -187,16 +187,36 @@ class Vocabulary:
         return out
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Ids to text: stops at `<end>`, skips `<start>` and `<pad>`."""
-        words = []
-        for i in ids:
-            i = int(i)
-            if i == self.end_id:
-                break
-            if i in (self.pad_id, self.start_id):
-                continue
-            words.append(self.words[i] if 0 <= i < len(self.words) else UNK)
-        return " ".join(words)
+        """Ids to text by the rule of `caption_ids`."""
+        ids = np.array([int(i) for i in ids], np.int64).reshape(1, -1)
+        import keras  # lazily: Keras takes seconds to import
+
+        looked_up, keep = (
+            keras.ops.convert_to_numpy(x)[0] for x in self.caption_ids(ids)
+        )
+        return " ".join(self.words[i] for i in looked_up[keep])
+
+    def caption_ids(self, ids):
+        """Which ids are a caption's words, in `keras.ops` (also the export's graph).
+
+        A row's words stop before its first `<end>`; `<pad>` and `<start>` are
+        skipped; an id outside the vocabulary reads as `<unk>`.
+
+        Args:
+            ids: `(B, T)` integer ids.
+
+        Returns:
+            `(ids, keep)`: `(B, T)` int64 ids to look up in `words`, and
+            `(B, T)` bool, which of them are the caption's words.
+        """
+        import keras
+
+        o = keras.ops
+        ids = o.cast(ids, "int64")
+        ended = o.cumsum(o.cast(ids == self.end_id, "int32"), axis=1) > 0
+        keep = o.logical_not(ended) & (ids != self.pad_id) & (ids != self.start_id)
+        inside = (ids >= 0) & (ids < self.size)
+        return o.where(inside, ids, self.unk_id), keep
 
     def coverage(self, captions: Iterable[str]) -> float:
         """Share of words in `captions` that the vocabulary knows."""

@@ -8,12 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from radcap.data import pixels
 from radcap.data.dicom import DicomError, is_dicom, read_dicom
-
-# Above this many pixels PIL refuses a file as a decompression bomb; real
-# scans can be large, so allow up to ~16k x 16k and decode lazily.
-MAX_PIXELS = 16_384 * 16_384
-
+from radcap.data.pixels import MAX_PIXELS
 
 # Ends the reason of a failure that may pass (permissions, I/O): such images
 # are read again the next time their split's features are asked for.
@@ -38,21 +35,22 @@ class ImageError(ValueError):
         self.reason = reason
 
 
-def _to_rgb8(img: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB; high bit depths scaled by their actual range."""
+def _to_array(img: Image.Image) -> np.ndarray:
+    """Any PIL mode to `(H, W, C)` 8-bit values for `radcap.data.pixels.colour`.
+
+    High bit depths are scaled by their actual range; alpha is kept (the
+    shared `colour` turns transparent pixels black).
+    """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+        grey = pixels.stretch(np.asarray(img, dtype=np.float32))
+        return np.asarray(grey, np.uint8)[..., None]
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
-        # Transparent pixels become black, like the background of a scan.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+        return np.asarray(img.convert("RGBA"))
+    return np.atleast_3d(
+        np.asarray(img if img.mode in ("L", "RGB") else img.convert("RGB"))
+    )
 
 
 def load_image(path: str | Path, size: int = 224, frame="middle") -> np.ndarray:
@@ -63,7 +61,10 @@ def load_image(path: str | Path, size: int = 224, frame="middle") -> np.ndarray:
     `radcap.data.dicom`: the file's own rescale and window, nothing of its
     header kept). 16-bit and 32-bit data are scaled by their actual min..max
     range, not clipped. Very large JPEGs are decoded at reduced resolution,
-    so a 10000x10000 file does not exhaust memory.
+    so a 10000x10000 file does not exhaust memory. A PNG or JPEG is decoded
+    and resized by `radcap.data.pixels.load`, as the exported SavedModel
+    reads it; other files are decoded here and take the same colour and
+    resize steps (`radcap.data.pixels`).
 
     Args:
         path: Image file.
@@ -86,10 +87,13 @@ def load_image(path: str | Path, size: int = 224, frame="middle") -> np.ndarray:
     Image.MAX_IMAGE_PIXELS = 2 * MAX_PIXELS
     try:
         if is_dicom(path):
-            pixels = read_dicom(path, frame, MAX_PIXELS)
-            rgb = _to_rgb8(_shrink(Image.fromarray(pixels), size))
+            values = read_dicom(path, frame, MAX_PIXELS)
+            array = _to_array(_shrink(Image.fromarray(values), size))
         else:
-            rgb = _open(path, size)
+            loaded = _load_png_or_jpeg(path, size)
+            if loaded is not None:
+                return loaded
+            array = _open(path, size)
     except DicomError as err:
         raise ImageError(path, str(err)) from None
     except ImageError:
@@ -110,20 +114,38 @@ def load_image(path: str | Path, size: int = 224, frame="middle") -> np.ndarray:
         raise ImageError(
             path, f"could not decode ({type(err).__name__}: {err})"
         ) from None
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.asarray(rgb, dtype=np.float32)
+    return pixels.array_function(size)(array).numpy()
 
 
-def _open(path: Path, size: int) -> Image.Image:
-    """A file PIL reads, as 8-bit RGB about `size` or larger (see `_shrink`)."""
+def _load_png_or_jpeg(path: Path, size: int) -> np.ndarray | None:
+    """A PNG or JPEG through `radcap.data.pixels.load`, as the export reads it.
+
+    None when the file is neither, or TensorFlow's decoders refuse it (a CMYK
+    JPEG, a truncated file): Pillow then reads it, or says why it cannot.
+    """
+    import tensorflow as tf
+
+    with path.open("rb") as f:
+        data = f.read(len(pixels.PNG))
+        if not data.startswith((pixels.PNG, pixels.JPEG)):
+            return None
+        data += f.read()
+    try:
+        image, error = pixels.load_function(size)(tf.constant(data))
+    except tf.errors.OpError:
+        return None
+    return None if error.numpy() else image.numpy()
+
+
+def _open(path: Path, size: int) -> np.ndarray:
+    """A file PIL reads, as 8-bit values about `size` or larger (see `_shrink`)."""
     with Image.open(path) as img:
         if img.width * img.height > MAX_PIXELS:
             raise ImageError(path, f"image too large ({img.width}x{img.height} pixels)")
         if img.format == "JPEG":  # decode at reduced size: cheap and small
             img.draft(img.mode, (size * 2, size * 2))
         img.load()
-        return _to_rgb8(_shrink(img, size))
+        return _to_array(_shrink(img, size))
 
 
 def _file_problem(path: Path) -> str | None:

@@ -42,7 +42,7 @@ from radcap.core.files import (
     write_json,
     write_text,
 )
-from radcap.data import SKIP_COLUMNS
+from radcap.data import SKIP_COLUMNS, pixels
 from radcap.data.images import RETRY_NOTE
 from radcap.features.backbone import (
     BACKBONE,
@@ -77,6 +77,9 @@ def cache_meta(config: Config, layer: str) -> dict:
         "weights": weights,
         "layer": layer,
         "image_size": IMAGE_SIZE,
+        # Pixels of other decoding or resizing are never mixed with these: a
+        # cache made before `radcap.data.pixels` (Pillow's resize) is stale.
+        "pixels": pixels.VERSION,
         "shape": list(FEATURE_SHAPES[layer]),
         "radcap_version": __version__,
         # Only when not the default, so that caches made before it stay usable.

@@ -52,6 +52,13 @@ MAX_REFERENCE = 20_000
 _FIT_ROWS = 5_000  # training rows the principal components are computed from
 
 
+def ops():
+    """`keras.ops`, imported when first needed: Keras takes seconds to import."""
+    import keras
+
+    return keras.ops
+
+
 @dataclasses.dataclass
 class Familiarity:
     """A run's reference of its training images, and the calibrated threshold.
@@ -134,7 +141,7 @@ class Familiarity:
         # The typical training image's two distances, each image left out of
         # its own neighbours (a sample of them is enough for a median).
         own = np.sort(rng.permutation(len(sample))[:_FIT_ROWS])
-        distance, residual = out._distances(sample[own], exclude=own)
+        distance, residual = out._in_chunks(out.distances, sample[own], own)
         out.distance_scale = float(np.median(distance)) or 1.0
         out.residual_scale = float(np.median(residual)) or 1.0
         scores = out.scores(validation)
@@ -150,36 +157,62 @@ class Familiarity:
                 f"features of shape {features.shape} do not fit this familiarity "
                 f"reference: it takes (images, {len(self.mean)})."
             )
-        distance, residual = self._distances(features)
-        return np.sqrt(
-            (distance / self.distance_scale) ** 2 + residual / self.residual_scale
-        )
+        return self._in_chunks(self.score, features)
 
-    def _distances(self, features, exclude=None, chunk: int = 1024):
-        """`(knn distance, squared residual)` per row of `features`.
+    def score(self, features, exclude=None):
+        """`score`'s formula in `keras.ops`, tensors in and out (the export's graph).
 
         Args:
             features: `(N, D)` float32 features.
             exclude: `(N,)` row of `reference` that each feature row is
                 (left out of its own neighbours), or None.
+
+        Returns:
+            `(N,)` float32 scores.
         """
-        ref_sq = np.sum(self.reference**2, axis=1)  # (M,)
-        k = self.neighbours
-        distance = np.empty(len(features), np.float64)
-        residual = np.empty(len(features), np.float64)
-        for s in range(0, len(features), chunk):
-            z = (features[s : s + chunk] - self.mean) / self.scale  # (n, D)
-            p = z @ self.components.T  # (n, dims)
-            p_sq = np.sum(p**2, 1)
-            residual[s : s + chunk] = np.maximum(np.sum(z**2, 1) - p_sq, 0.0)
-            dist = np.maximum(
-                p_sq[:, None] + ref_sq[None] - 2 * p @ self.reference.T, 0
+        distance, residual = self.distances(features, exclude)
+        return ops().sqrt(
+            (distance / self.distance_scale) ** 2 + residual / self.residual_scale
+        )
+
+    def distances(self, features, exclude=None):
+        """`(knn distance, squared residual)` per row of `features`, in `keras.ops`.
+
+        Args: as for `score`.
+        """
+        o = ops()
+        z = (features - self.mean) / self.scale  # (n, D)
+        p = o.matmul(z, self.components.T)  # (n, dims)
+        p_sq = o.sum(p**2, axis=1)
+        residual = o.maximum(o.sum(z**2, axis=1) - p_sq, 0.0)
+        reference_sq = o.sum(self.reference**2, axis=1)  # (M,)
+        dist = o.maximum(
+            p_sq[:, None] + reference_sq[None] - 2 * o.matmul(p, self.reference.T),
+            0.0,
+        )  # (n, M)
+        if exclude is not None:
+            own = (
+                o.arange(len(self.reference))[None] == o.cast(exclude, "int32")[:, None]
             )
-            if exclude is not None:
-                dist[np.arange(len(p)), exclude[s : s + chunk]] = np.inf
-            nearest = np.partition(dist, k - 1, axis=1)[:, :k]  # (n, k)
-            distance[s : s + chunk] = np.sqrt(nearest.mean(1))
-        return distance, residual
+            dist = o.where(own, np.inf, dist)
+        nearest = -o.top_k(-dist, self.neighbours, sorted=False)[0]  # (n, k)
+        return o.sqrt(o.mean(nearest, axis=1)), residual
+
+    @staticmethod
+    def _in_chunks(function, features, exclude=None, chunk: int = 1024):
+        """`function(features, exclude)` over row chunks, as numpy arrays."""
+        parts = []
+        for s in range(0, len(features), chunk):
+            part = exclude if exclude is None else exclude[s : s + chunk]
+            parts.append(function(features[s : s + chunk], part))
+        if not parts:
+            return np.zeros(0, np.float32)
+        if isinstance(parts[0], tuple):
+            return tuple(
+                np.concatenate([ops().convert_to_numpy(p[i]) for p in parts])
+                for i in range(len(parts[0]))
+            )
+        return np.concatenate([ops().convert_to_numpy(p) for p in parts])
 
     def familiar(self, scores) -> np.ndarray:
         """`(N,)` bool: which scores are at most the threshold."""

@@ -23,11 +23,10 @@ Signatures: `greedy`, and `beam` (width `beam`, or 3 when the export is
 greedy); `serving_default` is the one `export(beam=...)` asked for (greedy
 by default).
 
-Images are decoded as `radcap.data.images.load_image` decodes them; an image
-that is not already 224x224 is resized with TensorFlow's antialiased
-bilinear filter instead of Pillow's, so its pixels can differ by a grey
-level from `Captioner`'s (the demo's 224x224 PNGs are decoded identically).
-An image whose header says it has more than `radcap.data.images.MAX_PIXELS`
+PNG and JPEG files are decoded and resized by `radcap.data.pixels.load`, the
+operations `radcap.data.images.load_image` runs on them, so the export's
+pixels (and captions) are `Captioner`'s for every image, of any size. An
+image whose header says it has more than `radcap.data.pixels.MAX_PIXELS`
 pixels is refused before it is decoded.
 """
 
@@ -50,7 +49,7 @@ from radcap.core.files import (
     remove_stale_partials,
 )
 from radcap.core.locks import check_writable, read_lock, replace_lock
-from radcap.data.images import MAX_PIXELS
+from radcap.data import pixels
 from radcap.decoding.captioner import Captioner
 from radcap.features.backbone import (
     BLOCK_MEANS,
@@ -62,137 +61,30 @@ from radcap.features.backbone import (
 )
 from radcap.models import runs
 
-_PNG = b"\x89PNG\r\n\x1a\n"
-_JPEG = b"\xff\xd8\xff"
-
-
-def _fail(reason: str):
-    import tensorflow as tf
-
-    return tf.zeros([IMAGE_SIZE, IMAGE_SIZE, 3]), tf.constant(reason)
-
-
-def _png_pixels(data):
-    """A PNG as float32 RGB 0..255, as `radcap.data.images.load_image` reads it."""
-    import tensorflow as tf
-
-    depth = tf.io.decode_raw(tf.strings.substr(data, 24, 1), tf.uint8)[0]
-    image = tf.cond(
-        depth == 16,
-        lambda: tf.cast(tf.io.decode_png(data, dtype=tf.uint16), tf.float32),
-        lambda: tf.cast(tf.io.decode_png(data), tf.float32),
-    )
-    channels = tf.shape(image)[2]
-    # 16-bit grey is scaled by its own range; other 16-bit data keeps its
-    # high byte, as Pillow reads it.
-    lo, hi = tf.reduce_min(image), tf.reduce_max(image)
-    stretched = tf.where(hi > lo, (image - lo) / (hi - lo) * 255.0, 0.0)
-    image = tf.where(
-        depth == 16,
-        tf.where(channels == 1, tf.floor(stretched), tf.floor(image / 256.0)),
-        image,
-    )
-    colour = tf.cond(
-        channels >= 3,
-        lambda: image[..., :3],
-        lambda: tf.tile(image[..., :1], [1, 1, 3]),
-    )
-    alpha = image[..., channels - 1 :]  # transparent pixels become black
-    with_alpha = (channels == 2) | (channels == 4)
-    return tf.where(with_alpha, tf.round(colour * alpha / 255.0), colour)
-
-
-def _pixel_count(data, is_png):
-    """Width times height from the file's header, before decoding it."""
-    import tensorflow as tf
-
-    def png():
-        width_height = tf.io.decode_raw(
-            tf.strings.substr(data, 16, 8), tf.int32, little_endian=False
-        )
-        return tf.cast(width_height[0], tf.int64) * tf.cast(width_height[1], tf.int64)
-
-    def jpeg():
-        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
-        return shape[0] * shape[1]
-
-    return tf.cond(is_png, png, jpeg)
-
 
 def decode_image(data):
     """One encoded image to `((224, 224, 3) float32 RGB 0..255, error)` in a graph.
 
-    `error` is an empty string, or why the image cannot be used (then the
-    pixels are zeros): an empty file, neither PNG nor JPEG, a PNG header
-    cut short, too many pixels.
+    `radcap.data.pixels.load`, as `radcap.data.images.load_image` reads a PNG
+    or JPEG file.
+    """
+    return pixels.load(data, IMAGE_SIZE)
+
+
+def caption_text(vocab, decoded):
+    """A search's padded `Decoded` tokens to `(B,)` `tf.string` captions.
+
+    Words by `radcap.core.text.Vocabulary.caption_ids`, the rule of
+    `Vocabulary.decode`; tokens past each row's length are not read.
     """
     import tensorflow as tf
 
-    length = tf.strings.length(data)
-    is_png = tf.strings.substr(data, 0, len(_PNG)) == _PNG
-    is_jpeg = tf.strings.substr(data, 0, len(_JPEG)) == _JPEG
-    readable = (is_png & (length >= 33)) | is_jpeg
-
-    def read():
-        pixels = tf.cond(
-            is_png,
-            lambda: _png_pixels(data),
-            lambda: tf.cast(tf.io.decode_jpeg(data, channels=3), tf.float32),
-        )
-        same = tf.reduce_all(tf.shape(pixels)[:2] == IMAGE_SIZE)
-        resized = tf.cond(
-            same,
-            lambda: pixels,
-            lambda: tf.clip_by_value(
-                tf.round(
-                    tf.image.resize(pixels, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
-                ),
-                0.0,
-                255.0,
-            ),
-        )
-        return tf.ensure_shape(resized, [IMAGE_SIZE, IMAGE_SIZE, 3]), tf.constant("")
-
-    return tf.case(
-        [
-            (length == 0, lambda: _fail("empty file (0 bytes)")),
-            (~(is_png | is_jpeg), lambda: _fail("not a PNG or JPEG image")),
-            (~readable, lambda: _fail("truncated or corrupt image (header cut short)")),
-            (
-                tf.cond(
-                    readable,
-                    lambda: _pixel_count(data, is_png),
-                    lambda: tf.constant(0, tf.int64),
-                )
-                > MAX_PIXELS,
-                lambda: _fail(f"image too large (over {MAX_PIXELS} pixels)"),
-            ),
-        ],
-        default=read,
-        exclusive=False,
+    ids, keep = vocab.caption_ids(decoded.tokens)
+    written = tf.range(tf.shape(ids)[1])[None] < decoded.lengths[:, None]
+    words = tf.gather(tf.constant(vocab.words), ids)
+    return tf.strings.reduce_join(
+        tf.ragged.boolean_mask(words, keep & written), axis=1, separator=" "
     )
-
-
-def familiarity_scores(familiarity, stats):
-    """`Familiarity.scores` in TensorFlow operations: `(N,)` float32 scores."""
-    import tensorflow as tf
-
-    f = familiarity
-    reference = tf.constant(f.reference)
-    z = (stats - f.mean) / f.scale
-    p = tf.matmul(z, tf.constant(f.components), transpose_b=True)
-    p_sq = tf.reduce_sum(p**2, axis=1)
-    residual = tf.maximum(tf.reduce_sum(z**2, axis=1) - p_sq, 0.0)
-    reference_sq = np.sum(f.reference**2, axis=1)
-    dist = tf.maximum(
-        p_sq[:, None]
-        + reference_sq[None]
-        - 2 * tf.matmul(p, reference, transpose_b=True),
-        0.0,
-    )
-    nearest = -tf.math.top_k(-dist, f.neighbours).values
-    distance = tf.sqrt(tf.reduce_mean(nearest, axis=1))
-    return tf.sqrt((distance / f.distance_scale) ** 2 + residual / f.residual_scale)
 
 
 def serving_function(captioner: Captioner, backbone, beam: int):
@@ -208,7 +100,6 @@ def serving_function(captioner: Captioner, backbone, beam: int):
 
     config, vocab = captioner.config, captioner.vocab
     layers = layers_for(config)
-    words = tf.constant(vocab.words)
     settings = dict(
         start_id=vocab.start_id,
         end_id=vocab.end_id,
@@ -231,17 +122,7 @@ def serving_function(captioner: Captioner, backbone, beam: int):
         arrays = dict(zip(layers, outputs))
         grid = arrays.get(config.grid_layer) if captioner.uses_grid else None
         decoded = captioner.searcher.decode(arrays[LAYER], grid, **settings)
-        last = tf.gather(
-            decoded.tokens, tf.maximum(decoded.lengths - 1, 0), batch_dims=1
-        )
-        count = decoded.lengths - tf.cast(last == vocab.end_id, tf.int32)
-        text = tf.strings.reduce_join(
-            tf.RaggedTensor.from_tensor(
-                tf.gather(words, decoded.tokens), lengths=count
-            ),
-            axis=1,
-            separator=" ",
-        )
+        text = caption_text(vocab, decoded)
         ok = errors == ""
         out = {
             "caption": tf.where(ok, text, ""),
@@ -249,7 +130,7 @@ def serving_function(captioner: Captioner, backbone, beam: int):
             "error": errors,
         }
         if captioner.familiarity is not None:
-            scores = familiarity_scores(captioner.familiarity, arrays[BLOCK_MEANS])
+            scores = captioner.familiarity.score(arrays[BLOCK_MEANS])
             out["familiarity"] = tf.where(ok, scores, np.nan)
             out["familiar"] = ok & (scores <= captioner.familiarity.threshold)
         return out
