@@ -183,7 +183,7 @@ def report_markdown(metrics: dict, samples: pd.DataFrame, run_name: str = "") ->
         lines += [
             "",
             "NLTK `corpus_bleu` on the same words (the figure the classic Keras "
-            "captioning tutorials quote; see the README on why it differs):",
+            "captioning tutorials quote; docs/quality.md says why it differs):",
             "",
             markdown_table(_named(nltk_table(metrics), run_name)),
         ]
