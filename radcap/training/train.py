@@ -118,6 +118,7 @@ def train(
             "precision": model.dtype_policy.name,
             "strategy": strategy_name(strategy),
             "replicas": int(strategy.num_replicas_in_sync),
+            "jit_compile": "on" if model.jit_compile else "off",
         }
         write_card(run_dir, model, dataset)  # before training.json, which ends it
         return _finish(run_dir, config, prepared, granted, seconds, verbose)
