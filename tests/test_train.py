@@ -123,6 +123,17 @@ def test_an_epoch_of_real_roco_captions_meets_few_shapes():
     assert len(shapes) <= WIDTHS and {rows for rows, _ in shapes} == {16}
 
 
+def test_the_recipe_compiles_with_the_configs_jit_compile():
+    from radcap.models.merge import build_captioner
+    from radcap.training.recipe import compile_captioner
+
+    config = preset("demo", units=8, embed_dim=4)
+    model = build_captioner(config, vocab_size=6)
+    for asked, granted in (("on", True), ("off", False), ("auto", False)):
+        compile_captioner(model, config.replace(jit_compile=asked))
+        assert model.jit_compile is granted, asked  # "auto" is off on a CPU
+
+
 @pytest.fixture(scope="module", autouse=True)
 def tiny_backbone_here():
     """The tiny stand-in for VGG16: training does not depend on its weights."""
@@ -207,6 +218,7 @@ def test_interrupted_training_resumes_at_the_next_epoch(tiny):
         [config.learning_rate] * 3
     )
     assert summary["epochs_run"] == 3 and not (run_dir / "backup").exists()
+    assert summary["jit_compile"] == "off"  # "auto" on a CPU: Keras' choice
     for name in (
         "config.json",
         "vocab.json",
