@@ -16,15 +16,15 @@ Caption lengths are those of the real ROCO captions (the shared 2,000 or the
 tests' 300), encoded as the preset does, drawn with replacement up to the
 size of ROCO's train split. Prints one JSON object.
 
-    .venv/bin/python -m bench.shapes [--captions 65000] [--epochs 20] [--widths 8 16]
+    .venv/bin/python bench/shapes.py [--captions 65000] [--epochs 20] [--widths 8 16]
 """
 
 import argparse
 import json
 
 import numpy as np
+from common import real_caption_tokens, real_captions
 
-from bench.common import real_caption_tokens, real_captions
 from radcap.core.config import preset
 from radcap.training.batches import WIDTHS, Batches
 
