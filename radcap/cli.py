@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from radcap.arguments import build_parser
+from radcap.core.clock import Phases
 from radcap.core.config import SPLITS, Config, preset
 from radcap.core.files import DiskFullError, LockError
 from radcap.core.locks import ReadOnlyError
@@ -295,6 +296,10 @@ COMMANDS = {
 }
 
 
+# Commands that end with a line saying where their time went (radcap.core.clock).
+TIMED = ("demo", "extract", "train", "evaluate")
+
+
 def main(argv=None) -> int:
     """Entry point of the `radcap` command; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -314,7 +319,12 @@ def main(argv=None) -> int:
         ReadOnlyError,
     )
     try:
-        return command(args)
+        if args.command not in TIMED:
+            return command(args)
+        with Phases.measure() as phases:
+            status = command(args)
+        print(phases.line())
+        return status
     except known as err:
         print(f"radcap {args.command}: error: {err}", file=sys.stderr)
         return 2

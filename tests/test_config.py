@@ -208,7 +208,8 @@ def test_presets_equal_the_expanded_presets_of_radcap_0_3():
     # One change since: the demo draws 360 images (the hard demo still 600).
     old["demo"]["demo_size"] = 360
     for kind, fields in old.items():
-        assert preset(kind).to_dict() == fields, kind
+        # And a field since: jit_compile, "auto" as radcap 0.3 compiled.
+        assert preset(kind).to_dict() == {**fields, "jit_compile": "auto"}, kind
 
 
 def test_every_field_belongs_to_one_stage():
@@ -240,6 +241,23 @@ def test_every_saved_config_form_still_loads(tmp_path, form):
         expected = expected.replace(dicom_frame="first")
     (tmp_path / "config.json").write_text(json.dumps(values))
     assert Config.load(tmp_path) == expected
+
+
+def test_jit_compile_is_a_training_setting_and_0_3_0_configs_keep_keras_choice(
+    tmp_path,
+):
+    assert "jit_compile" in Config.by_stage()["training"]
+    with pytest.raises(ValueError) as err:
+        Config(jit_compile="yes")
+    assert str(err.value) == (
+        "Config.jit_compile='yes' is invalid: expected one of ('auto', 'on', 'off')."
+    )
+    saved = json.loads(UNVERSIONED_DEMO)
+    saved.update(radcap_version="0.3.0", dicom_frame="middle")
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert Config.load(tmp_path).jit_compile == "auto"
+    preset("demo", jit_compile="off").save(tmp_path / "config.json")
+    assert Config.load(tmp_path).jit_compile == "off"
 
 
 def test_set_with_a_flat_key_still_works(tmp_path):

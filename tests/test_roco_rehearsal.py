@@ -11,6 +11,7 @@ metrics and the report are complete, and `caption`'s exit code follows its rule.
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,8 @@ def test_roco_rehearsal_through_the_command(roco, capsys, monkeypatch):
     assert "4 rows of the dataset were skipped" in out
     assert "3  missing image file" in out and "1  empty image file (0 bytes)" in out
     assert "test: 12 images, 0 unreadable" in out
+    # Each command ends with where its time went (radcap.core.clock).
+    assert re.fullmatch(r"time: extract \d+ s; total \d+ s", out.splitlines()[-1])
     skipped = load(preset("roco", weights=None), root).skipped
     names = sorted(Path(p).name for p in skipped["path"])
     assert names == sorted(planted["missing"] + planted["empty"])
@@ -87,10 +90,18 @@ def test_roco_rehearsal_through_the_command(roco, capsys, monkeypatch):
     assert cli.main(["train", *base, "--set", "epochs=2"]) == 0
     run = root / "checkpoints/roco"
     assert json.loads((run / "training.json").read_text())["epochs_run"] == 2
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(
+        r"time: extract \d+ s, train \d+ s, familiarity \d+ s; total \d+ s", last
+    )
 
     evaluate = ["evaluate", "--run", "roco", "--root", str(root), "--no-meteor"]
     assert cli.main(evaluate) == 0
     metrics = json.loads((run / "metrics.json").read_text())
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(
+        r"time: evaluate \d+ s, extract \d+ s, controls \d+ s; total \d+ s", last
+    )
     assert metrics["images"] == 12 and metrics["skipped_images"] == 0
     for key in ("BLEU-4", "CIDEr", "nltk", "clinical", "familiarity", "baselines"):
         assert key in metrics

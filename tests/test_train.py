@@ -1,6 +1,7 @@
 """Training: length-bucketed batches, the run folder, resume after an interruption."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,12 +15,18 @@ from radcap.data.demo import make_demo
 from radcap.data.layouts import load_demo
 from radcap.features.cache import extract
 from radcap.models import runs
-from radcap.training.batches import Batches
+from radcap.training.batches import (
+    WIDTHS,
+    Batches,
+    bucket_widths,
+    token_loss,
+    token_weights,
+)
 from radcap.training.callbacks import DivergedError
 from radcap.training.train import train
 
 
-def test_batches_cover_every_caption_once_and_trim_padding():
+def test_batches_cover_every_caption_once_and_trim_padding_to_few_widths():
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 12, size=50)
     tokens = np.zeros((50, 14), np.int32)
@@ -28,11 +35,14 @@ def test_batches_cover_every_caption_once_and_trim_padding():
     rows = rng.integers(0, 5, size=50)
     features = rng.normal(size=(5, 4)).astype(np.float16)
     batches = Batches(tokens, rows, {"features": features}, batch_size=8, shuffle=True)
+    assert len(batches.widths) == WIDTHS and batches.widths[-1] == lengths.max()
     seen = []
     for index in batches.plan(epoch=0):
         inputs, targets = batches.batch(index)
         width = inputs["tokens"].shape[1] + 1
-        assert width == lengths[index].max()  # cut to the longest caption
+        # Cut to the narrowest of the split's widths that holds the longest.
+        fits = batches.widths[batches.widths >= lengths[index].max()]
+        assert width == fits[0]
         np.testing.assert_array_equal(inputs["tokens"], tokens[index, : width - 1])
         np.testing.assert_array_equal(targets, tokens[index, 1:width])
         np.testing.assert_array_equal(
@@ -46,6 +56,82 @@ def test_batches_cover_every_caption_once_and_trim_padding():
     assert [b.tolist() for b in batches.plan(3)] != [
         b.tolist() for b in batches.plan(4)
     ]
+
+
+def test_bucket_widths_pad_least_among_every_choice():
+    lengths = np.array([3, 3, 4, 5, 9, 9, 10, 10, 10, 14])
+    # Fewer distinct lengths than widths: every length is a width.
+    assert bucket_widths(lengths, 8).tolist() == [3, 4, 5, 9, 10, 14]
+    # Three widths: 14 (the longest) and the two that pad least: 5 and 10
+    # (padding 2 + 1 + 0 + 4 + 4 + 0 = 11; e.g. 4 and 10 would pad 12).
+    assert bucket_widths(lengths, 3).tolist() == [5, 10, 14]
+    assert bucket_widths(lengths, 1).tolist() == [14]
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        drawn = rng.integers(2, 12, 40)
+        values = np.unique(drawn)
+
+        def padding(widths, drawn=drawn):
+            return (widths[np.searchsorted(widths, drawn)] - drawn).sum()
+
+        best = min(  # every choice of 3 widths that holds the longest
+            padding(np.array(sorted({a, b, values[-1]})))
+            for a in values
+            for b in values
+        )
+        assert padding(bucket_widths(drawn, 3)) == best
+
+
+def test_a_filled_batch_has_the_same_loss_and_its_empty_rows_weigh_nothing():
+    rng = np.random.default_rng(0)
+    tokens = np.zeros((10, 7), np.int32)
+    for i, n in enumerate(rng.integers(3, 8, 10)):
+        tokens[i, :n] = [1, *rng.integers(4, 9, n - 2), 2]
+    features = {"features": rng.normal(size=(10, 3))}
+    filled = Batches(tokens, np.arange(10), features, 4, shuffle=True, fill=True)
+    plain = Batches(tokens, np.arange(10), features, 4, shuffle=True)
+    last = next(index for index in filled.plan(0) if len(index) == 2)
+    inputs, targets = filled.batch(last)
+    few_inputs, few_targets = plain.batch(last)
+    assert inputs["tokens"].shape[0] == inputs["features"].shape[0] == 4
+    assert few_inputs["tokens"].shape[0] == 2  # validation keeps the size
+    np.testing.assert_array_equal(inputs["features"][:2], few_inputs["features"])
+    np.testing.assert_array_equal(targets[:2], few_targets)
+    # The empty rows: <start> alone, no target, no weight, zero features.
+    np.testing.assert_array_equal(inputs["tokens"][2:, 0], [1, 1])
+    assert not inputs["tokens"][2:, 1:].any() and not targets[2:].any()
+    assert not inputs["features"][2:].any()
+    weights, few_weights = token_weights(targets), token_weights(few_targets)
+    assert not weights[2:].any()
+    np.testing.assert_array_equal(weights[:2], few_weights)
+    logits = rng.normal(size=(*targets.shape, 9)).astype("float32")
+    loss = token_loss()
+    assert float(loss(targets, logits, weights)) == pytest.approx(
+        float(loss(few_targets, logits[:2], few_weights)), rel=1e-6
+    )
+
+
+def test_an_epoch_of_real_roco_captions_meets_few_shapes():
+    sample = Path(__file__).parent / "data/roco_captions_sample.tsv"
+    table = pd.read_csv(sample, sep="\t")
+    vocab = Vocabulary.build(table["caption"], max_len=60)
+    tokens = vocab.encode_batch(table["caption"])
+    batches = Batches(tokens, np.zeros(len(tokens)), {}, 16, shuffle=True, fill=True)
+    shapes = {batches.batch(index)[0]["tokens"].shape for index in batches.plan(0)}
+    old = {(len(i), batches.lengths[i].max() - 1) for i in batches.plan(0)}
+    assert len(old) > 2 * WIDTHS  # cut to each batch's longest: many shapes
+    assert len(shapes) <= WIDTHS and {rows for rows, _ in shapes} == {16}
+
+
+def test_the_recipe_compiles_with_the_configs_jit_compile():
+    from radcap.models.merge import build_captioner
+    from radcap.training.recipe import compile_captioner
+
+    config = preset("demo", units=8, embed_dim=4)
+    model = build_captioner(config, vocab_size=6)
+    for asked, granted in (("on", True), ("off", False), ("auto", False)):
+        compile_captioner(model, config.replace(jit_compile=asked))
+        assert model.jit_compile is granted, asked  # "auto" is off on a CPU
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -132,6 +218,7 @@ def test_interrupted_training_resumes_at_the_next_epoch(tiny):
         [config.learning_rate] * 3
     )
     assert summary["epochs_run"] == 3 and not (run_dir / "backup").exists()
+    assert summary["jit_compile"] == "off"  # "auto" on a CPU: Keras' choice
     for name in (
         "config.json",
         "vocab.json",

@@ -31,19 +31,19 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 # Training devices: "auto" is a TPU, else every GPU when there are two or
 # more, else one device (radcap.core.devices).
 STRATEGIES = ("auto", "tpu", "mirrored", "none")
+# XLA for training; "auto" is Keras' choice: on a GPU, off on a CPU.
+JIT_COMPILES = ("auto", "on", "off")
 # No n-gram of this length is generated twice in a caption (radcap.decoding.search).
 NO_REPEAT_NGRAM = 3
-# Fields that could hold a single value and were removed; an old config.json
-# that holds exactly that value still loads.
+# Removed fields that could hold one value; an old config.json with it loads.
 _RETIRED = {"backbone": "vgg16", "layer": "fc2", "image_size": 224}
 # A run name is a folder name: letters, digits, ".", "_", "-", not "." or "..".
 _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 CONFIG_FILE = "config.json"  # in every run folder (see radcap.models.runs)
 # Integer fields are positive, except these, where 0 means "off" (or is a seed).
 _ZERO_ALLOWED = ("early_stopping", "lr_patience", "seed", "no_repeat_ngram")
-# The stage that reads each field, declared once (`Config.by_stage`; the
-# `--set` help lists the fields by it). The fields stay flat: config.json is
-# flat as every radcap wrote it, and `--set key=value` keeps its one flat key.
+# The stage that reads each field, declared once (`Config.by_stage`, `--set`'s
+# help). The fields stay flat, as config.json and `--set key=value` always were.
 STAGES = {
     "run": "name seed",
     "data": "dataset source data_dir caption_file include_nonradiology"
@@ -52,7 +52,7 @@ STAGES = {
     "model": "decoder attention min_count max_len embed_dim units attention_units"
     " heads decoder_layers dropout cell",
     "training": "checkpoints_dir batch_size epochs learning_rate early_stopping"
-    " lr_patience lr_factor precision strategy",
+    " lr_patience lr_factor precision strategy jit_compile",
     "decoding": "beam length_penalty no_repeat_ngram allow_unk",
 }
 STAGE_OF = {field: stage for stage, names in STAGES.items() for field in names.split()}
@@ -81,9 +81,8 @@ class Config:
         projection: For IU X-ray: keep `"frontal"` or `"lateral"` images, or
             None for both.
         demo_size: Number of images the demo generator makes.
-        demo_findings: Findings per demo image: 1 (the demo: a lesion or
-            none) or 2 (the hard demo: an upper and a lower lesion, each on
-            either side; see `radcap.data.demo`).
+        demo_findings: Findings per demo image: 1 (the demo) or 2 (the hard
+            demo: an upper and a lower lesion; see `radcap.data.demo`).
         weights: `"imagenet"`, `None` (random, for offline smoke runs) or a path
             to a weights `.h5` file.
         decoder: `"merge"` (the LSTM merge decoder, with Bahdanau attention
@@ -120,11 +119,11 @@ class Config:
         extract_batch_size: Images per forward pass in feature extraction.
         dicom_frame: The frame read from a multi-frame DICOM file: `"middle"`,
             `"first"`, `"last"` or a frame number (1 is the first).
-        precision: Training precision, one of `PRECISIONS`: `mixed_float16`
-            or `mixed_bfloat16` compute in 16 bits with float32 weights and
-            logits; `auto` picks what the machine does fast.
+        precision: Training precision, one of `PRECISIONS`: the mixed ones
+            compute in 16 bits (float32 weights and logits); `auto` picks.
         strategy: Training devices, one of `STRATEGIES`; `batch_size` is the
             global batch, split across the replicas.
+        jit_compile: XLA for training, one of `JIT_COMPILES`.
         seed: Seed for the demo generator, splits, shuffling and weight init.
     """
 
@@ -167,6 +166,7 @@ class Config:
     dicom_frame: int | str = "middle"
     precision: str = "float32"
     strategy: str = "auto"
+    jit_compile: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
@@ -207,6 +207,7 @@ class Config:
             (self.decoder in DECODERS, "decoder", f"one of {DECODERS}"),
             (self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
             (self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}"),
+            (self.jit_compile in JIT_COMPILES, "jit_compile", f"one of {JIT_COMPILES}"),
             (self.demo_findings in (1, 2), "demo_findings", "1 or 2"),
             (
                 self.decoder != "transformer" or self.units % self.heads == 0,
@@ -322,8 +323,7 @@ class Config:
         values = read_json(path, "config")
         if not isinstance(values, dict):
             raise ValueError(f"{path} holds no config (a JSON object of fields).")
-        # An older radcap's file gets the values it meant for the fields it
-        # lacks; a newer radcap's is refused (radcap.core.versions).
+        # Older files get their missing fields' old values (radcap.core.versions).
         values = upgrade(values, {f.name for f in dataclasses.fields(cls)}, path)
         return cls.from_dict(values)
 

@@ -37,6 +37,7 @@ ADDED = {
     "precision": ("0.2.0", "float32"),
     "strategy": ("0.2.0", "none"),  # one device
     "dicom_frame": ("0.3.0", "middle"),  # no DICOM was read before it
+    "jit_compile": ("0.4.0", "auto"),  # Keras' choice: XLA on a GPU only
 }
 
 

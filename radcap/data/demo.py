@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from radcap.core.clock import timed
 from radcap.core.config import SPLIT_PERCENT
 from radcap.core.files import atomic_path, write_text
 
@@ -218,6 +219,7 @@ def render(case: Case, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
+@timed("draw")
 def make_demo(root: str | Path, n: int = 500, seed: int = 0, findings: int = 1) -> Path:
     """Generate the synthetic demo dataset (idempotent).
 

@@ -3,12 +3,11 @@
 `evaluate` reads as its steps: load the run and the split, score every
 decoding, score the baselines, caption the controls, assemble the metrics,
 write `metrics.json`, `captions_<split>.csv`, `report.md` and the model card
-(`radcap.models.card`), each atomically, with the run folder held against a second
-writer, and last `evaluation.json`, which names the model file and settings
-they belong to and their digests. The outputs count as one unit: `reuse`
-takes them only when that last file says they are complete and current, so
-an evaluation killed midway never passes an earlier model's report, captions
-or model card off as this one's.
+(`radcap.models.card`), each atomically, the run folder held against a second
+writer, last `evaluation.json`: the model file, settings and digests they
+belong to. The outputs count as one unit: `reuse` takes them only when that
+last file says they are complete and current, so an evaluation killed midway
+never passes an earlier model's report, captions or model card off as this one's.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from radcap import __version__
+from radcap.core.clock import timed
 from radcap.core.files import (
     atomic_path,
     file_digest,
@@ -70,6 +70,7 @@ def decoding_name(beam: int) -> str:
     return "greedy" if beam == 1 else f"beam-{beam}"
 
 
+@timed("evaluate")
 def evaluate(
     run_dir: str | Path,
     root: str | Path = ".",
@@ -326,6 +327,7 @@ def _familiarity(captioner, test: Split, control_captions: dict) -> dict:
     }
 
 
+@timed("controls")
 def _controls(captioner, run_dir: Path, wanted: bool) -> tuple[dict, str | None]:
     """The control images' captions, or why they could not be made."""
     if not wanted:

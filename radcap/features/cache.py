@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from radcap import __version__
+from radcap.core.clock import timed
 from radcap.core.config import Config
 from radcap.core.files import (
     DiskFullError,
@@ -184,6 +185,7 @@ def load_features(
     return FeatureCache(np.load(npy, mmap_mode="r"), ids, skipped)
 
 
+@timed("extract")
 def extract(
     config: Config,
     images: pd.DataFrame,

@@ -7,13 +7,20 @@ One training example is one caption: inputs `tokens[:-1]`, targets
 1 / (target tokens in its batch), so `token_loss` (a sum) is the batch's
 mean per token, exactly, also when replicas each take a part of the batch.
 Batches group captions of similar length and are cut to their longest
-caption, so little time goes into padding. Features are gathered per batch
-from the (memory-mapped) cache: nothing is copied per word or per caption.
+caption rounded up to one of at most `WIDTHS` widths (`bucket_widths`), so
+little time goes into padding and a run meets few shapes: each shape is a
+compile where XLA runs (a GPU). For the same reason the train split's last,
+smaller batch is filled up with empty rows (`<start>` alone): no target
+token, so they weigh nothing. Features are gathered per batch from the (memory-mapped)
+cache: nothing is copied per word or per caption.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+# Most distinct batch widths of a split (`bucket_widths`).
+WIDTHS = 8
 
 
 class Batches:
@@ -28,10 +35,23 @@ class Batches:
         shuffle: Shuffle (train) or keep a fixed order (validation).
         seed: Shuffling seed; the order of epoch `e` depends on `seed + e` only,
             so a resumed run sees the same batches as an uninterrupted one.
+        fill: Fill a smaller last batch up to `batch_size` with empty rows
+            (zero weight), so every batch has the same number of rows.
+            Training fills; validation does not, because Keras weighs each
+            batch's loss by its rows in the epoch's mean.
+        widths: Most distinct batch widths (`bucket_widths`).
     """
 
     def __init__(
-        self, tokens, rows, arrays: dict, batch_size: int, shuffle: bool, seed: int = 0
+        self,
+        tokens,
+        rows,
+        arrays: dict,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        fill: bool = False,
+        widths: int = WIDTHS,
     ):
         self.tokens = np.asarray(tokens, np.int32)
         self.rows = np.asarray(rows, np.int64)
@@ -39,8 +59,10 @@ class Batches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.fill = fill
         self.epoch = 0
         self.lengths = (self.tokens != 0).sum(1)
+        self.widths = bucket_widths(self.lengths, widths)
 
     def plan(self, epoch: int) -> list[np.ndarray]:
         """Caption indices of each batch of one epoch."""
@@ -61,15 +83,21 @@ class Batches:
 
     def batch(self, index: np.ndarray):
         """`(inputs, targets)` for the captions `index`."""
-        # Cut to the longest caption. The input pipeline's shapes are dynamic, so
-        # new widths cost no retracing, only a slower first step at each width.
-        width = int(self.lengths[index].max())
-        tokens = self.tokens[index, :width]
+        # The input pipeline's shapes are dynamic, so a new shape costs no
+        # retracing; but XLA compiles each shape anew (`bucket_width`).
+        longest = self.lengths[index].max()
+        width = int(self.widths[np.searchsorted(self.widths, longest)])
+        size = self.batch_size if self.fill else len(index)
+        tokens = np.zeros((size, width), np.int32)
+        tokens[: len(index)] = self.tokens[index, :width]
+        # An empty row is `<start>` alone: no target token, so no weight, and
+        # never an all-padding sequence (which some recurrent kernels refuse).
+        tokens[len(index) :, 0] = tokens[0, 0]
         rows = self.rows[index]
         order = np.argsort(rows)  # gather sorted rows from the memory map
         inputs = {}
         for name, array in self.arrays.items():
-            gathered = np.empty((len(rows), *array.shape[1:]), np.float32)
+            gathered = np.zeros((size, *array.shape[1:]), np.float32)
             gathered[order] = array[rows[order]]
             inputs[name] = gathered
         inputs["tokens"] = tokens[:, :-1]
@@ -106,6 +134,51 @@ class Batches:
         )
         data = data.apply(tf.data.experimental.assert_cardinality(len(self)))
         return data.with_options(options).prefetch(2)
+
+
+def bucket_widths(lengths: np.ndarray, count: int) -> np.ndarray:
+    """The `count` (or fewer) batch widths that pad `lengths` least, ascending.
+
+    A batch is as wide as the smallest of them that holds its longest
+    caption. Chosen by dynamic programming over the distinct lengths, to
+    minimise the padding of every caption rounded up to its width (batches
+    group similar lengths, so a batch's width is close to its captions'):
+    the same lengths always give the same widths, so a resumed run keeps them.
+
+    Args:
+        lengths: Tokens of each caption (`<start>` and `<end>` included).
+        count: Most widths.
+    """
+    values, counts = np.unique(np.asarray(lengths, np.int64), return_counts=True)
+    if len(values) <= count:
+        return values
+    many = np.concatenate([[0], np.cumsum(counts)])
+    tokens = np.concatenate([[0], np.cumsum(counts * values)])
+
+    def padding(first: int, last: int) -> int:
+        """Padding of the lengths `values[first..last]` rounded up to `values[last]`."""
+        rows = many[last + 1] - many[first]
+        return int(values[last] * rows - (tokens[last + 1] - tokens[first]))
+
+    # best[j]: least padding of values[0..j], its widest width values[j].
+    best = [padding(0, j) for j in range(len(values))]
+    links = []  # per added width: the previous width's index, -1 for none
+    for _ in range(count - 1):
+        link, new = [], []
+        for j in range(len(values)):
+            cost, previous = best[j], -1
+            for i in range(j):
+                if best[i] + padding(i + 1, j) < cost:
+                    cost, previous = best[i] + padding(i + 1, j), i
+            new.append(cost)
+            link.append(previous)
+        best = new
+        links.append(link)
+    chosen = [len(values) - 1]
+    for link in reversed(links):
+        if link[chosen[-1]] >= 0:
+            chosen.append(link[chosen[-1]])
+    return values[chosen[::-1]]
 
 
 def token_weights(targets: np.ndarray) -> np.ndarray:

@@ -51,7 +51,9 @@ def new_captioner(
 
 def compile_captioner(model, config: Config):
     """`model` compiled as training compiles it: Adam at the config's
-    `learning_rate` and `token_loss`, for `split_batches`' weighted batches.
+    `learning_rate` and `token_loss`, for `split_batches`' weighted batches,
+    with XLA as the config's `jit_compile` says (`model.jit_compile` tells
+    what `"auto"` became).
 
     Returns:
         The same model.
@@ -59,9 +61,15 @@ def compile_captioner(model, config: Config):
     import keras
 
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate), loss=token_loss()
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=token_loss(),
+        jit_compile=_JIT[config.jit_compile],
     )
     return model
+
+
+# `Config.jit_compile` as Keras' `jit_compile`.
+_JIT = {"auto": "auto", "on": True, "off": False}
 
 
 def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
@@ -71,11 +79,14 @@ def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool
         split: The split (its captions, feature caches and caption rows).
         vocab: The run's vocabulary.
         config: `batch_size` and `seed`.
-        shuffle: Shuffle (train) or keep a fixed order (validation).
+        shuffle: Shuffle and fill the last batch up (train), or keep a fixed
+            order and the last batch's size (validation; see `Batches`).
     """
     arrays = {"features": split.features}
     if split.grid is not None:
         arrays["grid"] = split.grid
     tokens = vocab.encode_batch(split.captions["caption"])
     rows = split.caption_rows()
-    return Batches(tokens, rows, arrays, config.batch_size, shuffle, config.seed)
+    return Batches(
+        tokens, rows, arrays, config.batch_size, shuffle, config.seed, fill=shuffle
+    )

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from radcap.core.clock import timed
 from radcap.core.config import SPLITS, Config
 from radcap.core.devices import resolve_strategy, strategy_name
 from radcap.core.files import (
@@ -118,6 +119,7 @@ def train(
             "precision": model.dtype_policy.name,
             "strategy": strategy_name(strategy),
             "replicas": int(strategy.num_replicas_in_sync),
+            "jit_compile": "on" if model.jit_compile else "off",
         }
         write_card(run_dir, model, dataset)  # before training.json, which ends it
         return _finish(run_dir, config, prepared, granted, seconds, verbose)
@@ -277,6 +279,7 @@ def _restore_best(run_dir: Path, history: pd.DataFrame, last_backup: Path) -> No
             shutil.copyfile(last_backup, tmp)
 
 
+@timed("train")
 def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbose):
     """Run the epochs from `initial_epoch` to `config.epochs`."""
     train_batches = split_batches(prepared.train, prepared.vocab, config, True)
@@ -328,6 +331,7 @@ def _finish(
     return summary
 
 
+@timed("familiarity")
 def _write_familiarity(
     run_dir: Path, train: Split, validation: Split, config: Config, verbose: bool
 ) -> Familiarity:
