@@ -1,4 +1,4 @@
-"""The committed notebooks: no outputs, a `parameters` cell first, no hidden logic.
+"""The committed notebooks: a demo run's outputs, a `parameters` cell first, thin.
 
 The notebooks themselves run under nbval (`--nbval-lax`, `notebooks` is in
 testpaths); these tests check the files as they are committed.
@@ -46,20 +46,41 @@ def test_the_four_notebooks_are_there():
     assert [p.name for p in NOTEBOOKS] == list(EXPECTED)
 
 
+def outputs(cell, mime: str) -> list:
+    return [o for o in cell.outputs if mime in o.get("data", {})]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_committed_without_outputs_or_execution_counts(path):
+def test_committed_with_the_outputs_of_one_demo_run(path):
     notebook = read(path)
     nbformat.validate(notebook)
-    dirty = [
-        i
-        for i, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code"
-        and (cell.outputs or cell.execution_count is not None)
-    ]
-    assert not dirty, (
-        f"{path.name}: cells {dirty} hold outputs or execution counts; clear them "
-        "before committing (e.g. `jupyter nbconvert --clear-output --inplace`)."
+    cells = code_cells(notebook)
+    # Run top to bottom once, as `python tools/run_notebooks.py` runs it.
+    counts = [cell.execution_count for cell in cells]
+    ran = [count for count in counts if count is not None]
+    assert ran == list(range(1, len(ran) + 1)) and counts[0] == 1, (
+        f"{path.name}: execution counts {counts}; regenerate the outputs with "
+        "`python tools/run_notebooks.py`."
     )
+    errors = [o for cell in cells for o in cell.outputs if o.output_type == "error"]
+    assert not errors, f"{path.name}: committed with an error output"
+    # At least one figure, and no widget that GitHub cannot show.
+    assert any(outputs(cell, "image/png") for cell in cells), path.name
+    widget = "application/vnd.jupyter.widget-view+json"
+    assert not any(outputs(cell, widget) for cell in cells), path.name
+
+
+def test_notebook_04_shows_sample_captions_beside_their_images():
+    cells = code_cells(read(NOTEBOOK_DIR / "04_evaluate.ipynb"))
+    (samples,) = [cell for cell in cells if "plots.show_samples(" in cell.source]
+    assert outputs(samples, "image/png")
+    (table,) = [cell for cell in cells if "metrics_table" in cell.source]
+    assert "BLEU-4" in "".join(o["data"].get("text/plain", "") for o in table.outputs)
+
+
+def test_the_four_notebooks_stay_small_enough_to_read_on_github():
+    total = sum(path.stat().st_size for path in NOTEBOOKS)
+    assert total < 4_000_000, f"{total / 1e6:.1f} MB of notebooks"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
