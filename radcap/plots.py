@@ -157,6 +157,47 @@ def caption_length_histogram(captions, max_len: int | None = None, bins: int = 3
     return fig
 
 
+def plot_features(features, captions, groups: int = 8, words: int = 2):
+    """The cached features in two dimensions (PCA), coloured by caption openings.
+
+    Images whose captions open alike (on the demo: the view and modality,
+    "axial ct", "frontal x-ray") sit together when the features carry what
+    the captions say: a first look at whether a decoder can learn from them.
+
+    Args:
+        features: `(n, d)` features of n images (e.g. a `FeatureCache.array`).
+        captions: One caption per row of `features`.
+        groups: Colours for the most common openings; the rest are "other".
+        words: Words of each caption's opening.
+
+    Returns:
+        A Figure with one axes.
+    """
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2 or len(x) != len(captions) or len(x) < 3:
+        raise ValueError(
+            f"Need (n, d) features with n >= 3 and one caption per row; got "
+            f"shape {x.shape} and {len(captions)} captions."
+        )
+    x = x - x.mean(0)
+    _, _, axes = np.linalg.svd(x, full_matrices=False)
+    points = x @ axes[:2].T
+    opening = pd.Series([" ".join(clean_caption(c).split()[:words]) for c in captions])
+    common = opening.value_counts().index[:groups]
+    opening = opening.where(opening.isin(common), "other")
+    fig, (ax,) = _figure(1, 1, 1, 6, 4.4)
+    for name in [*common, "other"]:
+        chosen = (opening == name).to_numpy()
+        if chosen.any():
+            ax.scatter(*points[chosen].T, s=10, label=f"{name} ({chosen.sum()})")
+    ax.set_xlabel("first principal component")
+    ax.set_ylabel("second")
+    ax.set_title(f"{len(x)} images' features, by the captions' first {words} words")
+    ax.legend(fontsize=7, markerscale=1.5)
+    fig.tight_layout()
+    return fig
+
+
 def show_images(paths, captions, ncols: int = 4):
     """A grid of images, each titled with its caption.
 

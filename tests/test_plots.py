@@ -111,3 +111,23 @@ def test_read_image_scales_16_bit_by_its_range(tmp_path):
     np.testing.assert_allclose(
         plots.read_image(tmp_path / "deep.png"), [[0, 0.5], [0.25, 1]]
     )
+
+
+def test_plot_features_separates_what_the_captions_tell_apart():
+    rng = np.random.default_rng(0)
+    # Two groups 10 apart along one direction, noise 0.1 elsewhere.
+    direction = rng.normal(size=64)
+    direction /= np.linalg.norm(direction)
+    a = rng.normal(scale=0.1, size=(20, 64)) + 5 * direction
+    b = rng.normal(scale=0.1, size=(10, 64)) - 5 * direction
+    captions = ["axial ct of the chest"] * 20 + ["frontal x-ray of the hand"] * 9
+    captions += ["one rare caption"]
+    fig = plots.plot_features(np.vstack([a, b]), captions, groups=2)
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["axial ct (20)", "frontal x-ray (9)", "other (1)"]
+    # The first component holds the groups apart: every point of one on one side.
+    first = [c.get_offsets()[:, 0] for c in ax.collections]
+    assert max(first[0]) < min(first[1]) or min(first[0]) > max(first[1])
+    with pytest.raises(ValueError, match="one caption per row"):
+        plots.plot_features(a, captions)

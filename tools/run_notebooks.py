@@ -9,8 +9,8 @@ curves and the metrics table before running anything. This regenerates them:
 
 Each notebook runs top to bottom in a kernel of its own (papermill), with its
 committed parameters, in one working folder (`--workdir`, emptied first), as
-a user runs them one after another. Progress bars are off (`TQDM_DISABLE`):
-as widgets they would show as errors on GitHub. Needs the `notebooks` extra
+a user runs them one after another. Progress bars are left out: as
+widgets they would show as errors on GitHub. Needs the `notebooks` extra
 (`pip install -e ".[notebooks]"`); the demo takes a few minutes on 2 cores.
 """
 
@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+WIDGET = "application/vnd.jupyter.widget-view+json"
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -50,11 +51,17 @@ def run(workdir: Path) -> None:
             kernel_name="python3",
             progress_bar=False,
         )
-        # What papermill adds for its own runs, not for a reader.
+        # What papermill adds for its own runs, not for a reader; and the
+        # progress bars, widgets that GitHub and nbviewer cannot show.
         done.metadata.pop("papermill", None)
+        done.metadata.pop("widgets", None)
         for cell in done.cells:
             cell.metadata.pop("papermill", None)
             cell.metadata.pop("execution", None)
+            if cell.cell_type == "code":
+                cell.outputs = [
+                    o for o in cell.outputs if WIDGET not in o.get("data", {})
+                ]
         nbformat.write(done, str(path))
 
 
