@@ -18,6 +18,8 @@ from radcap.core.files import read_json, write_text
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
+# The caption scores every evaluation reports (its metrics, the model card).
+SCORES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 # Keep hyphens, periods and slashes inside words and numbers ("t2-weighted",
 # "3.5", "c5/6"), drop other ASCII punctuation; parentheses become spaces.

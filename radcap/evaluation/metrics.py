@@ -40,9 +40,9 @@ import string
 import numpy as np
 
 from radcap.core.config import SCORINGS
-from radcap.core.text import clean_caption
+from radcap.core.text import SCORES, clean_caption
 
-METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+METRICS = SCORES
 TABLE_COLUMNS = (*METRICS, "distinct", "copied")
 _DIGITS = re.compile(r"\d+")
 _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)

@@ -15,14 +15,11 @@ from pathlib import Path
 from radcap import __version__
 from radcap.core.config import Config
 from radcap.core.files import write_text
-from radcap.core.text import SPECIALS
+from radcap.core.text import SCORES, SPECIALS
 from radcap.models import runs
 
 DISCLAIMER = "Research use only: not for clinical use or diagnosis."
 NOT_EVALUATED = "Not evaluated yet: run `radcap evaluate --run {run}` to add scores."
-# The scores of `radcap.evaluation.metrics.METRICS`, which this stage cannot
-# import (tests/test_card.py checks that the two agree).
-SCORES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 ROCO_CITATION = (
     "Pelka O., Koitka S., Rückert J., Nensa F., Friedrich C. M. Radiology "
     "Objects in COntext (ROCO): A Multimodal Image Dataset. MICCAI Workshop "
