@@ -49,3 +49,14 @@ def check_setup() -> dict:
             stacklevel=2,
         )
     return facts
+
+
+def __getattr__(name: str):
+    """`radcap.Retriever` (`radcap.retrieval.retriever`), imported on first use:
+    it loads Keras, which `import radcap` does not. (By name: every stage
+    imports `radcap.__version__`, and no stage may import retrieval.)"""
+    if name == "Retriever":
+        import importlib
+
+        return importlib.import_module("radcap.retrieval.retriever").Retriever
+    raise AttributeError(f"module 'radcap' has no attribute {name!r}")

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_caption_and_export_parsers(sub)
 
+    _add_retrieval_parsers(sub)
+
     p = sub.add_parser(
         "familiarity",
         help="Compute a trained run's familiarity reference from its cached "
@@ -204,5 +206,27 @@ def _add_caption_and_export_parsers(sub) -> None:
         type=int,
         default=1,
         help="Beam width of the default signature (default 1: greedy).",
+    )
+    p.add_argument("--root", default=".", help="Folder that checkpoints/ is in.")
+
+
+def _add_retrieval_parsers(sub) -> None:
+    p = sub.add_parser(
+        "retrieval",
+        help="Train (or continue) a dual encoder for search both ways, index the "
+        "dataset, score it on the test split (metrics.json).",
+    )
+    _add_config_args(p, "Run name (default: <preset>-retrieval).")
+
+    p = sub.add_parser(
+        "search",
+        help="Search a retrieval run: images for a text, or captions for --image.",
+    )
+    p.add_argument("--run", required=True, help="Retrieval run folder or run name.")
+    p.add_argument("text", nargs="*", help="Free text: the images most like it.")
+    p.add_argument("--image", help="An image file: the known captions most like it.")
+    p.add_argument("--k", type=int, default=5, help="Results to print (default 5).")
+    p.add_argument(
+        "--json", action="store_true", help="One JSON object per result and line."
     )
     p.add_argument("--root", default=".", help="Folder that checkpoints/ is in.")

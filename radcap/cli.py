@@ -11,6 +11,8 @@ radcap caption --run roco-1 scan.dcm       DICOM too: its own window (--frame N)
 radcap export --run roco-1 --beam 3        a SavedModel: image bytes in, captions out
 radcap familiarity --run roco-1            add the familiarity reference to an old run
 radcap app --run roco-1                    a web page: upload images, read captions
+radcap retrieval --preset demo             a dual encoder: search both ways, scored
+radcap search --run demo-retrieval "left lung nodule"    images for a text (--image)
 radcap download roco --dest data/roco      fetch ROCO from Kaggle
 
 Each command is a few calls into the library. TensorFlow is imported only
@@ -273,6 +275,47 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_retrieval(args) -> int:
+    from radcap.evaluation.ranking import evaluate_retrieval  # imports TensorFlow
+    from radcap.retrieval.train import train_retrieval
+
+    if not args.run and not args.config:
+        args.run = f"{args.preset}-retrieval"
+    config = config_from_args(args)
+    dataset = load(config, args.root)
+    _skip_summary(dataset)
+    train_retrieval(config, dataset, root=args.root)
+    evaluate_retrieval(config.run_dir(args.root), args.root, dataset=dataset)
+    return 0
+
+
+def cmd_search(args) -> int:
+    from radcap.retrieval.retriever import Retriever  # imports TensorFlow
+
+    if bool(args.text) == bool(args.image) or args.k < 1:
+        raise ValueError(
+            "radcap search takes a text or --image FILE (one of them), and --k >= 1."
+        )
+    retriever = Retriever.load(runs.resolve(args.run, args.root))
+    if args.image:
+        table = retriever.search_image(args.image, k=args.k)
+    else:
+        table = retriever.search_text(" ".join(args.text), k=args.k)
+        unknown = table.attrs["unknown_words"]
+        if unknown:
+            print(
+                f"not in the vocabulary, ignored: {' '.join(unknown)}", file=sys.stderr
+            )
+    for row in table.to_dict("records"):
+        if args.json:
+            print(json.dumps(row))
+        elif args.image:
+            print(f"{row['score']:.3f}\t{row['caption']}\t({row['path']})")
+        else:
+            print(f"{row['path']}\t{row['score']:.3f}\t{row['caption']}")
+    return 0
+
+
 def cmd_app(args) -> int:
     return app.serve(args.run, host=args.host, port=args.port)
 
@@ -292,12 +335,14 @@ COMMANDS = {
     "export": cmd_export,
     "familiarity": cmd_familiarity,
     "app": cmd_app,
+    "retrieval": cmd_retrieval,
+    "search": cmd_search,
     "download": cmd_download,
 }
 
 
 # Commands that end with a line saying where their time went (radcap.core.clock).
-TIMED = ("demo", "extract", "train", "evaluate")
+TIMED = ("demo", "extract", "train", "evaluate", "retrieval")
 
 
 def main(argv=None) -> int:

@@ -54,6 +54,7 @@ STAGES = {
     "training": "checkpoints_dir batch_size epochs learning_rate early_stopping"
     " lr_patience lr_factor precision strategy jit_compile",
     "decoding": "beam length_penalty no_repeat_ngram allow_unk",
+    "retrieval": "retrieval_dim",
 }
 STAGE_OF = {field: stage for stage, names in STAGES.items() for field in names.split()}
 
@@ -116,6 +117,7 @@ class Config:
             this length within a caption; 0 turns it off.
         allow_unk: Let the searches write `<unk>` (for research: how often
             the model would); by default they never do.
+        retrieval_dim: Width of the dual encoder's shared embedding (`dual.py`).
         extract_batch_size: Images per forward pass in feature extraction.
         dicom_frame: The frame read from a multi-frame DICOM file: `"middle"`,
             `"first"`, `"last"` or a frame number (1 is the first).
@@ -162,6 +164,7 @@ class Config:
     length_penalty: float = 0.7
     no_repeat_ngram: int = NO_REPEAT_NGRAM
     allow_unk: bool = False
+    retrieval_dim: int = 128
     extract_batch_size: int = 32
     dicom_frame: int | str = "middle"
     precision: str = "float32"
@@ -190,9 +193,9 @@ class Config:
                 expected = "an integer >= 0" if low == 0 else "a positive integer"
             # An annotation is the only place a type is said; a float takes ints.
             accepted = tuple((int, float) if t is float else t for t in allowed)
-            if isinstance(value, bool) and bool not in allowed:
-                self._fail(field, expected)
-            if not isinstance(value, accepted):
+            if not isinstance(value, accepted) or (
+                isinstance(value, bool) and bool not in allowed
+            ):
                 self._fail(field, expected)
             if isinstance(value, float) and not math.isfinite(value):
                 self._fail(field, "a finite number")
@@ -258,9 +261,8 @@ class Config:
         """Whether the decoder attends over grid features (attention or transformer)."""
         return self.attention or self.decoder == "transformer"
 
-    # Derived paths; relative paths are taken from `root`.
     def run_dir(self, root: str | Path = ".") -> Path:
-        """The run folder `checkpoints_dir/name`."""
+        """The run folder `checkpoints_dir/name` (relative paths start at `root`)."""
         return Path(root) / self.checkpoints_dir / self.name
 
     def dataset_dir(self, root: str | Path = ".") -> Path:
@@ -317,9 +319,7 @@ class Config:
         if path.is_dir():
             path = path / CONFIG_FILE
         if not path.is_file():
-            raise FileNotFoundError(
-                f"No config at {path}: is this a radcap run folder?"
-            )
+            raise FileNotFoundError(f"No config at {path}: a radcap run folder?")
         values = read_json(path, "config")
         if not isinstance(values, dict):
             raise ValueError(f"{path} holds no config (a JSON object of fields).")
@@ -363,8 +363,8 @@ _PRESETS = {
 }
 PRESETS = tuple(_PRESETS)
 
-_WORDS = {bool: "true or false", int: "an integer", float: "a number"}
-_WORDS.update({str: "a string", type(None): "None"})
+_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_WORDS[type(None)] = "None"
 
 
 def _describe(kinds: tuple[type, ...]) -> str:

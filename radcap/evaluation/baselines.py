@@ -48,7 +48,7 @@ def training_mean(train_features, rows=None, chunk: int = 4096) -> np.ndarray:
     return (total / max(len(rows), 1)).astype(np.float32)
 
 
-def _unit(x, mean) -> np.ndarray:
+def unit_rows(x, mean) -> np.ndarray:
     """Rows of `x` less `mean`, scaled to length 1 (float32)."""
     x = np.asarray(x, np.float32) - mean
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -83,12 +83,12 @@ def nearest_neighbours(
             "No training features: the nearest-neighbour baseline needs some."
         )
     mean = training_mean(train_features, rows, chunk) if center else np.float32(0.0)
-    queries = _unit(features, mean)  # (N, dim)
+    queries = unit_rows(features, mean)  # (N, dim)
     best = np.full(len(queries), -np.inf, np.float32)
     index = np.zeros(len(queries), np.int64)
     for s in range(0, len(rows), chunk):
         block = rows[s : s + chunk]
-        sims = queries @ _unit(train_features[block], mean).T  # (N, chunk)
+        sims = queries @ unit_rows(train_features[block], mean).T  # (N, chunk)
         j = np.argmax(sims, axis=1)  # (N,)
         top = sims[np.arange(len(queries)), j]
         better = top > best
@@ -122,13 +122,13 @@ def most_similar(
     if len(rows) == 0:
         raise ValueError("No training features to compare with.")
     mean = training_mean(train_features, rows, chunk) if mean is None else mean
-    queries = _unit(features, mean)  # (N, dim)
+    queries = unit_rows(features, mean)  # (N, dim)
     best = np.zeros((len(queries), 0), np.float32)
     index = np.zeros((len(queries), 0), np.int64)
     for s in range(0, len(rows), chunk):
         block = rows[s : s + chunk]
         sims = np.concatenate(
-            [best, queries @ _unit(train_features[block], mean).T], axis=1
+            [best, queries @ unit_rows(train_features[block], mean).T], axis=1
         )  # (N, kept + chunk)
         found = np.concatenate(
             [index, np.broadcast_to(block, (len(queries), len(block)))], axis=1

@@ -25,6 +25,11 @@ checkpoints/<run>/   config.json   the Config the run was trained with
                                    default place; `--out` puts it elsewhere)
 ```
 
+A retrieval run (`radcap retrieval`) has the same files with a dual
+encoder (`radcap.models.dual`) in `best.keras`, no model card, and
+`index.npz`: the embeddings of the dataset's images and captions
+(`radcap.retrieval.index`); its `metrics.json` holds a "retrieval" section.
+
 Every module names these files through the constants here, never as string
 literals of its own.
 """
@@ -58,6 +63,8 @@ LOGS = "logs"  # TensorBoard
 CONTROLS = "controls"
 COMPARISON = "comparison.md"
 EXPORT = "export"
+INDEX = "index.npz"  # a retrieval run's embeddings
+DUAL_ENCODER = "DualEncoder"  # the class of a retrieval run's model
 REQUIRED = (CONFIG, VOCAB, MODEL)
 
 
@@ -197,6 +204,7 @@ def load_model(run_dir: str | Path):
     """
     import keras
 
+    import radcap.models.dual  # noqa: F401  (registers the dual encoder's classes)
     import radcap.models.merge  # noqa: F401  (registers the captioner's classes)
 
     path = Path(run_dir) / MODEL
@@ -216,6 +224,40 @@ def load_model(run_dir: str | Path):
             "the training runs again."
         )
     return keras.saving.load_model(path, compile=False)
+
+
+def is_retrieval_run(run_dir: str | Path) -> bool:
+    """Whether `run_dir`'s model is a dual encoder (a `radcap retrieval` run)."""
+    path = Path(run_dir) / MODEL
+    return path.is_file() and _model_class(path) == DUAL_ENCODER
+
+
+def finished_runs(run_dir: str | Path, retrieval: bool) -> list[Path]:
+    """The finished runs beside `run_dir` made from the same features, by name.
+
+    Same features: the same `dataset`, `weights` and `features_dir`. A
+    finished retrieval run also has its `INDEX`; `retrieval` picks those
+    (else the captioners). Damaged run folders are passed over.
+
+    Args:
+        run_dir: A run folder; its siblings are searched (not itself).
+        retrieval: Retrieval runs, or captioner runs.
+    """
+    config = load_config(run_dir)
+    same = ("dataset", "weights", "features_dir")
+    found = []
+    for other in sorted(Path(run_dir).parent.iterdir()):
+        if other == Path(run_dir) or not is_trained(other):
+            continue
+        try:
+            theirs = load_config(other)
+            kind = is_retrieval_run(other)
+        except (OSError, ValueError, RunError):
+            continue
+        agree = all(getattr(theirs, k) == getattr(config, k) for k in same)
+        if agree and kind == retrieval and (not retrieval or (other / INDEX).is_file()):
+            found.append(other)
+    return found
 
 
 def backup_path(run_dir: str | Path, epoch: int) -> Path:

@@ -112,20 +112,24 @@ class Batches:
             inputs, targets = self.batch(index)
             yield inputs, targets, token_weights(targets)
 
+    def signature(self) -> tuple:
+        """The `tf.TensorSpec`s of what `__call__` yields (a subclass that
+        yields other targets says so here)."""
+        import tensorflow as tf
+
+        inputs = {
+            name: tf.TensorSpec((None, *a.shape[1:]), tf.float32)
+            for name, a in self.arrays.items()
+        }
+        inputs["tokens"] = tf.TensorSpec((None, None), tf.int32)
+        targets = tf.TensorSpec((None, None), tf.int32)
+        return inputs, targets, tf.TensorSpec((None, None), tf.float32)
+
     def dataset(self):
         """A `tf.data.Dataset` over this generator, prefetching one batch ahead."""
         import tensorflow as tf
 
-        signature = {
-            name: tf.TensorSpec((None, *a.shape[1:]), tf.float32)
-            for name, a in self.arrays.items()
-        }
-        signature["tokens"] = tf.TensorSpec((None, None), tf.int32)
-        targets = tf.TensorSpec((None, None), tf.int32)
-        weights = tf.TensorSpec((None, None), tf.float32)
-        data = tf.data.Dataset.from_generator(
-            self, output_signature=(signature, targets, weights)
-        )
+        data = tf.data.Dataset.from_generator(self, output_signature=self.signature())
         # One machine's replicas split each batch; there are no workers to
         # shard the files for (and the rewrite would drop the cardinality).
         options = tf.data.Options()

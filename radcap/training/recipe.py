@@ -7,6 +7,9 @@ or check is the training recipe itself, not a copy of it.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 from radcap.core.config import Config
 from radcap.core.devices import resolve_precision
 from radcap.core.text import Vocabulary
@@ -63,13 +66,13 @@ def compile_captioner(model, config: Config):
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=token_loss(),
-        jit_compile=_JIT[config.jit_compile],
+        jit_compile=JIT_COMPILE[config.jit_compile],
     )
     return model
 
 
 # `Config.jit_compile` as Keras' `jit_compile`.
-_JIT = {"auto": "auto", "on": True, "off": False}
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
 def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
@@ -90,3 +93,27 @@ def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool
     return Batches(
         tokens, rows, arrays, config.batch_size, shuffle, config.seed, fill=shuffle
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What `radcap.training.train.train` needs to know of the model it trains.
+
+    The run folder, its lock, resuming, the epoch writer, progress, logs and
+    the summary are the same for every model radcap trains; these are not.
+
+    Attributes:
+        build: `(config, vocab_size, stats, verbose=...)` → the compiled
+            model with fresh weights drawn from `config.seed`.
+        batches: `(split, vocab, config, shuffle)` → `Batches` (or a
+            subclass) whose `dataset()` feeds the model's `fit`.
+        card: Write the captioner's model card (`radcap.models.card`).
+    """
+
+    build: Callable
+    batches: Callable
+    card: bool = True
+
+
+# The captioner's recipe, the default of `train`.
+CAPTIONER = Recipe(new_captioner, split_batches, card=True)

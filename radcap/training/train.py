@@ -47,7 +47,7 @@ from radcap.models import runs
 from radcap.models.card import write_card
 from radcap.models.merge import feature_stats
 from radcap.training.callbacks import Progress, run_callbacks
-from radcap.training.recipe import new_captioner, split_batches
+from radcap.training.recipe import CAPTIONER, Recipe
 
 
 @dataclasses.dataclass
@@ -66,6 +66,7 @@ def train(
     root: str | Path = ".",
     callbacks=(),
     verbose: bool = True,
+    recipe: Recipe = CAPTIONER,
 ) -> dict:
     """Train a captioner into `config.run_dir(root)`, resuming if interrupted.
 
@@ -82,6 +83,8 @@ def train(
         root: Folder that the config's relative paths start from.
         callbacks: Extra Keras callbacks, run after radcap's own.
         verbose: Print what was skipped and where the model went.
+        recipe: The model to train and its batches: the captioner by
+            default (`radcap.retrieval.train` passes the dual encoder's).
 
     Returns:
         The contents of `training.json`: epochs run, best epoch and
@@ -97,17 +100,21 @@ def train(
         prepared = _prepare(config, dataset, root, run_dir, verbose)
         strategy = _devices(config, verbose)
         with strategy.scope():  # the model, its optimizer state and the fit
-            model = new_captioner(
+            model = recipe.build(
                 config, prepared.vocab.size, prepared.stats, verbose=verbose
             )
             _check_space(run_dir, model)
             initial_epoch, history = _resume(model, run_dir, verbose)
             _after_divergence(model, run_dir, config, verbose)
             started = time.perf_counter()
+            batches = [
+                recipe.batches(s, prepared.vocab, config, s.name == "train")
+                for s in (prepared.train, prepared.validation)
+            ]
             _fit(
                 model,
                 config,
-                prepared,
+                batches,
                 run_dir,
                 initial_epoch,
                 history,
@@ -121,7 +128,8 @@ def train(
             "replicas": int(strategy.num_replicas_in_sync),
             "jit_compile": "on" if model.jit_compile else "off",
         }
-        write_card(run_dir, model, dataset)  # before training.json, which ends it
+        if recipe.card:  # before training.json, which ends it
+            write_card(run_dir, model, dataset)
         return _finish(run_dir, config, prepared, granted, seconds, verbose)
 
 
@@ -280,10 +288,10 @@ def _restore_best(run_dir: Path, history: pd.DataFrame, last_backup: Path) -> No
 
 
 @timed("train")
-def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbose):
-    """Run the epochs from `initial_epoch` to `config.epochs`."""
-    train_batches = split_batches(prepared.train, prepared.vocab, config, True)
-    val_batches = split_batches(prepared.validation, prepared.vocab, config, False)
+def _fit(model, config, batches, run_dir, initial_epoch, history, extra, verbose):
+    """Run the epochs from `initial_epoch` to `config.epochs` over the
+    `(train, validation)` batches."""
+    train_batches, val_batches = batches
     callbacks = run_callbacks(config, run_dir, history, train_batches, extra, verbose)
     try:
         model.fit(
