@@ -48,6 +48,8 @@ from radcap.models.card import DISCLAIMER
 from radcap.models.runs import RunError
 from radcap.serving import app
 
+# `radcap retrieval`'s batch size unless --set says otherwise (presets: 32 or 64).
+RETRIEVAL_BATCH = 64
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
@@ -279,8 +281,9 @@ def cmd_retrieval(args) -> int:
     from radcap.evaluation.ranking import evaluate_retrieval  # imports TensorFlow
     from radcap.retrieval.train import train_retrieval
 
-    if not args.run and not args.config:
-        args.run = f"{args.preset}-retrieval"
+    if not args.config:  # a contrastive batch's other pairs are its negatives
+        args.run = args.run or f"{args.preset}-retrieval"
+        args.set = [f"batch_size={RETRIEVAL_BATCH}", *(args.set or [])]
     config = config_from_args(args)
     dataset = load(config, args.root)
     _skip_summary(dataset)

@@ -4,7 +4,9 @@
   frequent training caption for every image (`frequency`), and the caption of
   the most similar training image by cosine similarity of the cached fc2
   features (`nearest_neighbour`; Kougia et al. 2019 found it beats many
-  published medical captioners).
+  published medical captioners). When a retrieval run of the same features
+  sits beside the captioner's run (`radcap retrieval`), also `retrieval`:
+  the training caption its dual encoder ranks first for each image.
 - **Controls**: the captions the model writes for an all-black, an all-white and
   a noise image. A model that reports a lesion in a blank image is not looking.
 """
@@ -21,8 +23,12 @@ from radcap.core.files import atomic_path
 from radcap.core.text import clean_caption
 from radcap.features.backbone import IMAGE_SIZE
 from radcap.features.splits import Split
+from radcap.models import runs
+from radcap.retrieval.retriever import Retriever
 
 CONTROLS = ("black", "white", "noise")
+# The baselines every evaluation has (`retrieval` joins them when it can).
+BASELINES = ("frequency", "nearest_neighbour")
 
 
 def most_frequent_caption(captions) -> str:
@@ -139,17 +145,33 @@ def most_similar(
     return index, best
 
 
-def baseline_captions(train: Split, features) -> dict[str, list[str]]:
-    """Both baselines' captions for the query images.
+def retrieval_run(run_dir) -> tuple[Path | None, str]:
+    """The retrieval run beside `run_dir` for the `retrieval` baseline, and a
+    note for the metrics: its name, or why there is none."""
+    found = runs.finished_runs(run_dir, retrieval=True) if run_dir else []
+    if found:
+        return found[0], found[0].name
+    return None, (
+        f"absent: no finished retrieval run of the same features beside {run_dir} "
+        "(`radcap retrieval` with the run's preset makes one)"
+    )
+
+
+def baseline_captions(train: Split, features, run_dir=None, grid=None) -> dict:
+    """The baselines' captions for the query images.
 
     Args:
         train: The training split (`radcap.features.splits.load_split`); only its
             readable images are searched.
         features: `(N, 4096)` fc2 features of the images to caption.
+        run_dir: The captioner's run folder, whose sibling retrieval run
+            (`retrieval_run`) gives the `retrieval` baseline; None for none.
+        grid: `(N, R, 512)` grid features, for a retrieval run that reads them.
 
     Returns:
-        `{"frequency": [caption] * N, "nearest_neighbour": [caption, ...]}`:
-        the nearest training image's first caption.
+        `{"frequency": [caption] * N, "nearest_neighbour": [caption, ...]}`
+        (the nearest training image's first caption), and `"retrieval"`:
+        the training caption the retrieval run ranks first, when there is one.
     """
     references = train.references()
     if not train.image_ids:
@@ -161,7 +183,13 @@ def baseline_captions(train: Split, features) -> dict[str, list[str]]:
     nearest = nearest_neighbours(train.features, features, train.rows)
     by_row = dict(zip(train.rows.tolist(), train.image_ids))
     captions = [references[by_row[int(j)]][0] for j in nearest]
-    return {"frequency": [frequent] * len(features), "nearest_neighbour": captions}
+    out = {"frequency": [frequent] * len(features), "nearest_neighbour": captions}
+    found, _ = retrieval_run(run_dir)
+    if found is not None:
+        retriever = Retriever.load(found)
+        if grid is not None or not retriever.model.uses_grid:
+            out["retrieval"] = retriever.caption_features(features, grid)
+    return out
 
 
 def control_images(folder: str | Path, size: int = IMAGE_SIZE, seed: int = 0) -> dict:

@@ -31,7 +31,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import numpy as np
+
 from radcap.core.text import clean_caption
+from radcap.data.demo import is_held_out
 
 SIDES = ("left", "right", "bilateral")
 MODALITIES = {
@@ -223,3 +226,22 @@ def demo_agreement(cases) -> dict:
         "captions": len(rows),
         **{k: v / max(len(rows), 1) for k, v in hits.items()},
     }
+
+
+def exact_scores(cases, texts) -> dict:
+    """Shares of demo captions exactly as drawn: all, and on held-out pairings.
+
+    Args:
+        cases: `radcap.data.demo.read_cases` rows of the captioned images.
+        texts: The captions, in the same order.
+
+    Returns:
+        `{"exact": share}` plus `"exact_held_out"` when the images include
+        hard-demo pairings that training never saw (`Case.held_out`).
+    """
+    exact = np.array([str(t) == c for t, c in zip(texts, cases["caption"])])
+    out = {"exact": float(exact.mean())}
+    held = np.array([is_held_out(row) for _, row in cases.iterrows()])
+    if held.any():
+        out["exact_held_out"] = float(exact[held].mean())
+    return out

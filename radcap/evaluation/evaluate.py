@@ -31,11 +31,21 @@ from radcap.core.locks import check_writable
 from radcap.core.text import clean_caption
 from radcap.data import Dataset
 from radcap.data import load as load_dataset
-from radcap.data.demo import is_held_out, read_cases
+from radcap.data.demo import read_cases
 from radcap.decoding.captioner import Captioner
 from radcap.evaluation.attention import side_shares
-from radcap.evaluation.baselines import baseline_captions, caption_controls
-from radcap.evaluation.clinical import clinical_scores, demo_agreement, describe
+from radcap.evaluation.baselines import (
+    BASELINES,
+    baseline_captions,
+    caption_controls,
+    retrieval_run,
+)
+from radcap.evaluation.clinical import (
+    clinical_scores,
+    demo_agreement,
+    describe,
+    exact_scores,
+)
 from radcap.evaluation.metrics import (
     distinct_share,
     diversity,
@@ -88,9 +98,8 @@ def evaluate(
     """Caption a split with a trained run; write `metrics.json` and `report.md`.
 
     Each image is captioned once per decoding and scored against all its
-    references; the baselines are scored on the same images. Also writes
-    `captions_<split>.csv` (references, every decoding and baseline) and the
-    control images under `controls/`, all in the run folder.
+    references, the baselines on the same images. Also writes, in the run
+    folder, `captions_<split>.csv` and the control images (`controls/`).
 
     Args:
         run_dir: A run folder made by `radcap.training.train.train`.
@@ -115,12 +124,12 @@ def evaluate(
         The metrics dict: the greedy scores under the metric keys (and its
         `copied`, `words_used`, `mean_length`), `"split"`, `"images"`,
         `"decoding"`, `"scoring"`, `"results"` with every decoding's scores,
-        `"baselines"` (`"frequency"`, `"nearest_neighbour"`, same keys),
-        `"controls"` (`{name: caption}`), `"diversity"` (the references'
-        figures), `"beats_baselines"` (whether the greedy decoding, or the
-        first one asked for, beats both baselines on BLEU-4 and CIDEr),
-        `"nltk"`, `"clinical"`, `"familiarity"` and `"evaluated"` (the stamp
-        `reuse` checks). `"controls_skipped"` says why controls could not run.
+        `"baselines"` (`"frequency"`, `"nearest_neighbour"`, `"retrieval"`
+        from the run `"retrieval_baseline"` names, or says why not), `"controls"`
+        (`{name: caption}`), `"diversity"` (the references' figures),
+        `"beats_baselines"` (whether the first decoding beats the first two
+        baselines on BLEU-4 and CIDEr), `"nltk"`, `"clinical"`, `"familiarity"`
+        and `"evaluated"` (the stamp `reuse` checks); `"controls_skipped"`.
     """
     normalizer(scoring)  # an unknown scoring fails before any work
     run_dir = runs.check(run_dir)
@@ -142,6 +151,7 @@ def evaluate(
         )
         control_captions, skipped_controls = _controls(captioner, run_dir, controls)
         metrics = _assemble(test, train, scoring, results, baseline_results)
+        metrics["retrieval_baseline"] = baselines and retrieval_run(run_dir)[1]
         _add_controls(metrics, captioner, test, control_captions, skipped_controls)
         if cases is not None:
             _add_demo_truth(metrics, captioner, test, cases)
@@ -262,7 +272,8 @@ def _score_all(captioner, test, train, beams, baselines, meteor, scoring, cases)
             "length_penalty": config.length_penalty if beam > 1 else None,
         }
     if baselines:
-        for name, texts in baseline_captions(train, features).items():
+        found = baseline_captions(train, features, captioner.run_dir, grid)
+        for name, texts in found.items():
             captions[name] = texts
             baseline_results[name] = scored(texts)
         baseline_results["frequency"]["caption"] = captions["frequency"][0]
@@ -275,25 +286,6 @@ def _add_demo_truth(metrics: dict, captioner, test: Split, cases) -> None:
     metrics["clinical"]["extractor_vs_demo_truth"] = demo_agreement(cases)
     if captioner.uses_grid:
         metrics["side_attention"] = side_shares(captioner, test, cases)
-
-
-def exact_scores(cases, texts) -> dict:
-    """Shares of demo captions exactly as drawn: all, and on held-out pairings.
-
-    Args:
-        cases: `radcap.data.demo.read_cases` rows of the captioned images.
-        texts: The captions, in the same order.
-
-    Returns:
-        `{"exact": share}` plus `"exact_held_out"` when the images include
-        hard-demo pairings that training never saw (`Case.held_out`).
-    """
-    exact = np.array([str(t) == c for t, c in zip(texts, cases["caption"])])
-    out = {"exact": float(exact.mean())}
-    held = np.array([is_held_out(row) for _, row in cases.iterrows()])
-    if held.any():
-        out["exact_held_out"] = float(exact[held].mean())
-    return out
 
 
 def _add_controls(metrics, captioner, test, control_captions, skipped) -> None:
@@ -367,7 +359,7 @@ def _assemble(
     }
     if baseline_results:
         metrics["beats_baselines"] = {
-            key: bool(first[key] > max(b[key] for b in baseline_results.values()))
+            key: bool(first[key] > max(baseline_results[b][key] for b in BASELINES))
             for key in ("BLEU-4", "CIDEr")
         }
     return metrics

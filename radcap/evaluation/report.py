@@ -10,7 +10,7 @@ from radcap.core.files import read_json, write_text
 from radcap.evaluation.metrics import METRICS
 from radcap.models import runs
 
-# `exact` and `exact_held_out`: demo runs only (see `evaluate.exact_scores`).
+# `exact` and `exact_held_out`: demo runs only (see `clinical.exact_scores`).
 TABLE_COLUMNS = (*METRICS, "distinct", "copied", "exact", "exact_held_out")
 
 
