@@ -104,11 +104,13 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     single = scores.ndim == 1
     scores = np.atleast_2d(scores)
     k = min(int(k), scores.shape[1])
-    if k < scores.shape[1]:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (Q, k), unordered
-    else:
-        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    part = np.sort(part, axis=1)  # stable ties: the lower column first
+    # The k-th best score of each row (a partial sort), then every column
+    # above it and, of those equal to it, the first ones: exactly k a row.
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # (Q, 1)
+    tied = scores == kth
+    need = k - (scores > kth).sum(1, keepdims=True)  # (Q, 1)
+    take = (scores > kth) | (tied & (np.cumsum(tied, axis=1) <= need))
+    part = np.nonzero(take)[1].reshape(len(scores), k)  # (Q, k), column order
     values = np.take_along_axis(scores, part, 1)
     order = np.argsort(-values, axis=1, kind="stable")
     index = np.take_along_axis(part, order, 1)
