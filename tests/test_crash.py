@@ -424,6 +424,41 @@ def test_two_trainers_on_one_run_folder_one_waits_out(reference, tmp_path):
     check_complete_run(root / "checkpoints" / "twice", root)
 
 
+@pytest.mark.slow
+def test_a_killed_retrieval_run_continues_to_a_complete_run(reference):
+    """`radcap retrieval` trains with the captioner's machinery: the same kill
+    leaves whole files, and the rerun continues, indexes and scores."""
+    root, _ = reference
+    command = _command(root, "retrieval")
+    command[3] = "retrieval"  # `radcap retrieval` with the module's settings
+    command += ["--set", "checkpoints_dir=retrieval-runs", "--set", "batch_size=8"]
+    run_dir = root / "retrieval-runs" / "retrieval"
+    killed = run_process(command, _env("epoch-1-batch-0"))
+    assert killed.returncode == -signal.SIGKILL, _describe(killed)
+    check_files_in_place_are_whole(run_dir)
+    assert history_epochs(run_dir) == [0] and not (run_dir / runs.INDEX).exists()
+    kept = pd.read_csv(run_dir / runs.HISTORY)
+
+    rerun = run_process(command, _env())
+    assert rerun.returncode == 0, _describe(rerun)
+    assert "continuing at epoch 2 from" in rerun.stdout
+    check_files_in_place_are_whole(run_dir)
+    expected = [runs.CONFIG, runs.VOCAB, runs.MODEL, runs.HISTORY, runs.TRAINING]
+    expected += [runs.FAMILIARITY, runs.INDEX, runs.METRICS, runs.LOGS, files.LOCK_FILE]
+    assert sorted(os.listdir(run_dir)) == sorted(expected)
+    assert temporary_files(run_dir) == []
+    history = pd.read_csv(run_dir / runs.HISTORY)
+    assert history["epoch"].tolist() == list(range(EPOCHS))
+    pd.testing.assert_frame_equal(history.head(1), kept)
+    section = files.read_json(run_dir / runs.METRICS)["retrieval"]
+    assert "no finished captioner run" in section["absent"]["likelihood"]
+
+    index = (run_dir / runs.INDEX).stat().st_mtime_ns
+    again = run_process(command, _env())
+    assert again.returncode == 0 and "already trained" in again.stdout
+    assert (run_dir / runs.INDEX).stat().st_mtime_ns == index  # not rebuilt
+
+
 TWO_CPUS = Path(__file__).with_name("two_cpus.py")  # two logical CPU devices
 
 
