@@ -247,6 +247,10 @@ def test_a_retriever_loads_the_run_and_its_own_images_come_first(retrieval_run):
     mine = retriever.embed_features(features, grid)
     rows = [list(index.image_ids).index(i) for i in split.image_ids]
     np.testing.assert_allclose(mine, index.images[rows], atol=1e-5)
+    # The traced text tower embeds a training caption as the index did.
+    row = index.caption_rows("train")[0]
+    text = retriever.embed_text(str(index.captions[row]))
+    np.testing.assert_allclose(text[0], index.texts[row], atol=1e-5)
     with pytest.raises(runs.RunError, match="holds a captioner"):
         Retriever.load(run_dir.parent / "tiny")
 
