@@ -253,6 +253,10 @@ def test_a_retriever_loads_the_run_and_its_own_images_come_first(retrieval_run):
     np.testing.assert_allclose(text[0], index.texts[row], atol=1e-5)
     with pytest.raises(runs.RunError, match="holds a captioner"):
         Retriever.load(run_dir.parent / "tiny")
+    from radcap.decoding.captioner import Captioner
+
+    with pytest.raises(runs.RunError, match="is a retrieval run"):
+        Captioner.load(run_dir)
 
 
 def test_the_search_command_prints_json_names_unknown_words_and_refuses_none(
@@ -273,3 +277,12 @@ def test_the_search_command_prints_json_names_unknown_words_and_refuses_none(
     assert cli.main([*argv, "3", "--image", str(image)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 3 and set(lines[0]) == {"caption", "score", "image_id", "path"}
+
+
+def test_bad_retrieval_settings_and_searches_get_one_line(tmp_path, capsys):
+    argv = ["retrieval", "--root", str(tmp_path), "--set", "retrieval_dim=0"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Config.retrieval_dim=0 is invalid" in err and err.count("\n") == 1
+    assert cli.main(["search", "--run", str(tmp_path), "--root", str(tmp_path)]) == 2
+    assert "takes a text or --image FILE" in capsys.readouterr().err

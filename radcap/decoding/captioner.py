@@ -74,6 +74,11 @@ class Captioner:
             extractor: The backbone to read images with (see the class).
         """
         run_dir = runs.check(run_dir)
+        if runs.is_retrieval_run(run_dir):
+            raise runs.RunError(
+                f"{run_dir} is a retrieval run (a dual encoder), not a captioner: "
+                f"search it with `radcap search --run {run_dir}`."
+            )
         config = runs.load_config(run_dir)
         vocab = runs.load_vocab(run_dir)
         try:
