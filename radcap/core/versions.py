@@ -38,6 +38,7 @@ ADDED = {
     "strategy": ("0.2.0", "none"),  # one device
     "dicom_frame": ("0.3.0", "middle"),  # no DICOM was read before it
     "jit_compile": ("0.4.0", "auto"),  # Keras' choice: XLA on a GPU only
+    "retrieval_dim": ("0.4.1", 128),  # the dual encoder came with 0.4.1
 }
 
 

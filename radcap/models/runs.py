@@ -227,9 +227,12 @@ def load_model(run_dir: str | Path):
 
 
 def is_retrieval_run(run_dir: str | Path) -> bool:
-    """Whether `run_dir`'s model is a dual encoder (a `radcap retrieval` run)."""
-    path = Path(run_dir) / MODEL
-    return path.is_file() and _model_class(path) == DUAL_ENCODER
+    """Whether `run_dir`'s model is a dual encoder (a `radcap retrieval` run);
+    False for a missing or damaged model file (`load_model` says what it is)."""
+    try:
+        return _model_class(Path(run_dir) / MODEL) == DUAL_ENCODER
+    except RunError:
+        return False
 
 
 def finished_runs(run_dir: str | Path, retrieval: bool) -> list[Path]:
