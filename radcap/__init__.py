@@ -7,7 +7,7 @@ TensorFlow and touches no network.
 
 from radcap import _moved  # noqa: F401  (the 0.3 module paths, until 0.5)
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 
 def check_setup() -> dict:
