@@ -207,6 +207,11 @@ def _add_caption_and_export_parsers(sub) -> None:
         default=1,
         help="Beam width of the default signature (default 1: greedy).",
     )
+    p.add_argument(
+        "--retrieval",
+        help="Retrieval run whose embed_image and embed_text signatures join the "
+        "export (default: the one beside the run, if any).",
+    )
     p.add_argument("--root", default=".", help="Folder that checkpoints/ is in.")
 
 

@@ -48,8 +48,6 @@ from radcap.models.card import DISCLAIMER
 from radcap.models.runs import RunError
 from radcap.serving import app
 
-# `radcap retrieval`'s batch size unless --set says otherwise (presets: 32 or 64).
-RETRIEVAL_BATCH = 64
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
@@ -234,7 +232,10 @@ def cmd_caption(args) -> int:
 def cmd_export(args) -> int:
     from radcap.serving.export import export, folder_size  # traces the search
 
-    out = export(runs.resolve(args.run, args.root), args.out, beam=args.beam)
+    retrieval = args.retrieval and runs.resolve(args.retrieval, args.root)
+    out = export(
+        runs.resolve(args.run, args.root), args.out, args.beam, retrieval or None
+    )
     size = folder_size(out) / 2**20
     print(
         f"Wrote {out} ({size:.0f} MB): load it with tf.saved_model.load({str(out)!r})"
@@ -279,7 +280,7 @@ def cmd_demo(args) -> int:
 
 def cmd_retrieval(args) -> int:
     from radcap.evaluation.ranking import evaluate_retrieval  # imports TensorFlow
-    from radcap.retrieval.train import train_retrieval
+    from radcap.retrieval.train import RETRIEVAL_BATCH, train_retrieval
 
     if not args.config:  # a contrastive batch's other pairs are its negatives
         args.run = args.run or f"{args.preset}-retrieval"

@@ -15,7 +15,7 @@ import pytest
 from tiny_run import patch_tiny_backbone, shared_tiny_run, tiny_config
 
 from radcap import cli
-from radcap.core.text import Vocabulary
+from radcap.core.text import Vocabulary, clean_caption
 from radcap.evaluation.ranking import rank_metrics
 from radcap.models import runs
 from radcap.models.dual import contrastive_loss
@@ -286,3 +286,28 @@ def test_bad_retrieval_settings_and_searches_get_one_line(tmp_path, capsys):
     assert "Config.retrieval_dim=0 is invalid" in err and err.count("\n") == 1
     assert cli.main(["search", "--run", str(tmp_path), "--root", str(tmp_path)]) == 2
     assert "takes a text or --image FILE" in capsys.readouterr().err
+
+
+def test_a_query_is_cleaned_in_the_graph_as_clean_caption_cleans_it():
+    """`radcap.retrieval.query` (the library's and the export's) against
+    `clean_caption`, on text `fold_unicode` leaves as it is, and its ids
+    against `Vocabulary.encode` of the known words."""
+    from radcap.retrieval.query import QueryTokens, query_words
+
+    texts = [
+        " Axial T2-weighted MRI (arrow): a 3.5 cm mass.\n",
+        "a./b a..b -x- c5/6.7 50% 5.% _under_score A-B-C x/ /y",
+        "",
+        "tab\there,\tcomma;semi 'quoted' \"twice\" [1] {2} <3> #4 @5",
+        "α-fetoprotein ab--cd",
+        "LEFT lung NODULE... 1/2 -- 4-/5",
+    ]
+    words = [[w.decode() for w in row] for row in query_words(texts).to_list()]
+    assert words == [clean_caption(t).split() for t in texts]
+    vocab = Vocabulary(["left", "lung", "nodule", "mass", "3.5"], max_len=3)
+    tokens, known = QueryTokens(vocab)(texts)
+    kept = [" ".join(w for w in ws if w in vocab.index) for ws in words]
+    expected = vocab.encode_batch(kept)
+    assert tokens.numpy().tolist() == expected[:, : tokens.shape[1]].tolist()
+    assert not expected[:, tokens.shape[1] :].any()
+    assert known.numpy().tolist() == [2, 0, 0, 0, 0, 3]

@@ -426,3 +426,92 @@ def test_a_beam_wider_than_the_vocabulary_is_refused_where_it_is_used(
     wide = ["caption", "--run", str(run_dir), "--beam", str(size + 1), image]
     assert cli.main(wide) == 2
     assert capsys.readouterr().err == f"radcap caption: error: {message}\n"
+
+
+# --- a retrieval run's embed_image and embed_text signatures --------------------
+
+EMBED_CLIENT = """
+import json, sys
+sys.modules["radcap"] = None
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+texts = tf.constant(json.loads(sys.argv[2]))
+images = tf.constant([open(path, "rb").read() for path in sys.argv[3:]])
+image = model.signatures["embed_image"](images=images)
+text = model.signatures["embed_text"](texts=texts)
+print(json.dumps({
+    "images": image["embedding"].numpy().tolist(),
+    "errors": [e.decode() for e in image["error"].numpy()],
+    "texts": text["embedding"].numpy().tolist(),
+    "known": text["known_words"].numpy().tolist(),
+    "signatures": sorted(model.signatures),
+}))
+"""
+
+
+def test_the_export_embeds_images_and_texts_as_the_retriever_without_radcap(
+    tmp_path, monkeypatch
+):
+    """A retrieval run beside the captioner joins the export: its two towers,
+    image bytes and strings in, equal `Retriever`'s embeddings (tiny backbone)."""
+    import json
+    import math
+    import subprocess
+    import sys
+
+    from tiny_run import patch_tiny_backbone, untrained_run
+
+    from radcap.data.demo import make_demo
+    from radcap.data.layouts import load_demo
+    from radcap.retrieval.retriever import Retriever
+    from radcap.retrieval.train import retrieval_preset, train_retrieval
+    from radcap.serving.export import export
+
+    patch_tiny_backbone(monkeypatch)
+    make_demo(tmp_path / "data/demo", n=20, seed=0)
+    dataset = load_demo(tmp_path / "data/demo")
+    config = retrieval_preset(
+        "demo", demo_size=20, epochs=1, early_stopping=0, units=16, embed_dim=8,
+        batch_size=8, retrieval_dim=8, extract_batch_size=4,
+    )  # fmt: skip
+    train_retrieval(config, dataset, tmp_path, verbose=False)
+    captioner_dir = untrained_run(tmp_path, "demo")  # the same features' dataset
+    out = export(captioner_dir, tmp_path / "export")  # finds the retrieval run
+    texts = [
+        "Small NODULE in the left lung.",
+        "axial ct: a 3.5 cm mass (arrow) - right kidney",
+        "zzz words it never saw",
+        "",
+    ]
+    images = list(dataset.images("test").path)
+    (tmp_path / "empty.png").write_bytes(b"")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            EMBED_CLIENT,
+            str(out),
+            json.dumps(texts),
+            *images,
+            str(tmp_path / "empty.png"),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout)
+    assert {"embed_image", "embed_text", "greedy", "serving_default"} <= set(
+        got["signatures"]
+    )
+    retriever = Retriever.load(config.run_dir(tmp_path))
+    expected = retriever.embed_text(texts)  # (4, 8)
+    np.testing.assert_allclose(got["texts"], expected, atol=1e-5)
+    assert got["known"] == [len(retriever.words(t)[0]) for t in texts]
+    assert min(got["known"][:2]) >= 4 and got["known"][2:] == [0, 0]
+    assert not np.allclose(expected[0], expected[1], atol=1e-3)  # texts differ
+    embedded = np.array(got["images"])
+    np.testing.assert_allclose(embedded[:-1], retriever.embed_images(images), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(embedded[:-1], axis=1), 1, atol=1e-5)
+    assert got["errors"] == [""] * len(images) + ["empty file (0 bytes)"]
+    assert all(math.isnan(v) for v in got["images"][-1])

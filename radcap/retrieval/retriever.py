@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from radcap.core.config import Config
-from radcap.core.text import Vocabulary, clean_caption
+from radcap.core.text import Vocabulary, clean_caption, fold_unicode
 from radcap.features.backbone import LAYER, shared_extractor
 from radcap.models import runs
 from radcap.retrieval.index import Index, embed_features, embed_tokens, top_k
+from radcap.retrieval.query import QueryTokens
 
 
 def _traced_text_tower(model):
@@ -66,6 +67,7 @@ class Retriever:
         self.model, self.vocab, self.index = model, vocab, index
         self.config = config
         self._text_tower = _traced_text_tower(model)
+        self.query_tokens = QueryTokens(vocab)  # as the export's `embed_text`
         self.run_dir = None if run_dir is None else Path(run_dir)
         self._extractor = extractor
 
@@ -101,10 +103,10 @@ class Retriever:
 
     def embed_text(self, texts) -> np.ndarray:
         """`(N, dim)` float32 unit rows of texts (a str or a list of them);
-        unknown words are left out."""
+        unknown words are left out (`radcap.retrieval.query.QueryTokens`)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        kept = [" ".join(self.words(t)[0]) for t in texts]
-        return embed_tokens(self._text_tower, self.vocab.encode_batch(kept))
+        tokens = self.query_tokens.numpy([fold_unicode(str(t)) for t in texts])
+        return embed_tokens(self._text_tower, tokens)
 
     def embed_features(self, features, grid=None) -> np.ndarray:
         """`(N, dim)` float32 unit rows of images from `(N, 4096)` fc2 features

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from radcap.core.clock import timed
-from radcap.core.config import SPLITS, Config
+from radcap.core.config import SPLITS, Config, preset
 from radcap.core.devices import resolve_precision
 from radcap.core.files import file_digest, folder_lock
 from radcap.core.text import Vocabulary, clean_caption
@@ -34,6 +34,20 @@ from radcap.retrieval.index import Index, embed_features, embed_tokens
 from radcap.training.batches import Batches
 from radcap.training.recipe import JIT_COMPILE, Recipe
 from radcap.training.train import train
+
+# A dual encoder's batch size unless set otherwise (presets: 32 or 64): a
+# contrastive batch's other pairs are its negatives, so more is better.
+RETRIEVAL_BATCH = 64
+
+
+def retrieval_preset(kind: str, /, name: str | None = None, **overrides) -> Config:
+    """The config of a preset's dual encoder, as `radcap retrieval` makes it.
+
+    The run is `<kind>-retrieval` unless `name` says otherwise, with batches
+    of `RETRIEVAL_BATCH` unless `overrides` set `batch_size`.
+    """
+    overrides = {"batch_size": RETRIEVAL_BATCH, **overrides}
+    return preset(kind, name or f"{kind}-retrieval", **overrides)
 
 
 class PairBatches(Batches):

@@ -21,7 +21,14 @@ familiarity reference.
 
 Signatures: `greedy`, and `beam` (width `beam`, or 3 when the export is
 greedy); `serving_default` is the one `export(beam=...)` asked for (greedy
-by default).
+by default). When a retrieval run (`radcap retrieval`) of the same features
+sits beside the run, or `retrieval=` names one, two more: `embed_image`
+(`images` in; `embedding`, `(B, dim)` float32 unit rows, NaN for an image
+it cannot read, and `error`) and `embed_text` (`texts`, a 1-D `tf.string`
+tensor, in; `embedding` and `known_words`, how many of each text's words the
+vocabulary has: unknown words are left out). They are `Retriever.embed_images`
+and `Retriever.embed_text` in one graph (`radcap.retrieval.query` cleans the
+text for both); search the run's `index.npz` with their rows.
 
 PNG and JPEG files are decoded and resized by `radcap.data.pixels.load`, the
 operations `radcap.data.images.load_image` runs on them, so the export's
@@ -60,6 +67,7 @@ from radcap.features.backbone import (
     preprocess,
 )
 from radcap.models import runs
+from radcap.retrieval.retriever import Retriever
 
 
 def decode_image(data):
@@ -87,19 +95,34 @@ def caption_text(vocab, decoded):
     )
 
 
-def serving_function(captioner: Captioner, backbone, beam: int):
+def decode_images(images):
+    """`(B,)` encoded images to `((B, 224, 224, 3) float32 RGB, (B,) errors)`."""
+    import tensorflow as tf
+
+    return tf.map_fn(
+        decode_image,
+        images,
+        fn_output_signature=(
+            tf.TensorSpec([IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32),
+            tf.string,
+        ),
+    )
+
+
+def serving_function(captioner: Captioner, backbone, beam: int, layers=None):
     """The function behind one signature: image bytes to captions, in a graph.
 
     Args:
         captioner: The run's `Captioner` (model, vocabulary, config,
             familiarity reference).
-        backbone: `radcap.features.backbone.build_backbone(config)` for the run.
+        backbone: `radcap.features.backbone.build_backbone(config, layers)`.
         beam: Beam width; 1 is greedy search.
+        layers: The backbone's outputs; default `layers_for(config)`.
     """
     import tensorflow as tf
 
     config, vocab = captioner.config, captioner.vocab
-    layers = layers_for(config)
+    layers = layers or layers_for(config)
     settings = dict(
         start_id=vocab.start_id,
         end_id=vocab.end_id,
@@ -110,14 +133,7 @@ def serving_function(captioner: Captioner, backbone, beam: int):
     )
 
     def serve(images):
-        pixels, errors = tf.map_fn(
-            decode_image,
-            images,
-            fn_output_signature=(
-                tf.TensorSpec([IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32),
-                tf.string,
-            ),
-        )
+        pixels, errors = decode_images(images)
         outputs = backbone(preprocess(pixels), training=False)
         arrays = dict(zip(layers, outputs))
         grid = arrays.get(config.grid_layer) if captioner.uses_grid else None
@@ -138,7 +154,34 @@ def serving_function(captioner: Captioner, backbone, beam: int):
     return serve
 
 
-def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) -> Path:
+def embedding_functions(retriever: Retriever, backbone, layers) -> dict:
+    """`{"embed_image": ..., "embed_text": ...}`: a retrieval run's towers in a
+    graph (see the module docstring), over the captioner's `backbone`."""
+    import tensorflow as tf
+
+    model, grid_layer = retriever.model, retriever.config.grid_layer
+
+    def embed_image(images):
+        pixels, errors = decode_images(images)
+        arrays = dict(zip(layers, backbone(preprocess(pixels), training=False)))
+        grid = arrays.get(grid_layer) if model.uses_grid else None
+        rows = model.embed_images(arrays[LAYER], grid)  # (B, dim)
+        ok = (errors == "")[:, None]
+        return {"embedding": tf.where(ok, rows, np.nan), "error": errors}
+
+    def embed_text(texts):
+        tokens, known = retriever.query_tokens(texts)  # (B, T), (B,)
+        return {"embedding": model.embed_texts(tokens), "known_words": known}
+
+    return {"embed_image": embed_image, "embed_text": embed_text}
+
+
+def export(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    beam: int = 1,
+    retrieval: str | Path | bool | None = None,
+) -> Path:
     """Write a run's captioner as a SavedModel (see the module docstring).
 
     The folder is written beside its final place (`radcap.core.files.partial_path`)
@@ -153,6 +196,9 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
         run_dir: A trained run folder.
         out: The SavedModel folder; default `<run_dir>/export`.
         beam: Beam width of the `serving_default` signature; 1 is greedy.
+        retrieval: A retrieval run whose `embed_image` and `embed_text` join
+            the export; None: the first finished one beside `run_dir` made
+            from the same features, if any; False: none.
 
     Returns:
         The SavedModel folder.
@@ -177,8 +223,23 @@ def export(run_dir: str | Path, out: str | Path | None = None, beam: int = 1) ->
             "earlier export there would be replaced; anything else is left alone)."
         )
     with _locks(run_dir, out):
-        _write(run_dir, out, beam)
+        _write(run_dir, out, beam, _retrieval_run(run_dir, retrieval))
     return out
+
+
+def _retrieval_run(run_dir: Path, retrieval) -> Path | None:
+    """The retrieval run folder `export(retrieval=...)` asks for, or None."""
+    if retrieval is False:
+        return None
+    if retrieval is None or retrieval is True:
+        found = runs.finished_runs(run_dir, retrieval=True)
+        if not found and retrieval is True:
+            raise runs.RunError(
+                f"No finished retrieval run beside {run_dir}: make one with "
+                "`radcap retrieval` (same preset) or name it."
+            )
+        return found[0] if found else None
+    return runs.check(retrieval)
 
 
 @contextlib.contextmanager
@@ -204,19 +265,25 @@ def _locks(run_dir: Path, out: Path):
         yield
 
 
-def _write(run_dir: Path, out: Path, beam: int) -> None:
+def _write(run_dir: Path, out: Path, beam: int, retrieval: Path | None) -> None:
     """Trace the signatures of `export` and write them to `out` in one move."""
     captioner = Captioner.load(run_dir)
     captioner.check_beam(beam)  # before the tracing, not in it
-    backbone = build_backbone(captioner.config, layers_for(captioner.config))
-    needed = _weight_bytes(backbone, captioner.model) + _GRAPH_BYTES
+    retriever = Retriever.load(retrieval) if retrieval is not None else None
+    layers = layers_for(captioner.config)
+    if retriever is not None and retriever.model.uses_grid:
+        grid = retriever.config.grid_layer
+        layers += [] if grid in layers else [grid]
+    backbone = build_backbone(captioner.config, layers)
+    models = [backbone, captioner.model] + ([retriever.model] if retriever else [])
+    needed = _weight_bytes(*models) + _GRAPH_BYTES
     remove_stale_partials(out.parent, recursive=False)  # killed exports' folders
     check_free_space(out.parent, needed, "the export")  # before minutes of tracing
-    archive = _archive(captioner, backbone, beam)
+    archive = _archive(captioner, backbone, beam, layers, retriever)
     _write_in_one_move(archive, out, needed)
 
 
-def _archive(captioner: Captioner, backbone, beam: int):
+def _archive(captioner: Captioner, backbone, beam: int, layers, retriever=None):
     """The `keras.export.ExportArchive` with the traced signatures."""
     import keras
     import tensorflow as tf
@@ -230,7 +297,14 @@ def _archive(captioner: Captioner, backbone, beam: int):
     if beam > 1:
         widths = {"beam": beam, "greedy": 1}
     for name, width in widths.items():
-        archive.add_endpoint(name, serving_function(captioner, backbone, width), spec)
+        serve = serving_function(captioner, backbone, width, layers)
+        archive.add_endpoint(name, serve, spec)
+    if retriever is not None:
+        embed = embedding_functions(retriever, backbone, layers)
+        archive.track(retriever.query_tokens.table)  # the words, in the graph
+        archive.add_endpoint("embed_image", embed["embed_image"], spec)
+        texts = [tf.TensorSpec([None], tf.string, name="texts")]
+        archive.add_endpoint("embed_text", embed["embed_text"], texts)
     return archive
 
 

@@ -2,7 +2,7 @@
 
 Colab gives every notebook its own runtime and Kaggle its own machine, so
 notebook 04 may start where notebooks 01 to 03 never ran. `prepare`, one
-line in notebooks 02 to 04, looks for what the notebook reads (the dataset,
+line in notebooks 02 to 05, looks for what the notebook reads (the dataset,
 the feature caches, the trained runs) in this order:
 
 1. the working folder (in Colab it is on Google Drive by default, where the
@@ -40,7 +40,7 @@ from radcap.training.resume import copy_run
 from radcap.training.train import train
 
 # What each stage reads, made by the notebook named.
-STAGES = ("features", "train", "evaluate")
+STAGES = ("features", "train", "evaluate", "retrieval")
 NOTEBOOKS = {
     "data": "01_download_data.ipynb",
     "features": "02_extract_features.ipynb",
@@ -64,7 +64,9 @@ def prepare(config: Config, root: str | Path, stage: str) -> list[str]:
         config: The notebook's config (`preset(PRESET, ...)`).
         root: The working folder (`WORKDIR`).
         stage: `"features"` (notebook 02: the dataset), `"train"` (03: the
-            dataset and its features) or `"evaluate"` (04: those and the run).
+            dataset and its features), `"evaluate"` (04: those and the run)
+            or `"retrieval"` (05: the dataset, its features and the runs of
+            a Kaggle input, copied; the notebook trains its own run).
 
     Returns:
         The lines said, one per thing found elsewhere or made here.
@@ -80,10 +82,12 @@ def prepare(config: Config, root: str | Path, stage: str) -> list[str]:
     inputs = kaggle_inputs()
     notes = [_data(config, root, inputs)]
     if stage != "features":
-        splits = SPLITS if stage == "evaluate" else SPLITS[:2]
+        splits = SPLITS[:2] if stage == "train" else SPLITS
         notes += [_features(config, root, inputs, splits)]
     if stage == "evaluate":
         notes += _runs(config, root, inputs)
+    if stage == "retrieval":
+        notes += _copied_runs(config, root, inputs)
     notes = [note for note in notes if note]
     for note in notes:
         print(note, flush=True)
@@ -155,17 +159,7 @@ def _features(config: Config, root: Path, inputs: list[Path], splits) -> str | N
 
 def _runs(config: Config, root: Path, inputs: list[Path]) -> list[str]:
     """Trained runs of this dataset in the inputs, copied here; the one asked for."""
-    notes = []
-    for folder in inputs:
-        for source in sorted(config.run_dir(folder).parent.glob("*")):
-            if not runs.is_trained(source):
-                continue
-            found = runs.load_config(source)
-            if found.dataset == config.dataset and not runs.is_trained(
-                found.run_dir(root)
-            ):
-                copy_run(source, root, verbose=False)
-                notes.append(f"Copied run {found.name!r} from {source}.")
+    notes = _copied_runs(config, root, inputs)
     run_dir = config.run_dir(root)
     if runs.is_trained(run_dir):
         return notes
@@ -177,6 +171,22 @@ def _runs(config: Config, root: Path, inputs: list[Path]) -> list[str]:
         "this working folder): training it here with the preset's settings "
         "(minutes).",
     ]
+
+
+def _copied_runs(config: Config, root: Path, inputs: list[Path]) -> list[str]:
+    """The trained runs of this dataset in the inputs, copied here (a line each)."""
+    notes = []
+    for folder in inputs:
+        for source in sorted(config.run_dir(folder).parent.glob("*")):
+            if not runs.is_trained(source):
+                continue
+            found = runs.load_config(source)
+            if found.dataset == config.dataset and not runs.is_trained(
+                found.run_dir(root)
+            ):
+                copy_run(source, root, verbose=False)
+                notes.append(f"Copied run {found.name!r} from {source}.")
+    return notes
 
 
 def _first(step: str, what: str) -> str:
