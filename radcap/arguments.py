@@ -106,6 +106,11 @@ def _add_app_parser(sub) -> None:
     p.add_argument("--run", required=True, help="Run folder or run name.")
     p.add_argument("--host", default=app.HOST, help=f"Address (default {app.HOST}).")
     p.add_argument("--port", type=int, default=app.PORT, help="Port (default 8501).")
+    p.add_argument(
+        "--retrieval",
+        help="Retrieval run (folder or name) of the search tab (default: the one "
+        "beside the run, if any).",
+    )
 
 
 def _add_evaluate_parser(sub) -> None:

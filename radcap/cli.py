@@ -321,7 +321,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_app(args) -> int:
-    return app.serve(args.run, host=args.host, port=args.port)
+    return app.serve(args.run, host=args.host, port=args.port, retrieval=args.retrieval)
 
 
 def cmd_download(args) -> int:

@@ -31,7 +31,7 @@ from radcap.data.images import MAX_PIXELS, load_image
 from radcap.decoding.captioner import Captioner
 from radcap.evaluation.notes import familiarity_note
 from radcap.models.card import DISCLAIMER
-from radcap.serving import app, app_page
+from radcap.serving import app, app_page, app_search
 
 TIMEOUT = 120  # seconds for a page run that captions (the first loads VGG16)
 
@@ -341,9 +341,9 @@ class Served:
     is no browser; `error` holds what went wrong otherwise.
     """
 
-    def __init__(self, run_dir: Path, log: Path):
+    def __init__(self, run_dir: Path, log: Path, retrieval: Path | None = None):
         self.server = self.driver = self.skip = self.error = None
-        self.log = log
+        self.log, self.retrieval = log, retrieval
         self.thread = threading.Thread(target=self._start, args=(run_dir,))
         self.thread.start()
 
@@ -352,7 +352,7 @@ class Served:
             self.driver, self.skip = browser()
             if self.driver is None:
                 return
-            self.server, url = start_serving(run_dir, self.log)
+            self.server, url = start_serving(run_dir, self.log, self.retrieval)
             self.driver.get(url)
         except Exception as err:  # re-raised in the browser test
             self.error = err
@@ -370,12 +370,13 @@ class Served:
             stop(self.server)
 
 
-def start_serving(run_dir: Path, log: Path, timeout: float = 90):
+def start_serving(run_dir: Path, log: Path, retrieval=None, timeout: float = 90):
     """`(process, url)`: `radcap app` on a free port, once its page answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "radcap", "app", "--run", str(run_dir)]
+    command += ["--retrieval", str(retrieval)] if retrieval else []
     with open(log, "w") as out:
         server = subprocess.Popen(
             [*command, "--port", str(port)],
@@ -462,9 +463,26 @@ def browser():
         return None, f"Chromium did not start: {err.msg}"
 
 
+def tiny_retrieval_run(run, folder: Path) -> Path:
+    """A dual encoder of one epoch on the tiny run's cached features, in `folder`
+    (not beside the shared run, which other modules read)."""
+    from tiny_run import tiny_config
+
+    from radcap.retrieval.train import train_retrieval
+
+    root, _, _, dataset = run
+    config = tiny_config().replace(
+        name="tiny-retrieval", checkpoints_dir=str(folder), batch_size=8, epochs=1
+    )
+    train_retrieval(config, dataset, root, verbose=False)
+    return config.run_dir(root)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def served(run, tmp_path_factory):
-    served = Served(run[1], tmp_path_factory.mktemp("served") / "server.log")
+    retrieval = tiny_retrieval_run(run, tmp_path_factory.mktemp("retrieval"))
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    served = Served(run[1], log, retrieval)
     yield served
     served.stop()
 
@@ -493,3 +511,48 @@ def test_a_browser_uploads_an_image_and_reads_its_caption(run, served, tmp_path)
     assert shown.text == expected
     served.driver.save_screenshot(str(tmp_path / "app.png"))
     assert (tmp_path / "app.png").stat().st_size > 10_000
+
+
+def test_without_a_retrieval_run_the_search_tab_says_how_to_make_one(run, page):
+    message = app_search.absent_message(run[1])
+    assert "radcap retrieval --preset demo" in message
+    assert message in [info.value for info in page.info]
+
+
+def test_a_browser_searches_the_dataset_with_a_text(run, served):
+    """After the upload test, in the same page: the search tab shows the
+    retrieval run's best images for a text, with their captions, in order."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from radcap.retrieval.retriever import Retriever
+
+    dataset = run[3]
+    query = f"{dataset.split('test')['caption'].iloc[0]} zzzq"
+    expected = Retriever.load(served.retrieval).search_text(query, k=app_search.K)
+    served.thread.join()
+    if served.error is not None:
+        raise served.error
+    if served.driver is None:
+        pytest.skip(f"no browser: {served.skip}")
+    driver, wait = served.driver, WebDriverWait(served.driver, TIMEOUT)
+    tab = "//*[@role='tab' and contains(., 'Search the dataset')]"
+    wait.until(ready.element_to_be_clickable((By.XPATH, tab))).click()
+    box = wait.until(
+        ready.visibility_of_element_located((By.CSS_SELECTOR, ".st-key-query input"))
+    )
+    box.send_keys(query, Keys.ENTER)
+    last = f".st-key-hit-{len(expected) - 1}"
+    wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, last)))
+    shown = [
+        driver.find_element(By.CSS_SELECTOR, f".st-key-hit-{i}").text
+        for i in range(len(expected))
+    ]
+    assert len(expected) == app_search.K
+    for text, (caption, score) in zip(shown, zip(expected.caption, expected.score)):
+        assert text.endswith(f"{caption} (cosine {score:.2f})"), (text, caption)
+    images = driver.find_elements(By.CSS_SELECTOR, ".st-key-search-results img")
+    assert len(images) == len(expected)
+    assert "Not in the vocabulary, left out: zzzq" in driver.page_source

@@ -150,14 +150,14 @@ def test_the_wheel_holds_every_radcap_module_and_the_command(clone, tmp_path):
 
 
 def setup_cell() -> str:
-    """The setup cell, the same in the four notebooks, under 10 lines."""
+    """The setup cell, the same in every notebook, under 10 lines."""
     import nbformat
 
     sources = {
         nbformat.read(path, as_version=4).cells[4].source
         for path in sorted((REPO / "notebooks").glob("*.ipynb"))
     }
-    assert len(sources) == 1, "the four setup cells differ"
+    assert len(sources) == 1, "the setup cells differ"
     (source,) = sources
     assert len(source.splitlines()) < 10
     assert "from radcap._install import setup" in source

@@ -17,6 +17,7 @@ EXPECTED = (
     "02_extract_features.ipynb",
     "03_train.ipynb",
     "04_evaluate.ipynb",
+    "05_search.ipynb",
 )
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 UPPER = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -42,7 +43,7 @@ def python_source(source: str) -> str:
     return "\n".join(lines)
 
 
-def test_the_four_notebooks_are_there():
+def test_the_five_notebooks_are_there():
     assert [p.name for p in NOTEBOOKS] == list(EXPECTED)
 
 
@@ -78,7 +79,7 @@ def test_notebook_04_shows_sample_captions_beside_their_images():
     assert "BLEU-4" in "".join(o["data"].get("text/plain", "") for o in table.outputs)
 
 
-def test_the_four_notebooks_stay_small_enough_to_read_on_github():
+def test_the_notebooks_stay_small_enough_to_read_on_github():
     total = sum(path.stat().st_size for path in NOTEBOOKS)
     assert total < 4_000_000, f"{total / 1e6:.1f} MB of notebooks"
 
@@ -134,3 +135,14 @@ def test_runs_in_the_working_folder_and_ends_with_asserts(path):
     assert any(isinstance(node, ast.Assert) for node in ast.walk(last)), (
         f"{path.name}: the last code cell should assert on what the notebook wrote."
     )
+
+
+def test_notebook_05_shows_recall_beside_its_baselines_and_the_images_found():
+    cells = code_cells(read(NOTEBOOK_DIR / "05_search.ipynb"))
+    (table,) = [cell for cell in cells if "ranking_table(" in cell.source]
+    text = "".join(o.get("data", {}).get("text/plain", "") for o in table.outputs)
+    for row in ("dual encoder", "random", "nearest_neighbour", "likelihood"):
+        assert row in text, row
+    for query in ("search_text(", "search_image("):
+        (cell,) = [cell for cell in cells if query in cell.source]
+        assert outputs(cell, "image/png"), query

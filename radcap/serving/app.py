@@ -34,6 +34,7 @@ from radcap.features.backbone import BLOCK_MEANS, LAYER, Extractor
 from radcap.features.cache import FeatureCacheError
 from radcap.models import runs
 from radcap.plots import plot_attention, read_image
+from radcap.serving.app_search import RETRIEVAL_ENV
 from radcap.serving.server import run_until_stopped
 
 RUN_ENV = "RADCAP_APP_RUN"
@@ -315,7 +316,7 @@ def results_csv(results: list[dict]) -> bytes:
 
 
 def streamlit_command(
-    run_dir: str | Path, root=None, host: str = HOST, port: int = PORT
+    run_dir: str | Path, root=None, host: str = HOST, port: int = PORT, retrieval=None
 ) -> tuple[list[str], dict]:
     """The `streamlit run` command line of the page, and its environment.
 
@@ -324,6 +325,8 @@ def streamlit_command(
         root: Folder the run's paths start from; default `run_root`.
         host: Address to listen on.
         port: Port to listen on.
+        retrieval: The retrieval run of the search tab; default the one
+            beside the run (`radcap.serving.app_search.find_retrieval`).
 
     Returns:
         `(argv, env)`: the command and the environment to run it in.
@@ -337,10 +340,14 @@ def streamlit_command(
     env = {**os.environ, RUN_ENV: str(Path(run_dir).resolve())}
     if root is not None:
         env[ROOT_ENV] = str(Path(root).resolve())
+    if retrieval is not None:
+        env[RETRIEVAL_ENV] = str(Path(retrieval).resolve())
     return argv, env
 
 
-def serve(run: str | Path, root=None, host: str = HOST, port: int = PORT) -> int:
+def serve(
+    run: str | Path, root=None, host: str = HOST, port: int = PORT, retrieval=None
+) -> int:
     """Serve the page for a run until interrupted (`radcap app`); the exit status.
 
     Args:
@@ -348,11 +355,15 @@ def serve(run: str | Path, root=None, host: str = HOST, port: int = PORT) -> int
         root: Folder the run's paths start from; default `run_root`.
         host: Address to listen on (the default: this machine only).
         port: Port to listen on.
+        retrieval: A retrieval run (folder or name) for the search tab;
+            default the one beside the run, if any.
 
     Raises:
-        RunError: `run` names no run folder.
+        RunError: `run` (or `retrieval`) names no run folder.
     """
     run_dir = runs.check(runs.resolve(run, root or "."))
+    if retrieval:
+        retrieval = runs.check(runs.resolve(retrieval, root or "."))
     if importlib.util.find_spec("streamlit") is None:
         print(
             "radcap app: error: Streamlit is not installed. Install it with "
@@ -362,6 +373,6 @@ def serve(run: str | Path, root=None, host: str = HOST, port: int = PORT) -> int
             file=sys.stderr,
         )
         return 2
-    argv, env = streamlit_command(run_dir, root, host, port)
+    argv, env = streamlit_command(run_dir, root, host, port, retrieval or None)
     print(f"radcap app: serving {run_dir} at http://{host}:{port} (Ctrl-C stops it)")
     return run_until_stopped(argv, env)

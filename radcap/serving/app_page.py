@@ -7,7 +7,9 @@ run folder comes from the environment (`radcap.serving.app.RUN_ENV`,
 `ROOT_ENV`).
 
 The captioner is loaded once per server process (`st.cache_resource`); each
-browser session keeps its own results in its `st.session_state`.
+browser session keeps its own results in its `st.session_state`. A second
+tab searches the run's dataset with a retrieval run
+(`radcap.serving.app_search`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import streamlit as st
 from radcap.features.backbone import WeightsError
 from radcap.models.card import DISCLAIMER
 from radcap.models.runs import RunError
-from radcap.serving import app
+from radcap.serving import app, app_search
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~$])")
 
@@ -29,6 +31,41 @@ _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~$])")
 def service(run_dir: str, root: str | None) -> app.Service:
     """The run's `radcap.serving.app.Service`, loaded once per process."""
     return app.Service.load(run_dir, root)
+
+
+@st.cache_resource(show_spinner="Loading the retrieval run...")
+def search_box(run_dir: str) -> app_search.SearchBox:
+    """The retrieval run's `radcap.serving.app_search.SearchBox`, once per process."""
+    return app_search.SearchBox.load(run_dir)
+
+
+def _search(service: app.Service) -> None:
+    """The search tab: a text, then the dataset's images most like it."""
+    try:
+        found = app_search.find_retrieval(
+            service.run_dir, os.environ.get(app_search.RETRIEVAL_ENV)
+        )
+        box = search_box(str(found)) if found else None
+    except (RunError, ValueError, OSError) as err:
+        st.error(f"Cannot load the retrieval run: {err}")
+        return
+    if box is None:
+        st.info(app_search.absent_message(service.run_dir))
+        return
+    st.caption(f"Retrieval run {_text(box.run_dir.name)}: its dataset's images.")
+    text = st.text_input("Describe the images to find", key="query")
+    hits, note = box.search(text)
+    if note:
+        st.info(_text(note))
+    if not hits:
+        return
+    with st.container(key="search-results"):
+        for i, (column, hit) in enumerate(zip(st.columns(len(hits)), hits)):
+            with column, st.container(key=f"hit-{i}"):
+                image = app.display_image(hit["path"], side=256)
+                if image is not None:
+                    st.image(image, width="stretch")
+                st.caption(f"{_text(hit['caption'])} (cosine {hit['score']:.2f})")
 
 
 def _description(service: app.Service) -> str:
@@ -119,6 +156,15 @@ def main() -> None:
         st.info(service.captioner.familiarity_hint)
     if service.evidence_problem:
         st.info(service.evidence_problem)
+    captions, search = st.tabs(["Caption images", "Search the dataset"])
+    with search:
+        _search(service)
+    with captions:
+        _captions(service)
+
+
+def _captions(service: app.Service) -> None:
+    """The caption tab: uploads in, a caption and its evidence for each."""
     files = st.file_uploader(
         "Images to caption",
         type=list(app.IMAGE_TYPES),
