@@ -152,7 +152,7 @@ def retrieval_run(run_dir) -> tuple[Path | None, str]:
     if found:
         return found[0], found[0].name
     return None, (
-        f"absent: no finished retrieval run of the same features beside {run_dir} "
+        "absent: no finished retrieval run of the same features beside this run "
         "(`radcap retrieval` with the run's preset makes one)"
     )
 

@@ -167,7 +167,7 @@ def evaluate_retrieval(run_dir: str | Path, root=".", split: str = "test",
         baselines["likelihood"]["run"] = others[0].name
     else:
         absent["likelihood"] = (
-            f"no finished captioner run of dataset {config.dataset!r} beside {run_dir}"
+            f"no finished captioner run of dataset {config.dataset!r} beside this run"
             " (`radcap train` with the same preset makes one)"
         )
     section.update(baselines=baselines, absent=absent)
