@@ -72,7 +72,9 @@ def compile_captioner(model, config: Config):
 _JIT = {"auto": "auto", "on": True, "off": False}
 
 
-def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
+def split_batches(
+    split: Split, vocab: Vocabulary, config: Config, shuffle: bool, static=False
+):
     """A split's captions as length-bucketed `Batches` over its feature caches.
 
     Args:
@@ -81,6 +83,7 @@ def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool
         config: `batch_size` and `seed`.
         shuffle: Shuffle and fill the last batch up (train), or keep a fixed
             order and the last batch's size (validation; see `Batches`).
+        static: Shapes for a TPU: every batch filled up, validation's too.
     """
     arrays = {"features": split.features}
     if split.grid is not None:
@@ -88,5 +91,12 @@ def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool
     tokens = vocab.encode_batch(split.captions["caption"])
     rows = split.caption_rows()
     return Batches(
-        tokens, rows, arrays, config.batch_size, shuffle, config.seed, fill=shuffle
+        tokens,
+        rows,
+        arrays,
+        config.batch_size,
+        shuffle,
+        config.seed,
+        fill=shuffle,
+        static=static,
     )

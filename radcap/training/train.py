@@ -282,8 +282,14 @@ def _restore_best(run_dir: Path, history: pd.DataFrame, last_backup: Path) -> No
 @timed("train")
 def _fit(model, config, prepared, run_dir, initial_epoch, history, extra, verbose):
     """Run the epochs from `initial_epoch` to `config.epochs`."""
-    train_batches = split_batches(prepared.train, prepared.vocab, config, True)
-    val_batches = split_batches(prepared.validation, prepared.vocab, config, False)
+    import tensorflow as tf
+
+    # A TPU compiles for static shapes: every batch full, validation's too.
+    static = strategy_name(tf.distribute.get_strategy()) == "tpu"
+    train_batches = split_batches(prepared.train, prepared.vocab, config, True, static)
+    val_batches = split_batches(
+        prepared.validation, prepared.vocab, config, False, static
+    )
     callbacks = run_callbacks(config, run_dir, history, train_batches, extra, verbose)
     try:
         model.fit(
