@@ -89,7 +89,12 @@ def generator_dataset(batches: Batches):
     signature["tokens"] = tf.TensorSpec((None, None), tf.int32)
     pair = tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None))
     data = tf.data.Dataset.from_generator(generate, output_signature=(signature, *pair))
-    return data.prefetch(2)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF
+    )
+    data = data.apply(tf.data.experimental.assert_cardinality(len(batches)))
+    return data.with_options(options).prefetch(2)
 
 
 def drain_rate(data, count: int) -> float:

@@ -117,13 +117,12 @@ def main() -> None:
     # Interleaved, fastest of the repeats: other work on the machine skews less.
     ms = {name: float("inf") for name in steps}
     peaks = []
-    for repeat in range(args.repeats):
+    for _ in range(args.repeats):
         for name, step in steps.items():
             started = time.perf_counter()
             step()
             ms[name] = min(ms[name], 1000 * (time.perf_counter() - started))
-        if repeat % 3 == 0:  # the peak, measured beside the steps
-            peaks.append(matmul_peak())
+        peaks.append(matmul_peak())  # beside the steps: the same conditions
     peak = max(peaks)
     n, prefix_len = config.batch_size, config.max_len + 1
     merge = ms["radcap_merge"]
