@@ -98,7 +98,11 @@ class Batches:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def batch(self, index: np.ndarray):
-        """`(inputs, targets)` for the captions `index`."""
+        """`(inputs, targets)` for the captions `index`.
+
+        Features keep a float16 cache's dtype (float32 for other floats, and
+        for a TPU); tokens and targets are `(rows, width - 1)` int32.
+        """
         # The input pipeline's shapes are dynamic, so a new shape costs no
         # retracing; but XLA compiles each shape anew (`bucket_width`).
         longest = self.lengths[index].max()
