@@ -151,9 +151,10 @@ def test_tpu_batches_have_static_shapes_and_few_of_them(shuffle):
 
     assert all(s.shape.is_fully_defined() for s in tf.nest.flatten(specs))
     assert specs[1].shape == (16, int(one.lengths.max()) - 1)
-    # Without static shapes the rows of validation's batches vary.
+    # Elsewhere the rows stay open, filled or not: as radcap 0.4 gave them, so
+    # TensorFlow picks the same kernels and training the same last bits.
     plain = Batches(tokens, rows, arrays, 16, shuffle, fill=shuffle)
-    assert (plain.dataset().element_spec[1].shape[0] == 16) is shuffle
+    assert plain.dataset().element_spec[1].shape.as_list() == [None, None]
 
 
 @pytest.mark.parametrize("granted", ["tpu", "none"])
@@ -180,4 +181,5 @@ def test_training_gives_fit_static_batches_under_a_tpu(monkeypatch, tmp_path, gr
     config = preset("demo", epochs=1)
     prepared = training.Prepared(None, None, None, {})
     training._fit(Model(), config, prepared, tmp_path, 0, None, (), False)
-    assert seen == {"train": 8, "validation": 8 if granted == "tpu" else None}
+    rows = 8 if granted == "tpu" else None
+    assert seen == {"train": rows, "validation": rows}

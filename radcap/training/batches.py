@@ -165,12 +165,14 @@ class Batches:
     def element_spec(self):
         """`(inputs, targets, weights)` as `tf.TensorSpec`s: the dataset's shapes.
 
-        Rows are `batch_size` when every batch is filled; the width is fixed
-        when the split has one width only.
+        Rows are `batch_size` for a TPU (`static`), else left open even where
+        every batch is filled: a fixed batch dimension changes the kernels
+        TensorFlow picks on a CPU, and with them the last bits of training's
+        results. The width is fixed when the split has one width only.
         """
         import tensorflow as tf
 
-        rows = self.batch_size if self.fill else None
+        rows = self.batch_size if self.static else None
         width = int(self.widths[0]) - 1 if len(self.widths) == 1 else None
         signature = {
             name: tf.TensorSpec(
