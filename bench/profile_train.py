@@ -6,7 +6,13 @@ merge model, the same with a 64-word vocabulary (what is left without the
 5000-way softmax), radcap with attention, and the classic model on 64 prefix
 samples, and radcap's forward pass alone. Shares are derived by difference.
 `--embed-dim`, `--units` and `--precision` set both models' sizes and dtype
-policy (default: the `roco` preset's, float32). Prints one JSON object.
+policy (default: the `roco` preset's, float32).
+
+Training's place against the hardware: each radcap step's FLOPs
+(`flops.train_step_flops`, counted from the sizes) over its time is its
+achieved FLOP/s, given as a share of this machine's float32 matrix-multiply
+peak (`flops.matmul_peak`, a large matmul timed with TensorFlow in the same
+run, between the steps' repeats). Prints one JSON object.
 
     .venv/bin/python bench/profile_train.py
     .venv/bin/python bench/profile_train.py --units 256 --precision mixed_bfloat16
@@ -20,6 +26,7 @@ import keras
 import numpy as np
 from classic import build_classic
 from common import VOCAB_SIZE, machine, random_stats
+from flops import matmul_peak, train_step_flops
 
 from radcap.core.config import preset
 from radcap.training.batches import token_weights
@@ -66,6 +73,23 @@ def classic_step(config, precision: str):
     return train_step(model, inputs, rng.integers(1, VOCAB_SIZE, n))
 
 
+def achieved(config, ms: dict, rows: int, width: int, peak: float) -> dict:
+    """Each radcap train step's FLOPs, its GFLOP/s and its share of `peak`."""
+    models = {
+        "radcap_merge": (config, VOCAB_SIZE),
+        "radcap_vocab64": (config, 64),
+        "radcap_attention": (config.replace(attention=True), VOCAB_SIZE),
+    }
+    out = {"matmul_peak_gflop_per_s": round(peak / 1e9, 1)}
+    for name, (sizes, vocab) in models.items():
+        flops = train_step_flops(sizes, vocab, rows, width)
+        rate = flops / (ms[name] / 1000)
+        out[f"{name}_gflop"] = round(flops / 1e9, 2)
+        out[f"{name}_gflop_per_s"] = round(rate / 1e9, 1)
+        out[f"{name}_share_of_peak"] = round(rate / peak, 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=23, help="positions per caption")
@@ -92,11 +116,14 @@ def main() -> None:
     }
     # Interleaved, fastest of the repeats: other work on the machine skews less.
     ms = {name: float("inf") for name in steps}
+    peaks = []
     for _ in range(args.repeats):
         for name, step in steps.items():
             started = time.perf_counter()
             step()
             ms[name] = min(ms[name], 1000 * (time.perf_counter() - started))
+        peaks.append(matmul_peak())  # beside the steps: the same conditions
+    peak = max(peaks)
     n, prefix_len = config.batch_size, config.max_len + 1
     merge = ms["radcap_merge"]
     print(
@@ -116,6 +143,7 @@ def main() -> None:
                     ms["radcap_attention"] / merge - 1, 2
                 ),
                 "radcap_positions_per_s": round(n * args.width / merge * 1000),
+                **achieved(config, ms, n, args.width, peak),
                 "classic_positions_per_s": round(n * prefix_len / ms["classic"] * 1000),
                 "machine": machine(),
             }

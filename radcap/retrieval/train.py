@@ -81,11 +81,17 @@ class PairBatches(Batches):
         for index in self.plan(self.epoch):
             yield self.batch(index)
 
-    def signature(self) -> tuple:
+    def element_spec(self):
+        """`(inputs, targets)` as `tf.TensorSpec`s: the targets are `(B, B)`."""
         import tensorflow as tf
 
-        inputs = super().signature()[0]
+        inputs = super().element_spec()[0]
+        inputs["tokens"] = tf.TensorSpec((None, None), tf.int32)  # one longer
         return inputs, tf.TensorSpec((None, None), tf.float32)
+
+    def _flat_batch(self, index: np.ndarray) -> list[np.ndarray]:
+        inputs, targets = self.batch(index)
+        return [*dict(sorted(inputs.items())).values(), targets]
 
 
 def caption_keys(captions) -> np.ndarray:
@@ -96,8 +102,14 @@ def caption_keys(captions) -> np.ndarray:
     )
 
 
-def pair_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
-    """A split's (image, caption) pairs as `PairBatches` over its feature caches."""
+def pair_batches(
+    split: Split, vocab: Vocabulary, config: Config, shuffle: bool, static=False
+):
+    """A split's (image, caption) pairs as `PairBatches` over its feature caches.
+
+    `static` (a TPU) is not followed: a filled-up row would be a negative of
+    every other pair, so the last batch keeps its size (one more shape).
+    """
     arrays = {"features": split.features}
     if config.uses_grid:
         arrays["grid"] = split.grid

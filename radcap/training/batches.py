@@ -13,6 +13,18 @@ compile where XLA runs (a GPU). For the same reason the train split's last,
 smaller batch is filled up with empty rows (`<start>` alone): no target
 token, so they weigh nothing. Features are gathered per batch from the (memory-mapped)
 cache: nothing is copied per word or per caption.
+
+The input pipeline (`Batches.dataset`) is tf.data: a generator yields each
+batch's caption indices only (the epoch's plan), and a parallel map gathers
+the batches (`tf.numpy_function`, the same `Batches.batch` as the generator),
+prefetching as far ahead as tf.data's autotuning finds useful. A float16
+cache stays float16 until the model casts it on the device: the same values
+(float16 to float32 is exact) at half the bytes to gather and move.
+
+Under a TPU (`static=True`) every batch has `batch_size` rows, validation's
+too, and the features are float32: the dataset's `element_spec` fixes every
+dimension but the width, which takes at most `WIDTHS` values (one compile
+each), and is fixed too with `widths=1`.
 """
 
 from __future__ import annotations
@@ -40,6 +52,8 @@ class Batches:
             Training fills; validation does not, because Keras weighs each
             batch's loss by its rows in the epoch's mean.
         widths: Most distinct batch widths (`bucket_widths`).
+        static: Shapes for a TPU: every batch has `batch_size` rows (filled
+            up as `fill` does, validation too) and float32 features.
     """
 
     def __init__(
@@ -52,6 +66,7 @@ class Batches:
         seed: int = 0,
         fill: bool = False,
         widths: int = WIDTHS,
+        static: bool = False,
     ):
         self.tokens = np.asarray(tokens, np.int32)
         self.rows = np.asarray(rows, np.int64)
@@ -59,7 +74,8 @@ class Batches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.fill = fill
+        self.fill = fill or static
+        self.static = static
         self.epoch = 0
         self.lengths = (self.tokens != 0).sum(1)
         self.widths = bucket_widths(self.lengths, widths)
@@ -82,7 +98,11 @@ class Batches:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def batch(self, index: np.ndarray):
-        """`(inputs, targets)` for the captions `index`."""
+        """`(inputs, targets)` for the captions `index`.
+
+        Features keep a float16 cache's dtype (float32 for other floats, and
+        for a TPU); tokens and targets are `(rows, width - 1)` int32.
+        """
         # The input pipeline's shapes are dynamic, so a new shape costs no
         # retracing; but XLA compiles each shape anew (`bucket_width`).
         longest = self.lengths[index].max()
@@ -94,12 +114,10 @@ class Batches:
         # never an all-padding sequence (which some recurrent kernels refuse).
         tokens[len(index) :, 0] = tokens[0, 0]
         rows = self.rows[index]
-        order = np.argsort(rows)  # gather sorted rows from the memory map
         inputs = {}
         for name, array in self.arrays.items():
-            gathered = np.zeros((size, *array.shape[1:]), np.float32)
-            gathered[order] = array[rows[order]]
-            inputs[name] = gathered
+            dtype = _feature_dtype(array, self.static)
+            inputs[name] = gather_rows(array, rows, size, dtype)
         inputs["tokens"] = tokens[:, :-1]
         return inputs, tokens[:, 1:]
 
@@ -112,24 +130,29 @@ class Batches:
             inputs, targets = self.batch(index)
             yield inputs, targets, token_weights(targets)
 
-    def signature(self) -> tuple:
-        """The `tf.TensorSpec`s of what `__call__` yields (a subclass that
-        yields other targets says so here)."""
-        import tensorflow as tf
-
-        inputs = {
-            name: tf.TensorSpec((None, *a.shape[1:]), tf.float32)
-            for name, a in self.arrays.items()
-        }
-        inputs["tokens"] = tf.TensorSpec((None, None), tf.int32)
-        targets = tf.TensorSpec((None, None), tf.int32)
-        return inputs, targets, tf.TensorSpec((None, None), tf.float32)
-
     def dataset(self):
-        """A `tf.data.Dataset` over this generator, prefetching one batch ahead."""
+        """A `tf.data.Dataset` of `(inputs, targets, weights)`: the same batches
+        as the generator, in the same order, gathered by a parallel map."""
         import tensorflow as tf
 
-        data = tf.data.Dataset.from_generator(self, output_signature=self.signature())
+        specs = self.element_spec()
+        flat = tf.nest.flatten(specs)
+
+        def indices():  # read at each epoch's start, as `__call__` does
+            yield from self.plan(self.epoch)
+
+        def load(index):
+            tensors = tf.numpy_function(
+                self._flat_batch, [index], [s.dtype for s in flat], stateful=False
+            )
+            for tensor, spec in zip(tensors, flat):
+                tensor.set_shape(spec.shape)
+            return tf.nest.pack_sequence_as(specs, tensors)
+
+        data = tf.data.Dataset.from_generator(
+            indices, output_signature=tf.TensorSpec((None,), tf.int64)
+        )
+        data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         # One machine's replicas split each batch; there are no workers to
         # shard the files for (and the rewrite would drop the cardinality).
         options = tf.data.Options()
@@ -137,7 +160,63 @@ class Batches:
             tf.data.experimental.AutoShardPolicy.OFF
         )
         data = data.apply(tf.data.experimental.assert_cardinality(len(self)))
-        return data.with_options(options).prefetch(2)
+        return data.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    def element_spec(self):
+        """`(inputs, targets, weights)` as `tf.TensorSpec`s: the dataset's shapes.
+
+        Rows are `batch_size` for a TPU (`static`), else left open even where
+        every batch is filled: a fixed batch dimension changes the kernels
+        TensorFlow picks on a CPU, and with them the last bits of training's
+        results. The width is fixed when the split has one width only.
+        """
+        import tensorflow as tf
+
+        rows = self.batch_size if self.static else None
+        width = int(self.widths[0]) - 1 if len(self.widths) == 1 else None
+        signature = {
+            name: tf.TensorSpec(
+                (rows, *a.shape[1:]), _feature_dtype(a, self.static).name
+            )
+            for name, a in self.arrays.items()
+        }
+        signature["tokens"] = tf.TensorSpec((rows, width), tf.int32)
+        targets = tf.TensorSpec((rows, width), tf.int32)
+        return signature, targets, tf.TensorSpec((rows, width), tf.float32)
+
+    def _flat_batch(self, index: np.ndarray) -> list[np.ndarray]:
+        """`(inputs, targets, weights)` of `index`, flattened as `tf.nest` does."""
+        inputs, targets = self.batch(index)
+        inputs = dict(sorted(inputs.items()))  # tf.nest's order: sorted keys
+        return [*inputs.values(), targets, token_weights(targets)]
+
+
+def _feature_dtype(array, static: bool):
+    """The dtype a batch carries `array`'s rows in: float16 stays (unless for
+    a TPU), other floats become float32."""
+    if array.dtype == np.float16 and not static:
+        return np.dtype(np.float16)
+    return np.dtype(np.float32)
+
+
+def gather_rows(array, rows: np.ndarray, size: int, dtype) -> np.ndarray:
+    """`array[rows]` as `dtype`, with zero rows after them up to `size` rows.
+
+    One pass over the rows for a float16 cache kept in float16: each new
+    buffer of a batch costs page faults, and converting float16 in NumPy is
+    slower than copying it, so both happen as little as possible.
+
+    Args:
+        array: `(M, ...)`, numpy or memory-mapped.
+        rows: `(n,)` rows to take, in the batch's order, `n <= size`.
+        size: Rows of the result.
+        dtype: Its dtype.
+    """
+    gathered = np.asarray(np.take(array, rows, axis=0)).astype(dtype, copy=False)
+    if size == len(rows):
+        return gathered
+    empty = np.zeros((size - len(rows), *array.shape[1:]), dtype)
+    return np.concatenate([gathered, empty])
 
 
 def bucket_widths(lengths: np.ndarray, count: int) -> np.ndarray:

@@ -75,7 +75,9 @@ def compile_captioner(model, config: Config):
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
-def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool):
+def split_batches(
+    split: Split, vocab: Vocabulary, config: Config, shuffle: bool, static=False
+):
     """A split's captions as length-bucketed `Batches` over its feature caches.
 
     Args:
@@ -84,6 +86,7 @@ def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool
         config: `batch_size` and `seed`.
         shuffle: Shuffle and fill the last batch up (train), or keep a fixed
             order and the last batch's size (validation; see `Batches`).
+        static: Shapes for a TPU: every batch filled up, validation's too.
     """
     arrays = {"features": split.features}
     if split.grid is not None:
@@ -91,7 +94,14 @@ def split_batches(split: Split, vocab: Vocabulary, config: Config, shuffle: bool
     tokens = vocab.encode_batch(split.captions["caption"])
     rows = split.caption_rows()
     return Batches(
-        tokens, rows, arrays, config.batch_size, shuffle, config.seed, fill=shuffle
+        tokens,
+        rows,
+        arrays,
+        config.batch_size,
+        shuffle,
+        config.seed,
+        fill=shuffle,
+        static=static,
     )
 
 
@@ -105,8 +115,9 @@ class Recipe:
     Attributes:
         build: `(config, vocab_size, stats, verbose=...)` → the compiled
             model with fresh weights drawn from `config.seed`.
-        batches: `(split, vocab, config, shuffle)` → `Batches` (or a
-            subclass) whose `dataset()` feeds the model's `fit`.
+        batches: `(split, vocab, config, shuffle, static)` → `Batches` (or
+            a subclass) whose `dataset()` feeds the model's `fit`; `static`
+            asks for a TPU's fixed shapes.
         card: Write the captioner's model card (`radcap.models.card`).
     """
 

@@ -107,10 +107,7 @@ def train(
             initial_epoch, history = _resume(model, run_dir, verbose)
             _after_divergence(model, run_dir, config, verbose)
             started = time.perf_counter()
-            batches = [
-                recipe.batches(s, prepared.vocab, config, s.name == "train")
-                for s in (prepared.train, prepared.validation)
-            ]
+            batches = _batches(recipe, prepared, config, strategy)
             _fit(
                 model,
                 config,
@@ -285,6 +282,16 @@ def _restore_best(run_dir: Path, history: pd.DataFrame, last_backup: Path) -> No
     if best == len(history) - 1 and runs.usable_model_file(last_backup):
         with atomic_path(run_dir / runs.MODEL) as tmp:
             shutil.copyfile(last_backup, tmp)
+
+
+def _batches(recipe: Recipe, prepared, config: Config, strategy) -> list:
+    """The `(train, validation)` batches; static in shape under a TPU, which
+    compiles for fixed shapes (every batch full, validation's too)."""
+    static = strategy_name(strategy) == "tpu"
+    return [
+        recipe.batches(split, prepared.vocab, config, split.name == "train", static)
+        for split in (prepared.train, prepared.validation)
+    ]
 
 
 @timed("train")
