@@ -181,6 +181,32 @@ def test_search_by_caption_finds_a_matching_image(demo_run, workdir):
     assert recall["recall@1"] >= 0.8 and recall["recall@5"] >= recall["recall@1"]
 
 
+def test_retrieval_finds_both_ways_on_the_demo(demo_run, workdir, capsys):
+    """`radcap retrieval` on the demo: the dual encoder's recall beside its
+    baselines, hits counted as equal cleaned captions (the demo repeats them).
+    The run stays in the working folder: notebook 05 then finds it trained."""
+    assert cli.main(["retrieval", "--preset", "demo", "--root", str(workdir)]) == 0
+    run_dir = workdir / "checkpoints" / "demo-retrieval"
+    section = metrics_of(run_dir)["retrieval"]
+    baselines = section["baselines"]
+    assert baselines["likelihood"]["run"] == demo_run.name
+    for way in ("image_to_text", "text_to_image"):
+        ours = section[way]
+        assert ours["R@1"] >= 0.85, (way, ours)
+        assert ours["R@1"] >= baselines["likelihood"][way]["R@1"] - 0.03, way
+        assert ours["R@1"] > baselines["nearest_neighbour"][way]["R@1"], way
+        assert baselines["random"][way]["R@1"] < 0.2, way
+        assert ours["R@5"] >= ours["R@1"] and ours["median_rank"] == 1
+    # Search by text, from the command: the top image's own caption matches.
+    capsys.readouterr()
+    query = "axial ct of the chest shows a large cyst in the right lung"
+    args = ["search", "--run", str(run_dir), "--k", "3", "--json"]
+    assert cli.main([*args, "--root", str(workdir), query]) == 0
+    hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(hits) == 3 and hits[0]["caption"] == query, hits
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+
 def test_evaluate_compares_several_runs_in_one_table(
     demo_run, attention_run, workdir, tmp_path
 ):
