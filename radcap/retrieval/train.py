@@ -77,10 +77,6 @@ class PairBatches(Batches):
         same = (keys[:, None] == keys[None, :]) | (rows[:, None] == rows[None, :])
         return inputs, same.astype(np.float32)
 
-    def __call__(self):
-        for index in self.plan(self.epoch):
-            yield self.batch(index)
-
     def element_spec(self):
         """`(inputs, targets)` as `tf.TensorSpec`s: the targets are `(B, B)`."""
         import tensorflow as tf
