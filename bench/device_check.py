@@ -40,6 +40,7 @@ from radcap.core.config import preset
 from radcap.core.devices import resolve_precision
 from radcap.core.files import write_json
 from radcap.training.batches import WIDTHS, Batches
+from radcap.training.on_device import feed
 
 # Sizes of a full run (a GPU: under 5 minutes) and of `--quick` (a CPU test).
 SIZES = {
@@ -135,10 +136,10 @@ def extraction(folder: Path, size: dict) -> dict:
     return {"images": len(paths), "images_per_s": round(len(paths) / seconds, 2)}
 
 
-def epoch_seconds(model, batches) -> float:
-    """Seconds of one `fit` epoch over `batches`."""
+def epoch_seconds(model, data) -> float:
+    """Seconds of one `fit` epoch over the dataset `data`."""
     started = time.perf_counter()
-    model.fit(batches.dataset(), shuffle=False, verbose=0)
+    model.fit(data, shuffle=False, verbose=0)
     return time.perf_counter() - started
 
 
@@ -166,14 +167,16 @@ def train_rates(size: dict) -> tuple[dict, object]:
                 continue
             run = config.replace(jit_compile=xla)
             model = new_captioner(run, size["vocab"], stats, precision, verbose=False)
-            first = epoch_seconds(model, batches)  # traces; XLA compiles
+            fitted, (data,) = feed(model, [batches])  # as training feeds it
+            first = epoch_seconds(fitted, data)  # traces; XLA compiles
             batches.epoch = 1
             with Utilisation() as gpu:
-                later = epoch_seconds(model, batches)
+                later = epoch_seconds(fitted, data)
             batches.epoch = 0
             out[f"{asked}_xla_{xla}"] = {
                 "precision": model.dtype_policy.name,
                 "jit_compile": bool(model.jit_compile),
+                "features_gathered_on": "host" if fitted is model else "device",
                 "targets_per_s": round(target_count(tokens) / later, 1),
                 "first_epoch_s": round(first, 2),
                 "later_epoch_s": round(later, 2),

@@ -43,6 +43,7 @@ def test_the_quick_device_check_writes_every_figure(device_check, tmp_path):
             continue
         assert rate(run["targets_per_s"]) and run["first_epoch_s"] > 0
         assert run["jit_compile"] is name.endswith("on")
+        assert run["features_gathered_on"] == "host"  # no GPU here
         assert run["precision"] in ("float32", "mixed_float16")
         assert 1 <= run["shapes_first_epoch"] <= 8  # bucketed widths
         utilisation = run["gpu_utilisation"]

@@ -219,6 +219,7 @@ def test_interrupted_training_resumes_at_the_next_epoch(tiny):
     )
     assert summary["epochs_run"] == 3 and not (run_dir / "backup").exists()
     assert summary["jit_compile"] == "off"  # "auto" on a CPU: Keras' choice
+    assert summary["features_gathered_on"] == "host"  # no GPU here
     for name in (
         "config.json",
         "vocab.json",

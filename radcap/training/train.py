@@ -47,6 +47,7 @@ from radcap.models import runs
 from radcap.models.card import write_card
 from radcap.models.merge import feature_stats
 from radcap.training.callbacks import Progress, run_callbacks
+from radcap.training.on_device import feed
 from radcap.training.recipe import CAPTIONER, Recipe
 
 
@@ -108,10 +109,11 @@ def train(
             _after_divergence(model, run_dir, config, verbose)
             started = time.perf_counter()
             batches = _batches(recipe, prepared, config, strategy)
+            fitted, datasets = feed(model, batches)
             _fit(
-                model,
+                fitted,
                 config,
-                batches,
+                [batches[0], *datasets],
                 run_dir,
                 initial_epoch,
                 history,
@@ -124,6 +126,7 @@ def train(
             "strategy": strategy_name(strategy),
             "replicas": int(strategy.num_replicas_in_sync),
             "jit_compile": "on" if model.jit_compile else "off",
+            "features_gathered_on": "device" if fitted is not model else "host",
         }
         if recipe.card:  # before training.json, which ends it
             write_card(run_dir, model, dataset)
@@ -295,15 +298,15 @@ def _batches(recipe: Recipe, prepared, config: Config, strategy) -> list:
 
 
 @timed("train")
-def _fit(model, config, batches, run_dir, initial_epoch, history, extra, verbose):
-    """Run the epochs from `initial_epoch` to `config.epochs` over the
-    `(train, validation)` batches."""
-    train_batches, val_batches = batches
+def _fit(model, config, data, run_dir, initial_epoch, history, extra, verbose):
+    """Run the epochs from `initial_epoch` to `config.epochs`; `data` is the
+    train `Batches` and the `(train, validation)` datasets (`feed`)."""
+    train_batches, train_data, val_data = data
     callbacks = run_callbacks(config, run_dir, history, train_batches, extra, verbose)
     try:
         model.fit(
-            train_batches.dataset(),
-            validation_data=val_batches.dataset(),
+            train_data,
+            validation_data=val_data,
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,

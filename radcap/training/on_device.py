@@ -1,0 +1,184 @@
+"""Features gathered on the GPU: the host sends row numbers, not rows.
+
+On a GPU a `roco`-size train step takes milliseconds, and one CPU core
+cannot gather and send a batch's 64 rows of 4,096 features (and 64 x 49 x
+512 of the grid, with attention) that fast: `bench/bench_pipeline.py`
+measures it against what a T4 and an A100 consume. So when training runs on
+one GPU and the feature caches take under 40% of the smallest GPU radcap's
+users meet (`LIMIT`), the train and validation caches go to the GPU once,
+as one table per feature array (`device_tables`); the input pipeline
+(`row_dataset`) then carries each batch's feature rows, tokens, targets and
+weights, built from TensorFlow operations alone, with no Python per batch;
+and the model that `fit` trains (`GatherFeatures`) takes the rows from the
+tables on the device before it calls the captioner.
+
+The batches are `Batches.batch`'s: the same captions in the same order,
+the same widths, the same empty rows (zero features) and the same weights,
+so training ends with the same weights either way (tests/test_on_device.py
+trains both on a CPU). Elsewhere (a CPU, several replicas, a TPU, caches
+too large, the dual encoder's pair batches) features are gathered on the
+host as before (`Batches.dataset`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from radcap.training.batches import Batches, _feature_dtype
+
+# Most bytes of feature tables put on a GPU: under 40% of the 16 GB of the
+# smallest GPUs Colab and Kaggle lend (T4, P100). ROCO's fc2 caches take
+# 0.6 GB, with the attention grid 4.3 GB (float16).
+LIMIT = 6 * 10**9
+
+
+def feed(model, batches: list[Batches], on_device: bool | None = None):
+    """The model `fit` trains and its `(train, validation)` datasets.
+
+    Args:
+        model: The compiled captioner.
+        batches: `(train, validation)` batches.
+        on_device: Gather features on the device; default `gathers_on_device`.
+
+    Returns:
+        `(model, datasets)`: `model` itself with `Batches.dataset`s, or a
+        `GatherFeatures` around it with `row_dataset`s.
+    """
+    if on_device is None:
+        on_device = gathers_on_device(batches)
+    if not on_device:
+        return model, [b.dataset() for b in batches]
+    tables, offsets = device_tables(batches)
+    fitted = GatherFeatures(model, tables)
+    fitted.compile(
+        optimizer=model.optimizer, loss=model.loss, jit_compile=model.jit_compile
+    )
+    empty = len(next(iter(tables.values()))) - 1  # the zero row, last
+    return fitted, [row_dataset(b, s, empty) for b, s in zip(batches, offsets)]
+
+
+def gathers_on_device(batches: list[Batches]) -> bool:
+    """Whether training should gather these batches' features on the device:
+    one GPU (no distribution strategy), plain `Batches`, tables under `LIMIT`."""
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy() or not tf.config.list_logical_devices("GPU"):
+        return False
+    if any(type(b) is not Batches or b.static for b in batches):
+        return False
+    return table_bytes(batches) <= LIMIT
+
+
+def table_bytes(batches: list[Batches]) -> int:
+    """Bytes the feature tables of `batches` take (`device_tables`)."""
+    return sum(
+        a.size * _feature_dtype(a, False).itemsize
+        for b in batches
+        for a in b.arrays.values()
+    )
+
+
+def device_tables(batches: list[Batches]) -> tuple[dict, list[int]]:
+    """One tensor per feature array: the splits' rows one after the other,
+    then one row of zeros (for the empty rows that fill a batch up).
+
+    Returns:
+        `(tables, offsets)`: `{name: tensor}` on the default device (the
+        GPU), and where each split's rows start.
+    """
+    import tensorflow as tf
+
+    sizes = [len(b.arrays["features"]) for b in batches]
+    offsets = [int(s) for s in np.cumsum([0, *sizes[:-1]])]
+    tables = {}
+    for name in batches[0].arrays:
+        parts = [b.arrays[name] for b in batches]
+        dtype = np.result_type(*(_feature_dtype(a, False) for a in parts))
+        zero = np.zeros((1, *parts[0].shape[1:]), dtype)
+        table = np.concatenate([np.asarray(a, dtype) for a in parts] + [zero])
+        tables[name] = tf.convert_to_tensor(table)
+        del table  # the host's copy; the tensor holds the values now
+    return tables, offsets
+
+
+def row_dataset(batches: Batches, offset: int, empty: int):
+    """`Batches.dataset`'s batches with feature rows (`"rows"`) in place of
+    features: rows of the `device_tables` (`offset` added; `empty` for the
+    rows that fill a batch up), built by TensorFlow operations per batch."""
+    import tensorflow as tf
+
+    size = batches.batch_size
+
+    def plans():  # read at each epoch's start, as `Batches.dataset` does
+        plan = batches.plan(batches.epoch)
+        index = np.full((len(plan), size), -1, np.int64)
+        for i, part in enumerate(plan):
+            index[i, : len(part)] = part
+        yield index
+
+    tokens = tf.constant(batches.tokens)
+    lengths = tf.constant(batches.lengths.astype(np.int32))
+    widths = tf.constant(batches.widths.astype(np.int32))
+    rows = tf.constant(batches.rows + offset)
+
+    def load(index):
+        index = tf.boolean_mask(index, index >= 0)
+        longest = tf.reduce_max(tf.gather(lengths, index))
+        width = widths[tf.searchsorted(widths, longest[None])[0]]
+        taken = tf.gather(tokens, index)[:, :width]
+        pad = (size if batches.fill else tf.size(index)) - tf.size(index)
+        start = tf.fill([pad, 1], taken[0, 0])  # an empty row: `<start>` alone
+        taken = tf.concat([taken, tf.pad(start, [[0, 0], [0, width - 1]])], 0)
+        filled = tf.fill([pad], tf.constant(empty, tf.int64))
+        inputs = {"rows": tf.concat([tf.gather(rows, index), filled], 0)}
+        inputs["tokens"] = taken[:, :-1]
+        targets = taken[:, 1:]
+        real = tf.cast(targets != 0, tf.float64)  # `token_weights`, to the bit
+        weights = tf.cast(real / tf.maximum(tf.reduce_sum(real), 1.0), tf.float32)
+        return inputs, targets, weights
+
+    data = tf.data.Dataset.from_generator(
+        plans, output_signature=tf.TensorSpec((None, size), tf.int64)
+    )
+    data = data.unbatch().map(
+        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    options = tf.data.Options()  # as in `Batches.dataset`
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF
+    )
+    data = data.apply(tf.data.experimental.assert_cardinality(len(batches)))
+    return data.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+class GatherFeatures(keras.Model):
+    """`model` fed by row numbers: takes the rows of `tables` on the device.
+
+    `fit` trains it in `model`'s place; the weights and the optimizer are
+    `model`'s, and saving it saves `model`, so a checkpoint is the captioner's
+    own, whichever way its features were gathered.
+
+    Args:
+        model: The compiled captioner.
+        tables: `{name: tensor}` from `device_tables`.
+    """
+
+    def __init__(self, model, tables: dict):
+        super().__init__(name=f"{model.name}_gathering")
+        self.captioner = model
+        self._names = sorted(tables)
+        self._tables = [tables[name] for name in self._names]
+
+    def call(self, inputs, training=None):
+        rows = inputs["rows"]
+        features = {
+            name: keras.ops.take(table, rows, axis=0)
+            for name, table in zip(self._names, self._tables)
+        }
+        return self.captioner(
+            {**features, "tokens": inputs["tokens"]}, training=training
+        )
+
+    def save(self, *args, **kwargs):
+        return self.captioner.save(*args, **kwargs)
