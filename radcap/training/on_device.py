@@ -105,42 +105,44 @@ def device_tables(batches: list[Batches]) -> tuple[dict, list[int]]:
 def row_dataset(batches: Batches, offset: int, empty: int):
     """`Batches.dataset`'s batches with feature rows (`"rows"`) in place of
     features: rows of the `device_tables` (`offset` added; `empty` for the
-    rows that fill a batch up), built by TensorFlow operations per batch."""
+    rows that fill a batch up).
+
+    Each epoch's plan is worked out in NumPy at once: every batch's caption
+    indices (a blank caption, `<start>` alone, filling it up), its width and
+    its count of target tokens. Per batch, TensorFlow operations only take
+    the tokens and rows and weigh the targets (`token_weights`, to the bit).
+    """
     import tensorflow as tf
 
-    size = batches.batch_size
+    size, blank = batches.batch_size, len(batches.tokens)
+    lengths = np.append(batches.lengths, 1)  # the blank caption, last
 
     def plans():  # read at each epoch's start, as `Batches.dataset` does
         plan = batches.plan(batches.epoch)
-        index = np.full((len(plan), size), -1, np.int64)
+        index = np.full((len(plan), size), blank, np.int64)
         for i, part in enumerate(plan):
             index[i, : len(part)] = part
-        yield index
+        rows = [size if batches.fill else len(part) for part in plan]
+        longest = lengths[index].max(1)
+        widths = batches.widths[np.searchsorted(batches.widths, longest)]
+        targets = np.maximum((lengths[index] - 1).sum(1), 1).astype(np.float64)
+        yield index, np.asarray(rows, np.int32), widths.astype(np.int32), targets
 
-    tokens = tf.constant(batches.tokens)
-    lengths = tf.constant(batches.lengths.astype(np.int32))
-    widths = tf.constant(batches.widths.astype(np.int32))
-    rows = tf.constant(batches.rows + offset)
+    start = np.zeros((1, batches.tokens.shape[1]), np.int32)
+    start[0, 0] = batches.tokens[0, 0] if blank else 0
+    tokens = tf.constant(np.concatenate([batches.tokens, start]))
+    feature_rows = tf.constant(np.append(batches.rows + offset, empty))
 
-    def load(index):
-        index = tf.boolean_mask(index, index >= 0)
-        longest = tf.reduce_max(tf.gather(lengths, index))
-        width = widths[tf.searchsorted(widths, longest[None])[0]]
+    def load(index, rows, width, targets):
+        index = index[:rows]
         taken = tf.gather(tokens, index)[:, :width]
-        pad = (size if batches.fill else tf.size(index)) - tf.size(index)
-        start = tf.fill([pad, 1], taken[0, 0])  # an empty row: `<start>` alone
-        taken = tf.concat([taken, tf.pad(start, [[0, 0], [0, width - 1]])], 0)
-        filled = tf.fill([pad], tf.constant(empty, tf.int64))
-        inputs = {"rows": tf.concat([tf.gather(rows, index), filled], 0)}
-        inputs["tokens"] = taken[:, :-1]
-        targets = taken[:, 1:]
-        real = tf.cast(targets != 0, tf.float64)  # `token_weights`, to the bit
-        weights = tf.cast(real / tf.maximum(tf.reduce_sum(real), 1.0), tf.float32)
-        return inputs, targets, weights
+        real = tf.cast(taken[:, 1:] != 0, tf.float64)
+        inputs = {"rows": tf.gather(feature_rows, index), "tokens": taken[:, :-1]}
+        return inputs, taken[:, 1:], tf.cast(real / targets, tf.float32)
 
-    data = tf.data.Dataset.from_generator(
-        plans, output_signature=tf.TensorSpec((None, size), tf.int64)
-    )
+    signature = [tf.TensorSpec((None, size), tf.int64)]
+    signature += [tf.TensorSpec((None,), t) for t in (tf.int32, tf.int32, tf.float64)]
+    data = tf.data.Dataset.from_generator(plans, output_signature=tuple(signature))
     data = data.unbatch().map(
         load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
