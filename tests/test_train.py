@@ -200,7 +200,9 @@ def tensorboard_scalars(folder, tag: str) -> dict[int, float]:
     return found
 
 
-def test_interrupted_training_resumes_at_the_next_epoch(tiny):
+def test_interrupted_training_resumes_at_the_next_epoch(tiny, monkeypatch):
+    from radcap.training import on_device
+
     root, config, dataset = tiny
     run_dir = config.run_dir(root)
     with pytest.raises(KeyboardInterrupt):
@@ -208,6 +210,8 @@ def test_interrupted_training_resumes_at_the_next_epoch(tiny):
     assert (run_dir / "backup").exists() and not (run_dir / "training.json").exists()
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [0]
 
+    # It resumes gathering features as on a GPU: the checkpoints are the same.
+    monkeypatch.setattr(on_device, "gathers_on_device", lambda batches: True)
     seen = FirstEpoch()
     summary = train(config, dataset, root, callbacks=[seen], verbose=False)
     assert seen.epochs == [1, 2]  # starts at the second epoch (0-based 1)
@@ -219,7 +223,9 @@ def test_interrupted_training_resumes_at_the_next_epoch(tiny):
     )
     assert summary["epochs_run"] == 3 and not (run_dir / "backup").exists()
     assert summary["jit_compile"] == "off"  # "auto" on a CPU: Keras' choice
-    assert summary["features_gathered_on"] == "host"  # no GPU here
+    assert summary["features_gathered_on"] == "device"
+    best = keras.saving.load_model(run_dir / "best.keras", compile=False)
+    assert type(best).__name__ == "MergeCaptioner"  # the captioner, not its feeder
     for name in (
         "config.json",
         "vocab.json",
