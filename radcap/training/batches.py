@@ -19,7 +19,8 @@ batch's caption indices only (the epoch's plan), and a parallel map gathers
 the batches (`tf.numpy_function`, the same `Batches.batch` as the generator),
 prefetching as far ahead as tf.data's autotuning finds useful. A float16
 cache stays float16 until the model casts it on the device: the same values
-(float16 to float32 is exact) at half the bytes to gather and move.
+(float16 to float32 is exact) at half the bytes to gather and move. On
+one GPU training gathers the rows there instead (`radcap.training.on_device`).
 
 Under a TPU (`static=True`) every batch has `batch_size` rows, validation's
 too, and the features are float32: the dataset's `element_spec` fixes every
@@ -116,7 +117,7 @@ class Batches:
         rows = self.rows[index]
         inputs = {}
         for name, array in self.arrays.items():
-            dtype = _feature_dtype(array, self.static)
+            dtype = feature_dtype(array, self.static)
             inputs[name] = gather_rows(array, rows, size, dtype)
         inputs["tokens"] = tokens[:, :-1]
         return inputs, tokens[:, 1:]
@@ -176,7 +177,7 @@ class Batches:
         width = int(self.widths[0]) - 1 if len(self.widths) == 1 else None
         signature = {
             name: tf.TensorSpec(
-                (rows, *a.shape[1:]), _feature_dtype(a, self.static).name
+                (rows, *a.shape[1:]), feature_dtype(a, self.static).name
             )
             for name, a in self.arrays.items()
         }
@@ -191,7 +192,7 @@ class Batches:
         return [*inputs.values(), targets, token_weights(targets)]
 
 
-def _feature_dtype(array, static: bool):
+def feature_dtype(array, static: bool):
     """The dtype a batch carries `array`'s rows in: float16 stays (unless for
     a TPU), other floats become float32."""
     if array.dtype == np.float16 and not static:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from radcap.training.batches import Batches, _feature_dtype
+from radcap.training.batches import Batches, feature_dtype
 
 # Most bytes of feature tables put on a GPU: under 40% of the 16 GB of the
 # smallest GPUs Colab and Kaggle lend (T4, P100). ROCO's fc2 caches take
@@ -73,7 +73,7 @@ def gathers_on_device(batches: list[Batches]) -> bool:
 def table_bytes(batches: list[Batches]) -> int:
     """Bytes the feature tables of `batches` take (`device_tables`)."""
     return sum(
-        a.size * _feature_dtype(a, False).itemsize
+        a.size * feature_dtype(a, False).itemsize
         for b in batches
         for a in b.arrays.values()
     )
@@ -94,11 +94,10 @@ def device_tables(batches: list[Batches]) -> tuple[dict, list[int]]:
     tables = {}
     for name in batches[0].arrays:
         parts = [b.arrays[name] for b in batches]
-        dtype = np.result_type(*(_feature_dtype(a, False) for a in parts))
+        dtype = np.result_type(*(feature_dtype(a, False) for a in parts))
         zero = np.zeros((1, *parts[0].shape[1:]), dtype)
         table = np.concatenate([np.asarray(a, dtype) for a in parts] + [zero])
         tables[name] = tf.convert_to_tensor(table)
-        del table  # the host's copy; the tensor holds the values now
     return tables, offsets
 
 
