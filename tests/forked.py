@@ -16,6 +16,12 @@ or device exists when it forks (TensorFlow is not fork-safe once its
 runtime has started); every child starts the runtime for itself, and may
 still set up devices first (tests/two_cpus.py).
 
+TensorFlow fixes its C++ log level (`TF_CPP_MIN_LOG_LEVEL`) when the server
+imports it, so a child's own setting of it is not read: the server starts
+with level 3, as the tests ask of their fresh processes, and a child's
+stderr holds no line of TensorFlow's C++ logging (such as the `E0000 ...
+cuInit` of a machine without a GPU), only what the command prints.
+
 Use the session fixture `radcap_processes` (conftest.py), or `shared()`
 (the same server) where a fixture cannot be asked for::
 
@@ -103,9 +109,11 @@ class ForkServer:
     def __init__(self, preload=PRELOAD):
         self._dir = Path(tempfile.mkdtemp(prefix="radcap-forked-"))
         self._log = self._dir / "server.log"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}  # see the docstring
         with open(self._log, "w") as log:
             self._server = subprocess.Popen(
                 [sys.executable, __file__, *preload],
+                env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -152,11 +152,13 @@ def test_a_bad_strategy_is_named():
     assert preset("demo", strategy=None).strategy == "none"  # --set strategy=none
 
 
-def test_a_tpu_that_does_not_start_falls_back_with_its_reason():
-    """A TPU runtime's hint without a TPU: the reason in one line, no traceback."""
+def test_a_tpu_that_does_not_start_falls_back_with_its_reason(radcap_processes):
+    """A TPU runtime's hint without a TPU: the reason in one line, no traceback.
+
+    In a process of its own (forked: tests/forked.py), whose TensorFlow has
+    not started its runtime.
+    """
     import os
-    import subprocess
-    import sys
 
     code = (
         "from radcap.core.devices import resolve_strategy\n"
@@ -165,9 +167,7 @@ def test_a_tpu_that_does_not_start_falls_back_with_its_reason():
         "    print(strategy.num_replicas_in_sync, note)\n"
     )
     env = {**os.environ, "TPU_NAME": "local", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True
-    )
+    done = radcap_processes.run([], env=env, code=code)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 2

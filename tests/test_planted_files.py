@@ -180,8 +180,15 @@ class DrawnFeatures:
 
 
 @pytest.mark.slow
-def test_no_command_touches_a_file_it_did_not_write(tmp_path):
-    """Files of yours in every folder radcap writes to survive every command."""
+def test_no_command_touches_a_file_it_did_not_write(tmp_path, monkeypatch):
+    """Files of yours in every folder radcap writes to survive every command.
+
+    The controls, the export and the captions run the tiny stand-in for
+    VGG16 (tests/tiny_run.py): which files a command writes does not depend
+    on the backbone's weights.
+    """
+    from tiny_run import patch_tiny_backbone
+
     from radcap.core.config import preset
     from radcap.data.demo import make_demo
     from radcap.data.layouts import load_demo
@@ -215,6 +222,7 @@ def test_no_command_touches_a_file_it_did_not_write(tmp_path):
     for folder in folders:
         planted.update(plant(folder))
 
+    patch_tiny_backbone(monkeypatch)
     make_demo(root / "data/demo", n=20, seed=0)
     dataset = load_demo(root / "data/demo")
     extractor = DrawnFeatures(layers_for(config))
@@ -228,7 +236,7 @@ def test_no_command_touches_a_file_it_did_not_write(tmp_path):
     out = export(run_dir, tmp_path / "exports" / "model")
     copied = copy_run(run_dir, work, verbose=False)
     images = dataset.images("test")["path"].tolist()[:2]
-    backbone = shared_extractor(config, more=True)  # the controls' VGG16
+    backbone = shared_extractor(config, more=True)  # the controls' backbone
     captions = Captioner.load(copied.run_dir(work), extractor=backbone).caption(images)
 
     assert_intact(planted)

@@ -163,27 +163,23 @@ for word in sys.argv[2:] + ["+"]:
 
 
 def radcap_tiny(*args: str, kill_at: str | None = None):
-    """Run `radcap` commands (separated by "+") in a subprocess, tiny backbone.
+    """Run `radcap` commands (separated by "+") in a real process, tiny backbone.
+
+    The process is forked from the warm interpreter (tests/forked.py).
 
     Returns:
         The `subprocess.CompletedProcess`.
     """
     import os
-    import subprocess
-    import sys
+
+    from forked import shared
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("RADCAP_KILL_AT", None)
     if kill_at:
         env["RADCAP_KILL_AT"] = kill_at
     here = str(Path(__file__).parent)
-    return subprocess.run(
-        [sys.executable, "-c", _RADCAP, here, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return shared().run([here, *args], env=env, timeout=300, code=_RADCAP)
 
 
 def shared_tiny_run(tmp_path_factory):
