@@ -7,17 +7,20 @@ folder, so the notebooks find the demo's features already cached.
 The suite runs on three pytest-xdist workers (`-n 3` in pyproject.toml; on
 2 cores the end-to-end group is the longest, and the other two share the
 rest), with the scheduling below. Tests that need a real `radcap` process
-get it forked from one warm interpreter (`radcap_processes`, tests/forked.py).
+get it forked from one warm interpreter (`radcap_processes`, tests/forked.py),
+and so do the notebooks' Jupyter kernels (tests/forked_kernels.py).
 """
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 _created = []
+_kernels = []
 
 
 def pytest_configure(config):
@@ -26,11 +29,17 @@ def pytest_configure(config):
         path = tempfile.mkdtemp(prefix="radcap-tests-")
         os.environ["RADCAP_WORKDIR"] = path
         _created.append(path)
+    sys.path.insert(0, str(Path(__file__).with_name("tests")))
+    import forked_kernels
+
+    _kernels.append(forked_kernels.start())  # this process's own, on every worker
 
 
 def pytest_unconfigure(config):
     for path in _created:
         shutil.rmtree(path, ignore_errors=True)
+    for kernels in _kernels:
+        kernels.close()
 
 
 # The end-to-end tests and the notebooks share the working folder.

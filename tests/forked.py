@@ -17,10 +17,11 @@ runtime has started); every child starts the runtime for itself, and may
 still set up devices first (tests/two_cpus.py).
 
 TensorFlow fixes its C++ log level (`TF_CPP_MIN_LOG_LEVEL`) when the server
-imports it, so a child's own setting of it is not read: the server starts
-with level 3, as the tests ask of their fresh processes, and a child's
-stderr holds no line of TensorFlow's C++ logging (such as the `E0000 ...
-cuInit` of a machine without a GPU), only what the command prints.
+imports it, so a child's own setting of it is not read: the server runs at
+level 3 (whatever its environment says), as the tests ask of their fresh
+processes, and a child's stderr holds no line of TensorFlow's C++ logging
+(such as the `E0000 ... cuInit` of a machine without a GPU), only what the
+command prints.
 
 Use the session fixture `radcap_processes` (conftest.py), or `shared()`
 (the same server) where a fixture cannot be asked for::
@@ -104,12 +105,13 @@ class ForkServer:
 
     Args:
         preload: Modules the server imports before its first fork.
+        env: The server's environment; default this process's.
     """
 
-    def __init__(self, preload=PRELOAD):
+    def __init__(self, preload=PRELOAD, env=None):
         self._dir = Path(tempfile.mkdtemp(prefix="radcap-forked-"))
         self._log = self._dir / "server.log"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}  # see the docstring
+        env = {**(os.environ if env is None else env), "TF_CPP_MIN_LOG_LEVEL": "3"}
         with open(self._log, "w") as log:
             self._server = subprocess.Popen(
                 [sys.executable, __file__, *preload],
