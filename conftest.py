@@ -45,24 +45,28 @@ def pytest_unconfigure(config):
 # The end-to-end tests and the notebooks share the working folder.
 SHARED = ("tests/test_e2e.py", "notebooks/")
 GROUP = "working folder"
-# What the costliest groups took (seconds, one full run on 2 busy cores):
-# the scheduler starts them first; any other module counts 1 s per test.
+# What the costliest groups took (seconds of wall time, summed over their
+# tests, in one full run on 2 busy cores): the scheduler starts them first;
+# any other module counts 1 s per test.
 COST = {
-    GROUP: 1680,  # notebook 05 trains the demo's dual encoder: about 30 s
-    "tests/test_notebook_sessions.py": 270,
-    "tests/test_crash.py": 200,
-    "tests/test_roco_rehearsal.py": 190,
-    "tests/test_devices.py": 160,
-    "tests/test_app.py": 130,
-    "tests/test_export.py": 120,
-    "tests/test_train.py": 100,
-    "tests/test_planted_files.py": 80,
-    "tests/test_disk_full.py": 65,
-    "tests/test_evaluate.py": 60,
-    "tests/test_model.py": 60,
-    "tests/test_features.py": 50,
-    "tests/test_resume.py": 40,
-    "tests/test_dicom_phi.py": 30,
+    GROUP: 376,  # the e2e tests and the notebooks; notebook 05 trains a dual encoder
+    "tests/test_crash.py": 212,
+    "tests/test_notebook_sessions.py": 124,
+    "tests/test_export.py": 119,
+    "tests/test_app.py": 97,
+    "tests/test_devices.py": 71,
+    "tests/test_train.py": 62,
+    "tests/test_disk_full.py": 49,
+    "tests/test_evaluate.py": 47,
+    "tests/test_decoders.py": 31,
+    "tests/test_roco_rehearsal.py": 27,
+    "tests/test_features.py": 21,
+    "tests/test_device_check.py": 21,
+    "tests/test_resume.py": 16,
+    "tests/test_dicom_phi.py": 13,
+    "tests/test_planted_files.py": 13,
+    "tests/test_install.py": 11,
+    "tests/test_dual.py": 11,
 }
 
 
