@@ -42,6 +42,9 @@ def test_row_batches_gathered_from_the_tables_are_the_generators_batches():
     splits = two_splits(np.random.default_rng(1))
     tables, offsets = device_tables(splits)
     assert offsets == [0, 9]
+    chunked, _ = device_tables(splits, chunk=40)  # a row or three at a time
+    for name, table in tables.items():
+        np.testing.assert_array_equal(chunked[name].numpy(), table.numpy(), strict=True)
     assert {k: tuple(v.shape) for k, v in tables.items()} == {
         "features": (15, 6),  # 9 train rows, 5 validation rows, one of zeros
         "grid": (15, 4, 3),
@@ -102,6 +105,7 @@ def test_training_gathering_on_the_device_ends_with_the_same_weights_and_checkpo
         ).history
         losses = history["loss"] + history["val_loss"]
         fitted.save(tmp_path / f"{gather}.keras")  # the captioner, either way
+        fitted.save_weights(tmp_path / f"{gather}.weights.h5")
         results.append((losses, [w.numpy() for w in model.weights]))
     (host_losses, host), (device_losses, device) = results
     assert host_losses == device_losses and all(np.isfinite(host_losses))
@@ -111,6 +115,10 @@ def test_training_gathering_on_the_device_ends_with_the_same_weights_and_checkpo
     loaded = keras.saving.load_model(tmp_path / "True.keras")
     assert type(loaded) is type(model) and loaded.optimizer.iterations == 6
     for saved, trained in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(saved.numpy(), trained.numpy())
+    fresh = new_captioner(config, 30, stats, verbose=False)
+    fresh.load_weights(tmp_path / "True.weights.h5")  # the captioner's layout
+    for saved, trained in zip(fresh.weights, model.weights):
         np.testing.assert_array_equal(saved.numpy(), trained.numpy())
 
 
@@ -124,10 +132,15 @@ def test_features_are_gathered_on_the_host_without_one_gpu(monkeypatch):
     assert on_device.gathers_on_device(splits) is True
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():  # replicas: the host
         assert on_device.gathers_on_device(splits) is False
-    assert on_device.table_bytes(splits) == (9 + 5) * 6 * 2  # float16 rows
-    monkeypatch.setattr(on_device, "LIMIT", 14 * 6 * 2 - 1)
+    assert on_device.table_bytes(splits) == (9 + 5 + 1) * 6 * 2  # float16 rows
+    monkeypatch.setattr(on_device, "LIMIT", 15 * 6 * 2 - 1)
     assert on_device.gathers_on_device(splits) is False  # too large for the GPU
-    monkeypatch.setattr(on_device, "LIMIT", 14 * 6 * 2)
+    monkeypatch.setattr(on_device, "LIMIT", 15 * 6 * 2)
+    assert on_device.gathers_on_device(splits) is True
+    features = splits[1].arrays["features"]
+    splits[1].arrays["features"] = features.astype(np.float32)
+    assert on_device.gathers_on_device(splits) is False  # the splits' dtypes differ
+    splits[1].arrays["features"] = features
     splits[0].static = True  # a TPU's batches
     assert on_device.gathers_on_device(splits) is False
     splits[0].static = False

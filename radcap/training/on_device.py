@@ -45,11 +45,18 @@ def feed(model, batches: list[Batches], on_device: bool | None = None):
         `(model, datasets)`: `model` itself with `Batches.dataset`s, or a
         `GatherFeatures` around it with `row_dataset`s.
     """
+    import tensorflow as tf
+
     if on_device is None:
         on_device = gathers_on_device(batches)
-    if not on_device:
+    tables = None
+    if on_device:
+        try:
+            tables, offsets = device_tables(batches)
+        except tf.errors.ResourceExhaustedError:  # a smaller or busy GPU
+            tables = None  # `training.json` then says "host"
+    if tables is None:
         return model, [b.dataset() for b in batches]
-    tables, offsets = device_tables(batches)
     fitted = GatherFeatures(model, tables)
     fitted.compile(
         optimizer=model.optimizer, loss=model.loss, jit_compile=model.jit_compile
@@ -67,37 +74,56 @@ def gathers_on_device(batches: list[Batches]) -> bool:
         return False
     if any(type(b) is not Batches or b.static for b in batches):
         return False
+    for name in batches[0].arrays:  # splits of one dtype: the host's batches'
+        if len({feature_dtype(b.arrays[name], False) for b in batches}) > 1:
+            return False
     return table_bytes(batches) <= LIMIT
 
 
 def table_bytes(batches: list[Batches]) -> int:
     """Bytes the feature tables of `batches` take (`device_tables`)."""
-    return sum(
-        a.size * feature_dtype(a, False).itemsize
-        for b in batches
-        for a in b.arrays.values()
-    )
+    total = 0
+    for name in batches[0].arrays:
+        parts = [b.arrays[name] for b in batches]
+        dtype = np.result_type(*(feature_dtype(a, False) for a in parts))
+        rows = sum(len(a) for a in parts) + 1  # and the zero row
+        total += rows * int(np.prod(parts[0].shape[1:])) * dtype.itemsize
+    return total
 
 
-def device_tables(batches: list[Batches]) -> tuple[dict, list[int]]:
-    """One tensor per feature array: the splits' rows one after the other,
-    then one row of zeros (for the empty rows that fill a batch up).
+def device_tables(batches: list[Batches], chunk: int = 2**28) -> tuple[dict, list]:
+    """One tensor per feature array on the device: the splits' rows one
+    after the other, then one row of zeros (for the empty rows that fill a
+    batch up).
+
+    The rows go to the device `chunk` bytes at a time and are joined there,
+    so the host never holds a whole table (ROCO's grid is 3.7 GB): making a
+    tensor of one NumPy array takes three times its size on the host.
 
     Returns:
-        `(tables, offsets)`: `{name: tensor}` on the default device (the
-        GPU), and where each split's rows start.
+        `(tables, offsets)`: `{name: tensor}` on the GPU (the CPU where there
+        is none), and where each split's rows start.
     """
     import tensorflow as tf
 
     sizes = [len(b.arrays["features"]) for b in batches]
     offsets = [int(s) for s in np.cumsum([0, *sizes[:-1]])]
+    device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
     tables = {}
     for name in batches[0].arrays:
         parts = [b.arrays[name] for b in batches]
         dtype = np.result_type(*(feature_dtype(a, False) for a in parts))
-        zero = np.zeros((1, *parts[0].shape[1:]), dtype)
-        table = np.concatenate([np.asarray(a, dtype) for a in parts] + [zero])
-        tables[name] = tf.convert_to_tensor(table)
+        row = max(int(np.prod(parts[0].shape[1:])) * dtype.itemsize, 1)
+        step = max(chunk // row, 1)
+        with tf.device(device):
+            pieces = [
+                tf.convert_to_tensor(np.asarray(a[s : s + step], dtype))
+                for a in parts
+                for s in range(0, len(a), step)
+            ]
+            pieces.append(tf.zeros((1, *parts[0].shape[1:]), dtype.name))
+            tables[name] = tf.concat(pieces, 0)
+        del pieces
     return tables, offsets
 
 
@@ -115,6 +141,7 @@ def row_dataset(batches: Batches, offset: int, empty: int):
 
     size, blank = batches.batch_size, len(batches.tokens)
     lengths = np.append(batches.lengths, 1)  # the blank caption, last
+    targets_of = np.append((batches.tokens[:, 1:] != 0).sum(1), 0)
 
     def plans():  # read at each epoch's start, as `Batches.dataset` does
         plan = batches.plan(batches.epoch)
@@ -124,7 +151,7 @@ def row_dataset(batches: Batches, offset: int, empty: int):
         rows = [size if batches.fill else len(part) for part in plan]
         longest = lengths[index].max(1)
         widths = batches.widths[np.searchsorted(batches.widths, longest)]
-        targets = np.maximum((lengths[index] - 1).sum(1), 1).astype(np.float64)
+        targets = np.maximum(targets_of[index].sum(1), 1).astype(np.float64)
         yield index, np.asarray(rows, np.int32), widths.astype(np.int32), targets
 
     start = np.zeros((1, batches.tokens.shape[1]), np.int32)
@@ -157,8 +184,9 @@ class GatherFeatures(keras.Model):
     """`model` fed by row numbers: takes the rows of `tables` on the device.
 
     `fit` trains it in `model`'s place; the weights and the optimizer are
-    `model`'s, and saving it saves `model`, so a checkpoint is the captioner's
-    own, whichever way its features were gathered.
+    `model`'s, and saving it (whole or its weights) saves `model`, so a
+    checkpoint is the captioner's own, whichever way its features were
+    gathered.
 
     Args:
         model: The compiled captioner.
@@ -183,3 +211,9 @@ class GatherFeatures(keras.Model):
 
     def save(self, *args, **kwargs):
         return self.captioner.save(*args, **kwargs)
+
+    def save_weights(self, *args, **kwargs):
+        return self.captioner.save_weights(*args, **kwargs)
+
+    def load_weights(self, *args, **kwargs):
+        return self.captioner.load_weights(*args, **kwargs)
