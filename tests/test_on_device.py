@@ -1,26 +1,12 @@
 """Features gathered on the device: the same batches and training as on the host."""
 
 import numpy as np
+from test_batches import as_numpy, captions
 
 from radcap.core.config import preset
 from radcap.training import on_device
 from radcap.training.batches import Batches
 from radcap.training.on_device import GatherFeatures, device_tables, feed, row_dataset
-
-
-def captions(n: int, seed: int = 0) -> np.ndarray:
-    """`(n, 14)` int32 captions of 3 to 13 tokens: `<start>`, words, `<end>`."""
-    rng = np.random.default_rng(seed)
-    tokens = np.zeros((n, 14), np.int32)
-    for i, length in enumerate(rng.integers(3, 14, n)):
-        tokens[i, :length] = [1, *rng.integers(4, 30, length - 2), 2]
-    return tokens
-
-
-def as_numpy(element):
-    import tensorflow as tf
-
-    return tf.nest.map_structure(lambda t: t.numpy(), element)
 
 
 def two_splits(rng, grid: bool = True) -> list[Batches]:

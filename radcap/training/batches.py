@@ -154,6 +154,13 @@ class Batches:
             indices, output_signature=tf.TensorSpec((None,), tf.int64)
         )
         data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return self.finish(data)
+
+    def finish(self, data):
+        """`data`, one element per batch, as `fit` takes it: its length known,
+        prefetched, and never sharded."""
+        import tensorflow as tf
+
         # One machine's replicas split each batch; there are no workers to
         # shard the files for (and the rewrite would drop the cardinality).
         options = tf.data.Options()

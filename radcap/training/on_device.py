@@ -172,12 +172,7 @@ def row_dataset(batches: Batches, offset: int, empty: int):
     data = data.unbatch().map(
         load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    options = tf.data.Options()  # as in `Batches.dataset`
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.OFF
-    )
-    data = data.apply(tf.data.experimental.assert_cardinality(len(batches)))
-    return data.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return batches.finish(data)
 
 
 class GatherFeatures(keras.Model):
