@@ -212,6 +212,7 @@ def load_function(size: int):
     return tf.function(
         lambda data: load(data, size),
         input_signature=[tf.TensorSpec([], tf.string)],
+        autograph=False,
     )
 
 
@@ -223,4 +224,5 @@ def array_function(size: int):
     return tf.function(
         lambda image: resize(colour(image), size),
         input_signature=[tf.TensorSpec([None, None, None], tf.uint8)],
+        autograph=False,
     )

@@ -43,8 +43,8 @@ class CompiledStep:
             logits, carry, weights = model.step(tokens, carry, memory)
             return ops.log_softmax(logits, axis=-1), carry, weights
 
-        self._encode = tf.function(encode, reduce_retracing=True)
-        self._step = tf.function(step, reduce_retracing=True)
+        self._encode = tf.function(encode, reduce_retracing=True, autograph=False)
+        self._step = tf.function(step, reduce_retracing=True, autograph=False)
         self._carry = None
 
     def start(self, features: np.ndarray, grid: np.ndarray | None = None) -> tuple:
@@ -137,6 +137,7 @@ class CompiledSearch:
             self._compiled[key] = tf.function(
                 lambda features, *grid: self.decode(features, *grid, **settings),
                 input_signature=spec,
+                autograph=False,
             )
         inputs = [np.asarray(features, np.float32)]
         if self.uses_grid:

@@ -131,7 +131,9 @@ class Extractor:
         self.layers = layers or layers_for(config)
         self.model = build_backbone(config, self.layers)
         self.workers = workers or min(8, os.cpu_count() or 2)
-        self._forward = tf.function(lambda x: self.model(x, training=False))
+        self._forward = tf.function(
+            lambda x: self.model(x, training=False), autograph=False
+        )
         gpus = len(tf.config.list_logical_devices("GPU"))
         if gpus > 1 and not _said_one_gpu:
             _said_one_gpu.append(True)

@@ -42,7 +42,7 @@ def _traced_text_tower(model):
     import tensorflow as tf  # a graph function: TensorFlow's own
 
     spec = tf.TensorSpec((None, None), tf.int32)
-    traced = tf.function(model.embed_texts, input_signature=[spec])
+    traced = tf.function(model.embed_texts, input_signature=[spec], autograph=False)
     return types.SimpleNamespace(embed_texts=traced, dim=model.dim)
 
 
