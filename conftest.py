@@ -52,7 +52,7 @@ COST = {
     GROUP: 376,  # the e2e tests and the notebooks; notebook 05 trains a dual encoder
     "tests/test_crash.py": 212,
     "tests/test_notebook_sessions.py": 124,
-    "tests/test_export.py": 119,
+    "tests/test_export.py": 85,
     "tests/test_app.py": 97,
     "tests/test_devices.py": 71,
     "tests/test_train.py": 62,

@@ -1,7 +1,12 @@
-"""The export's in-graph parts: image decoding and familiarity, against radcap's own.
+"""The export: its in-graph parts (image decoding, familiarity, words) against
+radcap's own, and trained runs through a SavedModel into a process without
+radcap, where its captions and embeddings equal `Captioner`'s and
+`Retriever`'s; then kills, links, read-only folders and bad settings.
 
-The round trip of a trained run through a SavedModel, in a process without
-radcap, is in `test_e2e.py` (it needs the demo run).
+The round trips run the tiny stand-in for VGG16 (`tiny_run.tiny_backbone`),
+from training to the SavedModel: what the export does around the backbone
+does not depend on VGG16's weights, and a 528 MB SavedModel would cost a
+test half a minute of writing, loading and convolving.
 """
 
 import io
@@ -207,22 +212,44 @@ def tiny(tmp_path_factory):
     return shared_tiny_run(tmp_path_factory)  # the session's: exports read it
 
 
+# The stand-in backbone of the round trips sees 8 x 8 squares: its familiarity
+# figures then spread as VGG16's do (on the mean colour alone they would
+# differ by little more than float32's rounding).
+SIDE = 8
+
+
+@pytest.fixture(scope="module")
+def stand_in_run(tmp_path_factory):
+    """`tiny_run.train_tiny_run`'s attention run, its features from the stand-in
+    backbone: the familiarity reference knows the demo's scans by them."""
+    from tiny_run import patch_tiny_backbone, train_tiny_run
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch_tiny_backbone(patch, side=SIDE)
+        return train_tiny_run(tmp_path_factory.mktemp("stand-in"))
+
+
 def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
-    tiny, tmp_path
+    stand_in_run, tmp_path, monkeypatch
 ):
     """A demo run with attention, exported, equals `Captioner`: greedy and beam.
 
     For every image: the demo's 224x224 scans, and PNG and JPEG files of
     other sizes and kinds (`save_mix`: odd sizes, 16-bit, alpha, photographs).
+    The run was trained on the stand-in backbone's features, and the export
+    and the captioner both run it.
     """
     import json
     import subprocess
     import sys
 
+    from tiny_run import patch_tiny_backbone
+
     from radcap.decoding.captioner import Captioner
     from radcap.serving.export import export
 
-    run_dir, dataset = tiny
+    patch_tiny_backbone(monkeypatch, side=SIDE)
+    run_dir, dataset = stand_in_run
     out = export(run_dir, tmp_path / "export", beam=3)
     images = [*dataset.images("test").path, *dataset.images("validation").path]
     (tmp_path / "mix").mkdir()
@@ -265,6 +292,8 @@ def test_the_export_captions_as_the_captioner_in_a_process_without_radcap(
             result["familiarity"][:n], [e["familiarity"] for e in expected], rtol=1e-5
         )
     assert n >= 6 + 15
+    # Both flags occur, so the exported reference is compared on each.
+    assert set(got["greedy"]["familiar"][:n]) == {True, False}
 
 
 # --- faults: a kill, a read-only run folder (a full disk: test_disk_full.py) ----

@@ -67,12 +67,17 @@ def untrained_run(root: Path, name: str = "untrained") -> Path:
     return folder
 
 
-def tiny_backbone(config, layers=None):
+def tiny_backbone(config, layers=None, side: int = 1):
     """A stand-in for VGG16 with its outputs' shapes and 30,000 weights, not 138 M.
 
     What the export does around the backbone (tracing, writing, moving into
     place) does not depend on VGG16's weights, which would make every export
     in a test over 500 MB.
+
+    Its features are linear in the image's mean colour: 3 numbers. With
+    `side` > 1 they are linear in the means of `side` x `side` squares (and
+    the weights `side`² times as many), for a test that needs images told
+    apart by more than their colour.
     """
     import keras
     import numpy as np
@@ -80,7 +85,11 @@ def tiny_backbone(config, layers=None):
     from radcap.features.backbone import FEATURE_SHAPES, IMAGE_SIZE, layers_for
 
     images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(images)  # (batch, 3)
+    if side > 1:
+        squares = keras.layers.AveragePooling2D(IMAGE_SIZE // side)(images)
+        pooled = keras.layers.Flatten()(squares)  # (batch, side * side * 3)
+    else:
+        pooled = keras.layers.GlobalAveragePooling2D()(images)  # (batch, 3)
     outputs = []
     for name in layers or layers_for(config):
         # Seeded per layer, as VGG16 by `config.seed`: every process draws the
@@ -112,13 +121,17 @@ def use_tiny_backbone() -> None:
     radcap.features.backbone._shared.clear()
 
 
-def patch_tiny_backbone(monkeypatch) -> None:
-    """`use_tiny_backbone` for one test (pytest's `monkeypatch` undoes it)."""
+def patch_tiny_backbone(monkeypatch, side: int = 1) -> None:
+    """`use_tiny_backbone` for one test (pytest's `monkeypatch` undoes it);
+    `side` as `tiny_backbone` takes it."""
+    import functools
+
     import radcap.features.backbone
     import radcap.serving.export
 
-    monkeypatch.setattr(radcap.features.backbone, "build_backbone", tiny_backbone)
-    monkeypatch.setattr(radcap.serving.export, "build_backbone", tiny_backbone)
+    build = functools.partial(tiny_backbone, side=side) if side > 1 else tiny_backbone
+    monkeypatch.setattr(radcap.features.backbone, "build_backbone", build)
+    monkeypatch.setattr(radcap.serving.export, "build_backbone", build)
     monkeypatch.setattr(radcap.features.backbone, "_shared", {})
 
 
