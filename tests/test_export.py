@@ -426,8 +426,10 @@ def test_a_read_only_run_folder_is_exported_elsewhere_and_not_evaluated(
 
 
 def test_a_beam_wider_than_the_vocabulary_is_refused_where_it_is_used(
-    tiny, tmp_path, capsys
+    tiny, tmp_path, capsys, monkeypatch
 ):
+    import importlib
+
     from radcap import cli
     from radcap.decoding.captioner import Captioner
     from radcap.evaluation import evaluate
@@ -448,9 +450,13 @@ def test_a_beam_wider_than_the_vocabulary_is_refused_where_it_is_used(
     with pytest.raises(ValueError) as err:
         export(run_dir, tmp_path / "export", beam=size + 1)
     assert str(err.value) == message and not (tmp_path / "export").exists()
+    booted = []  # METEOR's Java is not started for an evaluation refused
+    module = importlib.import_module("radcap.evaluation.evaluate")  # not the function
+    monkeypatch.setattr(module, "start_meteor", lambda: booted.append(True))
     with pytest.raises(ValueError) as err:
         evaluate(run_dir, run_dir.parents[1], beams=[1, size + 1], verbose=False)
     assert str(err.value) == message and not (run_dir / "metrics.json").exists()
+    assert booted == []
     image = dataset.images("test").path.iloc[0]
     wide = ["caption", "--run", str(run_dir), "--beam", str(size + 1), image]
     assert cli.main(wide) == 2

@@ -139,9 +139,9 @@ def evaluate(
     if reuse and (saved := _saved(run_dir, stamp, verbose)):
         return saved
     check_writable(run_dir, "run folder", _READ_ONLY_REMEDY)
+    captioner = _load(run_dir, beams)  # a beam it cannot run fails here
     if meteor is not False:
-        start_meteor()  # Java boots while the model loads and decodes
-    captioner = _load(run_dir, beams)
+        start_meteor()  # Java boots while the captions are decoded
     config = captioner.config
     dataset = dataset if dataset is not None else load_dataset(config, root)
     test, train, cases = _splits(config, dataset, split, root)
