@@ -32,7 +32,7 @@ from radcap.models import runs
 from radcap.models.dual import build_dual_encoder, contrastive_loss
 from radcap.retrieval.index import Index, embed_features, embed_tokens
 from radcap.training.batches import Batches
-from radcap.training.recipe import JIT_COMPILE, Recipe
+from radcap.training.recipe import JIT_COMPILE, Recipe, build_optimizer
 from radcap.training.train import train
 
 # A dual encoder's batch size unless set otherwise (presets: 32 or 64): a
@@ -136,6 +136,7 @@ def new_dual_encoder(config: Config, vocab_size: int, stats=None, verbose=True):
         loss=contrastive_loss,
         jit_compile=JIT_COMPILE[config.jit_compile],
     )
+    build_optimizer(model)
     return model
 
 

@@ -68,7 +68,20 @@ def compile_captioner(model, config: Config):
         loss=token_loss(),
         jit_compile=JIT_COMPILE[config.jit_compile],
     )
+    build_optimizer(model)
     return model
+
+
+def build_optimizer(model) -> None:
+    """Make the compiled `model`'s optimizer state now (once: a no-op after).
+
+    Keras otherwise makes it while it traces the first training step, and
+    TensorFlow traces a function that makes variables twice: the whole step,
+    gradients and all, about a second more of every training on a CPU. Call
+    it where the model was made (inside its distribution strategy's scope).
+    """
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 # `Config.jit_compile` as Keras' `jit_compile`.

@@ -48,7 +48,7 @@ from radcap.models.card import write_card
 from radcap.models.merge import feature_stats
 from radcap.training.callbacks import Progress, run_callbacks
 from radcap.training.on_device import feed
-from radcap.training.recipe import CAPTIONER, Recipe
+from radcap.training.recipe import CAPTIONER, Recipe, build_optimizer
 
 
 @dataclasses.dataclass
@@ -242,7 +242,7 @@ def _resume(model, run_dir: Path, verbose: bool) -> tuple[int, pd.DataFrame | No
         sources = [runs.backup_path(run_dir, last), run_dir / runs.MODEL]
         source = next((p for p in sources if runs.usable_model_file(p)), None)
         if source is not None:
-            model.optimizer.build(model.trainable_variables)  # to load its state
+            build_optimizer(model)  # to load its state
             model.load_weights(source)
             _restore_best(run_dir, history, sources[0])
             if verbose:
