@@ -129,7 +129,7 @@ def patch_tiny_backbone(monkeypatch, side: int = 1) -> None:
     import radcap.features.backbone
     import radcap.serving.export
 
-    build = functools.partial(tiny_backbone, side=side) if side > 1 else tiny_backbone
+    build = functools.partial(tiny_backbone, side=side)
     monkeypatch.setattr(radcap.features.backbone, "build_backbone", build)
     monkeypatch.setattr(radcap.serving.export, "build_backbone", build)
     monkeypatch.setattr(radcap.features.backbone, "_shared", {})

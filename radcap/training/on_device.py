@@ -84,11 +84,16 @@ def table_bytes(batches: list[Batches]) -> int:
     """Bytes the feature tables of `batches` take (`device_tables`)."""
     total = 0
     for name in batches[0].arrays:
-        parts = [b.arrays[name] for b in batches]
-        dtype = np.result_type(*(feature_dtype(a, False) for a in parts))
+        parts, dtype = _table_parts(batches, name)
         rows = sum(len(a) for a in parts) + 1  # and the zero row
         total += rows * int(np.prod(parts[0].shape[1:])) * dtype.itemsize
     return total
+
+
+def _table_parts(batches: list[Batches], name: str) -> tuple[list, np.dtype]:
+    """The splits' arrays of one feature table, and the dtype the table has."""
+    parts = [b.arrays[name] for b in batches]
+    return parts, np.result_type(*(feature_dtype(a, False) for a in parts))
 
 
 def device_tables(batches: list[Batches], chunk: int = 2**28) -> tuple[dict, list]:
@@ -111,8 +116,7 @@ def device_tables(batches: list[Batches], chunk: int = 2**28) -> tuple[dict, lis
     device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
     tables = {}
     for name in batches[0].arrays:
-        parts = [b.arrays[name] for b in batches]
-        dtype = np.result_type(*(feature_dtype(a, False) for a in parts))
+        parts, dtype = _table_parts(batches, name)
         row = max(int(np.prod(parts[0].shape[1:])) * dtype.itemsize, 1)
         step = max(chunk // row, 1)
         with tf.device(device):
